@@ -1,0 +1,214 @@
+"""Dataclass schemas for every config group, registered in Hydra's ConfigStore.
+
+Each YAML under `conf/<group>/` extends the schema stored as `<group>/schema`, so a misspelled key or a
+wrong type fails while Hydra composes. Rules on values and across fields live in `__post_init__`; they
+run when `from_hydra` turns the composed DictConfig into these objects, before any work is done.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from gpt2.errors import ConfigError
+
+DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _positive(obj: Any, group: str, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        _check(value >= 1, f"{group}.{name}", f"must be >= 1, got {value}")
+
+
+@dataclass
+class DataConfig:
+    path: Optional[str] = None
+    """A local UTF-8 text file to train on; null means Tiny Shakespeare (downloaded into data_dir)."""
+    tokenizer: str = "gpt2"
+    """'gpt2' (tiktoken's GPT-2 BPE) or 'char' (one token per character, as nanoGPT's char runs)."""
+    block_size: int = 64
+    """T: tokens per training window (the model's context length)."""
+    batch_size: int = 12
+    """B: windows per batch (per micro-step when trainer.grad_accum > 1)."""
+    seed: int = 1337
+    """Seeds the sampler's own torch.Generator: the only source of data-order randomness."""
+    shuffle: bool = True
+    """Shuffle training windows each epoch; validation is never shuffled."""
+    train_frac: float = 0.9
+    """Fraction of tokens, from the start, in the training split; the rest is validation."""
+    num_workers: int = 0
+    """DataLoader worker processes; 0 builds batches in the main process (fastest for in-memory tokens)."""
+    data_dir: str = "data"
+    """Where downloads and token caches live."""
+    mirror: Optional[str] = "${oc.env:GPT2_DATA_MIRROR,null}"
+    """Offline copy of the downloads (tinyshakespeare/input.txt, gpt2-bpe/{vocab.bpe,encoder.json})."""
+
+    def __post_init__(self) -> None:
+        _check(self.tokenizer in ("gpt2", "char"), "data.tokenizer",
+               f"must be 'gpt2' or 'char', got {self.tokenizer!r}")
+        _positive(self, "data", "block_size", "batch_size")
+        _check(0.0 < self.train_frac < 1.0, "data.train_frac",
+               f"must be between 0 and 1 (exclusive), got {self.train_frac}")
+        _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+
+
+@dataclass
+class ModelConfig:
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block; must divide n_embd."""
+    n_embd: int = 128
+    """Width of the residual stream."""
+    dropout: float = 0.0
+    """Dropout on embeddings, attention and residual branches (0 disables it)."""
+    bias: bool = False
+    """Biases in Linear and LayerNorm layers (GPT-2 has them; nanoGPT's small runs drop them)."""
+    vocab_multiple: int = 64
+    """The embedding table is padded to a multiple of this; padded logits are never scored or sampled."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple")
+        _check(self.n_embd % self.n_head == 0, "model.n_head",
+               f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
+        _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    """Peak learning rate (after warmup)."""
+    min_lr: float = 1e-4
+    """Learning rate at the end of the cosine decay (and after it)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay, applied to 2-D weights only (not biases, LayerNorm gains)."""
+    beta1: float = 0.9
+    beta2: float = 0.99
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 disables clipping (the norm is still logged)."""
+    warmup_iters: int = 100
+    """Linear warmup from ~0 to lr over this many iterations."""
+    lr_decay_iters: int = 2000
+    """Cosine decay from lr to min_lr ends here (usually = trainer.max_iters)."""
+    decay_lr: bool = True
+    """False keeps lr constant (no warmup, no decay)."""
+
+    def __post_init__(self) -> None:
+        _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
+        _check(0 <= self.min_lr <= self.lr, "optim.min_lr",
+               f"must be between 0 and optim.lr ({self.lr}), got {self.min_lr}")
+        _check(self.weight_decay >= 0, "optim.weight_decay", f"must be >= 0, got {self.weight_decay}")
+        for name in ("beta1", "beta2"):
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"optim.{name}", f"must be in [0, 1), got {value}")
+        _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
+        _check(self.warmup_iters >= 0, "optim.warmup_iters", f"must be >= 0, got {self.warmup_iters}")
+        _check(self.lr_decay_iters >= self.warmup_iters, "optim.lr_decay_iters",
+               f"must be >= optim.warmup_iters ({self.warmup_iters}), got {self.lr_decay_iters}")
+
+
+@dataclass
+class TrainerConfig:
+    max_iters: int = 2000
+    """Optimizer steps to run."""
+    eval_interval: int = 250
+    """Evaluate on the validation split every this many steps (and at step 0 and at the end)."""
+    eval_iters: int = 20
+    """Validation batches per evaluation (a fixed, evenly spaced set of windows)."""
+    log_interval: int = 10
+    """Write a metrics row (metrics.jsonl, W&B, train.log) every this many steps."""
+    grad_accum: int = 1
+    """Micro-batches per optimizer step."""
+    device: str = "auto"
+    """auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."""
+    dtype: str = "auto"
+    """auto (bfloat16 on CUDA if supported, else float16 with a GradScaler; float32 elsewhere),
+    float32, bfloat16 or float16."""
+    compile: bool = False
+    """Wrap the model in torch.compile."""
+    seed: int = 1337
+    """Seeds model initialisation, dropout and sampling (data order has its own data.seed)."""
+    sample_tokens: int = 200
+    """Tokens of text sampled from the best model at the end of the run (0 skips it)."""
+    progress: bool = True
+    """Show a progress bar (only when stderr is a terminal)."""
+
+    def __post_init__(self) -> None:
+        _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
+                  "grad_accum")
+        _check(bool(DEVICE_RE.match(self.device)), "trainer.device",
+               f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+        _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",
+               f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        _check(self.sample_tokens >= 0, "trainer.sample_tokens", f"must be >= 0, got {self.sample_tokens}")
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = "wandb"
+    """'wandb' or 'none' (metrics.jsonl and summary.json are written either way)."""
+    mode: str = "auto"
+    """auto (online when W&B credentials are configured, else offline), online, offline or disabled."""
+    project: str = "gpt2-harness"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    name: Optional[str] = None
+    """W&B run name; null lets W&B pick one."""
+    tags: List[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        _check(self.backend in ("wandb", "none"), "logger.backend",
+               f"must be 'wandb' or 'none', got {self.backend!r}")
+        _check(self.mode in ("auto", "online", "offline", "disabled"), "logger.mode",
+               f"must be auto, online, offline or disabled, got {self.mode!r}")
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+
+
+GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
+          "trainer": TrainerConfig, "logger": LoggerConfig}
+
+
+def register_configs() -> None:
+    """Store the root schema and one schema per group; conf/*.yaml extend them by name."""
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, schema in GROUPS.items():
+        cs.store(group=group, name="schema", node=schema)
+
+
+def from_hydra(cfg: DictConfig) -> Config:
+    """Resolve the composed config and build the dataclasses, running every __post_init__ check."""
+    try:
+        return OmegaConf.to_object(cfg)
+    except ConfigError:
+        raise
+    except Exception as exc:  # OmegaConf wraps errors raised inside __post_init__
+        cause = exc
+        while cause.__cause__ is not None or cause.__context__ is not None:
+            cause = cause.__cause__ or cause.__context__
+            if isinstance(cause, ConfigError):
+                raise cause from None
+        raise ConfigError(str(exc).splitlines()[0]) from None
+
+
+def to_dict(config: Config) -> dict:
+    """A plain, JSON-able dict of the config (for checkpoints, W&B and the run directory)."""
+    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)

@@ -1,0 +1,101 @@
+"""Files the harness downloads, checksummed, with an offline mirror as the alternative to the network."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from gpt2.errors import DataError
+
+MIRROR_HINT = "set data.mirror=DIR (or the GPT2_DATA_MIRROR environment variable)"
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A file with a canonical URL and a known sha256, stored at `relpath` under data_dir or a mirror."""
+
+    relpath: str
+    url: str
+    sha256: str
+
+
+TINY_SHAKESPEARE = Remote(
+    "tinyshakespeare/input.txt",
+    "https://raw.githubusercontent.com/karpathy/char-rnn/master/data/tinyshakespeare/input.txt",
+    "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed",
+)
+GPT2_VOCAB_BPE = Remote(
+    "gpt2-bpe/vocab.bpe",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/vocab.bpe",
+    "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5",
+)
+GPT2_ENCODER_JSON = Remote(
+    "gpt2-bpe/encoder.json",
+    "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
+    "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
+)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: Path) -> str:
+    return sha256_bytes(Path(path).read_bytes())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _verified(path: Path, remote: Remote) -> bool:
+    return path.is_file() and sha256_file(path) == remote.sha256
+
+
+def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = None,
+          timeout: float = 30.0) -> Path:
+    """Return a verified local copy of `remote` in data_dir: already there, copied from the mirror,
+    or downloaded. Raises DataError with one actionable message when none of these works."""
+    target = Path(data_dir) / remote.relpath
+    if _verified(target, remote):
+        return target
+    if mirror is not None:
+        source = Path(mirror) / remote.relpath
+        if not source.is_file():
+            raise DataError(f"{source} does not exist: the mirror given by data.mirror / GPT2_DATA_MIRROR "
+                            f"must hold {remote.relpath}")
+        if not _verified(source, remote):
+            raise DataError(f"{source} has the wrong sha256 (expected {remote.sha256}); "
+                            f"replace it with the file from {remote.url}")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+        return target
+    try:
+        with urllib.request.urlopen(remote.url, timeout=timeout) as response:
+            data = response.read()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{target} is missing and could not be downloaded from {remote.url} ({exc}). "
+                        f"Offline? Put the file there, or {MIRROR_HINT} to a folder holding "
+                        f"{remote.relpath}") from None
+    if sha256_bytes(data) != remote.sha256:
+        raise DataError(f"the download of {remote.url} has the wrong sha256 (expected {remote.sha256}); "
+                        f"nothing was saved. Try again, or {MIRROR_HINT} to a verified copy")
+    atomic_write_bytes(target, data)
+    return target

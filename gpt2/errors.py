@@ -1,0 +1,17 @@
+"""Errors a user can cause and fix: train.py prints their one-line message and exits non-zero."""
+
+
+class HarnessError(Exception):
+    """Base class: the message is complete and says what to do; no traceback is shown."""
+
+
+class ConfigError(HarnessError, ValueError):
+    """An invalid config value; the message starts with the key, e.g. 'model.n_head: ...'."""
+
+
+class DataError(HarnessError):
+    """Missing, unreadable, unverifiable or too-short input data (text, tokenizer files)."""
+
+
+class CheckpointError(HarnessError):
+    """A checkpoint that cannot be read or does not match the config."""

@@ -1,0 +1,97 @@
+"""Tokenizers: GPT-2 BPE through tiktoken (from checksummed local files) and character-level.
+
+Both expose `name`, `vocab_size`, `encode`, `decode` and `state()`; `state()` is what a checkpoint or a
+token cache stores to rebuild the same tokenizer (`tokenizer_from_state`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Protocol, Sequence
+
+from gpt2.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
+
+
+class Tokenizer(Protocol):
+    name: str
+    vocab_size: int
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def decode(self, ids: Sequence[int]) -> str: ...
+
+    def state(self) -> dict: ...
+
+
+class GPT2Tokenizer:
+    """tiktoken's `gpt2` encoding (50,257 tokens, <|endoftext|> = 50256). Text is encoded as ordinary
+    text, as nanoGPT does: a literal '<|endoftext|>' in the corpus is not a special token."""
+
+    name = "gpt2"
+
+    def __init__(self, data_dir: str | Path, mirror: Optional[str | Path] = None):
+        import tiktoken
+        from tiktoken.load import data_gym_to_mergeable_bpe_ranks
+        from tiktoken_ext.openai_public import ENDOFTEXT, r50k_pat_str
+
+        vocab_bpe = fetch(GPT2_VOCAB_BPE, data_dir, mirror)
+        encoder_json = fetch(GPT2_ENCODER_JSON, data_dir, mirror)
+        ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json),
+                                                GPT2_VOCAB_BPE.sha256, GPT2_ENCODER_JSON.sha256)
+        self.encoding = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
+                                          special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
+        self.vocab_size = self.encoding.n_vocab
+        self.eot_token = self.encoding.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self.encoding.encode_ordinary(text)
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.encoding.decode(list(ids))
+
+    def state(self) -> dict:
+        return {"name": self.name, "vocab_size": self.vocab_size}
+
+
+class CharTokenizer:
+    """One token per distinct character of the corpus, ids in sorted character order (nanoGPT's
+    shakespeare_char: 65 characters for Tiny Shakespeare)."""
+
+    name = "char"
+
+    def __init__(self, chars: str):
+        self.chars = chars
+        self.vocab_size = len(chars)
+        self._stoi = {c: i for i, c in enumerate(chars)}
+
+    @classmethod
+    def from_text(cls, text: str) -> "CharTokenizer":
+        return cls("".join(sorted(set(text))))
+
+    def encode(self, text: str) -> list[int]:
+        try:
+            return [self._stoi[c] for c in text]
+        except KeyError as exc:
+            raise ValueError(f"character {exc.args[0]!r} is not in this char vocabulary") from None
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return "".join(self.chars[i] for i in ids)
+
+    def state(self) -> dict:
+        return {"name": self.name, "vocab_size": self.vocab_size, "chars": self.chars}
+
+
+def build_tokenizer(name: str, corpus: str, data_dir: str | Path,
+                    mirror: Optional[str | Path] = None) -> Tokenizer:
+    if name == "char":
+        return CharTokenizer.from_text(corpus)
+    if name == "gpt2":
+        return GPT2Tokenizer(data_dir, mirror)
+    raise ValueError(f"unknown tokenizer {name!r} (expected 'gpt2' or 'char')")
+
+
+def tokenizer_from_state(state: dict, data_dir: str | Path, mirror: Optional[str | Path] = None
+                         ) -> Tokenizer:
+    if state["name"] == "char":
+        return CharTokenizer(state["chars"])
+    return build_tokenizer(state["name"], "", data_dir, mirror)
