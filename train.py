@@ -24,8 +24,8 @@ def main(cfg: DictConfig) -> float:
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         summary = train(config, run_dir)
     except HarnessError as exc:
-        log.error("%s", exc)
-        sys.exit(f"error: {exc}")
+        log.error("%s", exc)  # one line, on the console and in train.log
+        sys.exit(1)
     print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
     if summary["sample"]:

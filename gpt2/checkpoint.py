@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -50,7 +48,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as exc:
+    except Exception as exc:  # torch raises RuntimeError, OSError, UnpicklingError, ... by damage
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
                               f"{str(exc).splitlines()[0]})") from None
     if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:

@@ -1,6 +1,6 @@
 """Dataclass schemas for every config group, registered in Hydra's ConfigStore.
 
-Each YAML under `conf/<group>/` extends the schema stored as `<group>/schema`, so a misspelled key or a
+Each YAML under `conf/<group>/` extends the schema stored as `schema/<group>`, so a misspelled key or a
 wrong type fails while Hydra composes. Rules on values and across fields live in `__post_init__`; they
 run when `from_hydra` turns the composed DictConfig into these objects, before any work is done.
 """
@@ -50,8 +50,9 @@ class DataConfig:
     """DataLoader worker processes; 0 builds batches in the main process (fastest for in-memory tokens)."""
     data_dir: str = "data"
     """Where downloads and token caches live."""
-    mirror: Optional[str] = "${oc.env:GPT2_DATA_MIRROR,null}"
-    """Offline copy of the downloads (tinyshakespeare/input.txt, gpt2-bpe/{vocab.bpe,encoder.json})."""
+    mirror: Optional[str] = None
+    """Offline copy of the downloads (tinyshakespeare/input.txt, gpt2-bpe/{vocab.bpe,encoder.json});
+    null falls back to the GPT2_DATA_MIRROR environment variable, then to the network."""
 
     def __post_init__(self) -> None:
         _check(self.tokenizer in ("gpt2", "char"), "data.tokenizer",
@@ -112,9 +113,9 @@ class OptimConfig:
             value = getattr(self, name)
             _check(0 <= value < 1, f"optim.{name}", f"must be in [0, 1), got {value}")
         _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        _check(self.warmup_iters >= 0, "optim.warmup_iters", f"must be >= 0, got {self.warmup_iters}")
-        _check(self.lr_decay_iters >= self.warmup_iters, "optim.lr_decay_iters",
-               f"must be >= optim.warmup_iters ({self.warmup_iters}), got {self.lr_decay_iters}")
+        for name in ("warmup_iters", "lr_decay_iters"):
+            value = getattr(self, name)
+            _check(value >= 0, f"optim.{name}", f"must be >= 0, got {value}")
 
 
 @dataclass
@@ -191,11 +192,28 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, schema in GROUPS.items():
-        cs.store(group=group, name="schema", node=schema)
+        cs.store(name=group, group="schema", node=schema)
+
+
+def _extra_keys(given: dict, known: dict, prefix: str = "") -> list[str]:
+    extra = []
+    for key, value in given.items():
+        if key not in known:
+            extra.append(prefix + key)
+        elif isinstance(value, dict) and isinstance(known[key], dict):
+            extra += _extra_keys(value, known[key], f"{prefix}{key}.")
+    return extra
 
 
 def from_hydra(cfg: DictConfig) -> Config:
-    """Resolve the composed config and build the dataclasses, running every __post_init__ check."""
+    """Resolve the composed config and build the dataclasses, running every __post_init__ check.
+    Keys appended with `+key=value` that no schema declares are refused, not silently ignored."""
+    given = OmegaConf.to_container(cfg, resolve=False)
+    known = OmegaConf.to_container(OmegaConf.structured(Config), resolve=False)
+    extra = _extra_keys(given, known)
+    if extra:
+        raise ConfigError(f"{extra[0]}: unknown config key (see `python train.py --cfg job` for "
+                          f"the valid keys)")
     try:
         return OmegaConf.to_object(cfg)
     except ConfigError:

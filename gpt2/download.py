@@ -13,7 +13,8 @@ from typing import Optional
 
 from gpt2.errors import DataError
 
-MIRROR_HINT = "set data.mirror=DIR (or the GPT2_DATA_MIRROR environment variable)"
+MIRROR_ENV = "GPT2_DATA_MIRROR"
+MIRROR_HINT = f"set data.mirror=DIR (or the {MIRROR_ENV} environment variable)"
 
 
 @dataclass(frozen=True)
@@ -72,14 +73,16 @@ def _verified(path: Path, remote: Remote) -> bool:
 def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = None,
           timeout: float = 30.0) -> Path:
     """Return a verified local copy of `remote` in data_dir: already there, copied from the mirror,
-    or downloaded. Raises DataError with one actionable message when none of these works."""
+    or downloaded. Raises DataError with one actionable message when none of these works.
+    Without an explicit mirror, $GPT2_DATA_MIRROR is the mirror when set."""
+    mirror = mirror or os.environ.get(MIRROR_ENV) or None
     target = Path(data_dir) / remote.relpath
     if _verified(target, remote):
         return target
     if mirror is not None:
         source = Path(mirror) / remote.relpath
         if not source.is_file():
-            raise DataError(f"{source} does not exist: the mirror given by data.mirror / GPT2_DATA_MIRROR "
+            raise DataError(f"{source} does not exist: the mirror given by data.mirror / {MIRROR_ENV} "
                             f"must hold {remote.relpath}")
         if not _verified(source, remote):
             raise DataError(f"{source} has the wrong sha256 (expected {remote.sha256}); "

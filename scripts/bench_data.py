@@ -1,0 +1,101 @@
+"""Batches per second of four ways to build (x, y) training batches from Tiny Shakespeare, side by side.
+
+1. seed, as written: per-sample __getitem__ + default collate, shuffled, num_workers=1, pin_memory=True
+2. seed with num_workers=0
+3. nanoGPT's get_batch: torch.randint starts, np.memmap of a uint16 .bin, per-row stack
+4. ours, as the trainer uses it: make_dataloader's train_dl (one gather per tensor, contiguous x, y)
+
+Usage: python scripts/bench_data.py [--batch-size 64] [--block-size 256] [--batches 200] [--repeats 5]
+Each figure is the median over repeats of batches/s; the ratios are ours / each baseline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gpt2.config import DataConfig  # noqa: E402
+from gpt2.data import LMSequenceDataset, infinite_batches, load_tokens, make_dataloader, train_valid_split  # noqa: E402
+
+
+def seed_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):
+    """The seed's DataLoader: a Dataset of windows, shuffle=True, default collate."""
+    dataset = LMSequenceDataset(tokens, block_size)  # int index: one window per call, as the seed
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
+                        pin_memory=True, drop_last=False)
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pin_memory without CUDA warns; the seed sets it anyway
+            batches = iter(loader)
+        yield from batches
+
+
+def nanogpt_get_batch(tokens: torch.Tensor, batch_size: int, block_size: int, workdir: Path):
+    """nanoGPT's train.py get_batch (CPU branch): memmap the uint16 .bin again for every batch."""
+    path = workdir / "train.bin"
+    tokens.numpy().astype(np.uint16).tofile(path)
+    while True:
+        data = np.memmap(path, dtype=np.uint16, mode="r")
+        ix = torch.randint(len(data) - block_size, (batch_size,))
+        x = torch.stack([torch.from_numpy(data[i:i + block_size].astype(np.int64)) for i in ix])
+        y = torch.stack([torch.from_numpy(data[i + 1:i + 1 + block_size].astype(np.int64)) for i in ix])
+        yield x, y
+
+
+def ours(cfg: DataConfig):
+    return infinite_batches(make_dataloader(cfg)["train_dl"])
+
+
+def batches_per_sec(batches, count: int, repeats: int) -> float:
+    for _ in islice(batches, 3):  # warm up (starts workers, first epoch permutation)
+        pass
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for x, y in islice(batches, count):
+            assert x.shape == y.shape
+        rates.append(count / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--block-size", type=int, default=256)
+    parser.add_argument("--batches", type=int, default=200, help="batches timed per repeat")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--mirror", default=None, help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
+    args = parser.parse_args()
+
+    cfg = DataConfig(block_size=args.block_size, batch_size=args.batch_size, mirror=args.mirror)
+    _, tokens, _ = load_tokens(cfg)
+    train_tokens, _ = train_valid_split(tokens, cfg.train_frac)
+    B, T, n, r = args.batch_size, args.block_size, args.batches, args.repeats
+    print(f"Tiny Shakespeare, GPT-2 BPE: {len(train_tokens):,} train tokens; B={B}, T={T}; "
+          f"{torch.get_num_threads()} threads; median of {r} x {n} batches")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = {
+            "seed as written (num_workers=1)": batches_per_sec(seed_loader(train_tokens, B, T, 1), n, r),
+            "seed, num_workers=0": batches_per_sec(seed_loader(train_tokens, B, T, 0), n, r),
+            "nanoGPT get_batch": batches_per_sec(nanogpt_get_batch(train_tokens, B, T, Path(tmp)), n, r),
+            "ours (train_dl)": batches_per_sec(ours(cfg), n, r),
+        }
+    mine = results["ours (train_dl)"]
+    print(f"{'loader':34s} {'batches/s':>10s} {'ours is':>9s}")
+    for name, rate in results.items():
+        print(f"{name:34s} {rate:10.1f} {mine / rate:8.1f}x")
+
+
+if __name__ == "__main__":
+    main()

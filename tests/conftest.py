@@ -1,0 +1,78 @@
+"""Shared fixtures: the offline data mirror, a session-wide data dir, and composing configs with Hydra."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from gpt2.config import Config, from_hydra, register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+MIRROR = Path(os.environ.get("GPT2_DATA_MIRROR") or ROOT.parent / "shared" / "data").resolve()
+
+# A model and run small enough for a 2-core CPU: every test that trains uses these.
+TINY = [
+    "model.n_layer=1", "model.n_head=2", "model.n_embd=32",
+    "data.block_size=16", "data.batch_size=4",
+    "trainer.max_iters=20", "trainer.eval_interval=10", "trainer.eval_iters=2",
+    "trainer.log_interval=5", "trainer.device=cpu", "trainer.sample_tokens=16",
+    "trainer.progress=false", "optim.warmup_iters=2", "optim.lr=3e-3",
+]
+
+register_configs()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def offline_environment():
+    """Tests never touch the network or a real W&B account."""
+    if not (MIRROR / "tinyshakespeare" / "input.txt").is_file():
+        pytest.exit(f"the offline data mirror {MIRROR} is missing: set GPT2_DATA_MIRROR", returncode=2)
+    saved = {k: os.environ.pop(k, None) for k in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL")}
+    os.environ["GPT2_DATA_MIRROR"] = str(MIRROR)
+    os.environ["NETRC"] = os.devnull  # no W&B credentials from the user's ~/.netrc
+    yield
+    for key, value in saved.items():
+        if value is not None:
+            os.environ[key] = value
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """A data dir shared by the session: downloads copied from the mirror, token caches filled once."""
+    return tmp_path_factory.mktemp("data")
+
+
+def compose_config(*overrides: str) -> "DictConfig":  # noqa: F821
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+def tiny_config(data_dir: Path, *overrides: str) -> Config:
+    return from_hydra(compose_config(*TINY, f"data.data_dir={data_dir}", "logger=none", *overrides))
+
+
+def run_train(run_dir: Path, *overrides: str, env: dict | None = None, timeout: int = 300):
+    """Run train.py in a subprocess (no stdin, as CI) and return the CompletedProcess."""
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides],
+                          cwd=ROOT, env=environment, stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+def read_wandb_records(run_dir: Path) -> list[dict]:
+    """Every record of the (single) offline W&B run under run_dir, read back from its .wandb file."""
+    import json
+
+    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(files) == 1, files
+    wandb_cli = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
+    out = subprocess.run([wandb_cli, "leet", "inspect", "--json", str(files[0])], capture_output=True,
+                         text=True, timeout=60, check=True, stdin=subprocess.DEVNULL).stdout
+    records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    return records

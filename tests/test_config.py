@@ -1,0 +1,111 @@
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from gpt2.config import Config, ConfigError, DataConfig, ModelConfig, from_hydra
+
+from conftest import ROOT, compose_config, run_train
+
+CONF = ROOT / "conf"
+GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) if group.is_dir()
+                 for option in sorted(group.glob("*.yaml"))]
+
+
+@pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
+def test_every_group_option_composes_and_validates(group, option):
+    extra = ["data.path=some.txt"] if (group, option) == ("data", "text_file") else []
+    config = from_hydra(compose_config(f"{group}={option}", *extra))
+    assert isinstance(config, Config)
+
+
+def test_groups_and_experiments_exist():
+    groups = {g for g, _ in GROUP_OPTIONS}
+    assert groups == {"data", "model", "optim", "trainer", "logger", "experiment"}
+    assert {o for g, o in GROUP_OPTIONS if g == "experiment"} >= {
+        "shakespeare_char_cpu", "shakespeare_char", "shakespeare_gpt2_cpu"}
+
+
+def test_shakespeare_char_cpu_is_nanogpts_cpu_command():
+    c = from_hydra(compose_config("experiment=shakespeare_char_cpu"))
+    assert (c.data.tokenizer, c.data.block_size, c.data.batch_size) == ("char", 64, 12)
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.dropout, c.model.bias) == (4, 4, 128, 0.0, False)
+    assert (c.optim.lr, c.optim.min_lr, c.optim.lr_decay_iters, c.optim.beta2, c.optim.warmup_iters) == (
+        1e-3, 1e-4, 2000, 0.99, 100)
+    assert (c.optim.weight_decay, c.optim.grad_clip, c.optim.beta1) == (0.1, 1.0, 0.9)
+    assert (c.trainer.max_iters, c.trainer.eval_interval, c.trainer.eval_iters, c.trainer.grad_accum) == (
+        2000, 250, 20, 1)
+    assert (c.trainer.device, c.trainer.compile) == ("cpu", False)
+
+
+def test_shakespeare_char_is_nanogpts_baby_gpt():
+    c = from_hydra(compose_config("experiment=shakespeare_char"))
+    assert (c.data.tokenizer, c.data.block_size, c.data.batch_size) == ("char", 256, 64)
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.dropout) == (6, 6, 384, 0.2)
+    assert (c.trainer.max_iters, c.optim.lr_decay_iters, c.trainer.eval_iters, c.trainer.eval_interval) == (
+        5000, 5000, 200, 250)
+    assert (c.optim.lr, c.optim.min_lr, c.optim.beta2, c.optim.warmup_iters) == (1e-3, 1e-4, 0.99, 100)
+
+
+def test_shakespeare_gpt2_cpu_is_the_cpu_model_on_bpe():
+    c = from_hydra(compose_config("experiment=shakespeare_gpt2_cpu"))
+    cpu = from_hydra(compose_config("experiment=shakespeare_char_cpu"))
+    assert c.data.tokenizer == "gpt2"
+    assert (c.model, c.optim, c.trainer) == (cpu.model, cpu.optim, cpu.trainer)
+
+
+def test_overrides_reach_the_dataclasses():
+    c = from_hydra(compose_config("data.block_size=32", "model=baby", "trainer.max_iters=7"))
+    assert c.data.block_size == 32 and c.model.n_embd == 384 and c.optim.lr_decay_iters == 7
+
+
+def test_misspelled_key_fails_at_composition():
+    with pytest.raises(ConfigCompositionException) as err:
+        compose_config("data.block_szie=64")
+    assert "block_szie" in str(err.value.__cause__ or err.value)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.batch_size=0", "data.batch_size: must be >= 1, got 0"),
+    ("model.n_head=5", "model.n_head: model.n_embd (128) must be divisible by model.n_head (5)"),
+    ("data.tokenizer=bpe", "data.tokenizer: must be 'gpt2' or 'char'"),
+    ("data.train_frac=1.0", "data.train_frac: must be between 0 and 1"),
+    ("optim.min_lr=1.0", "optim.min_lr: must be between 0 and optim.lr"),
+    ("trainer.device=tpu", "trainer.device: must be auto, cpu, cuda, cuda:N or mps"),
+    ("+data.foo=1", "data.foo: unknown config key"),
+    ("+foo=1", "foo: unknown config key"),
+])
+def test_invalid_values_name_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config(override))
+    assert message in str(err.value)
+
+
+def test_dataclasses_check_themselves():
+    with pytest.raises(ConfigError, match="model.n_head"):
+        ModelConfig(n_head=3, n_embd=128)
+    with pytest.raises(ConfigError, match="data.block_size: must be >= 1"):
+        DataConfig(block_size=0)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("data.block_szie=64", "Key 'block_szie' not in 'DataConfig'"),
+    ("data.batch_size=0", "data.batch_size: must be >= 1, got 0"),
+    ("model.n_head=5", "model.n_head: model.n_embd (128) must be divisible by model.n_head (5)"),
+    ("model=bigg", "Could not find 'model/bigg'"),
+])
+def test_train_py_rejects_bad_overrides_before_any_work(tmp_path, override, message):
+    result = run_train(tmp_path / "run", override, "logger=none")
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert message in output and "Traceback" not in output
+    assert len(output.strip().splitlines()) <= 12  # a short message, not a stack trace
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
+def test_help_lists_the_groups(tmp_path):
+    result = run_train(tmp_path, "--help")
+    assert result.returncode == 0
+    for group in ("data:", "model:", "optim:", "trainer:", "logger:", "experiment:"):
+        assert group in result.stdout
+    assert "shakespeare_char_cpu" in result.stdout

@@ -1,0 +1,209 @@
+import warnings
+from dataclasses import replace
+from itertools import islice
+
+import pytest
+import torch
+
+from gpt2.config import DataConfig
+from gpt2 import data as data_module
+from gpt2.data import (FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, infinite_batches,
+                       load_tokens, make_dataloader, train_valid_split)
+from gpt2.errors import DataError
+from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+
+
+def first_batches(cfg: DataConfig, n: int = 3):
+    return [tuple(t.clone() for t in b) for b in islice(infinite_batches(make_dataloader(cfg)["train_dl"]), n)]
+
+
+# ------------------------------------------------------------------------------ the seed's pieces
+def test_dataset_windows_are_shifted_by_one():
+    ds = LMSequenceDataset(torch.arange(10), block_size=3)
+    assert len(ds) == 7  # N - T
+    x, y = ds[0]
+    assert x.tolist() == [0, 1, 2] and y.tolist() == [1, 2, 3]
+    x, y = ds[6]  # the last window reaches the last token
+    assert x.tolist() == [6, 7, 8] and y.tolist() == [7, 8, 9]
+
+
+def test_batch_gather_equals_per_sample_windows():
+    tokens = torch.randint(0, 100, (500,))
+    ds = LMSequenceDataset(tokens, block_size=32)
+    starts = torch.tensor([0, 7, 467, 100])
+    x, y = ds[starts]
+    assert x.shape == y.shape == (4, 32) and x.is_contiguous() and y.is_contiguous()
+    assert x.dtype == torch.int64
+    for row, s in enumerate(starts.tolist()):
+        assert torch.equal(x[row], tokens[s:s + 32]) and torch.equal(y[row], tokens[s + 1:s + 33])
+
+
+def test_dataset_too_short_names_both_sizes():
+    with pytest.raises(ValueError, match=r"^5 tokens .* block_size=5 \(need at least 6\)"):
+        LMSequenceDataset(torch.arange(5), block_size=5)
+    LMSequenceDataset(torch.arange(6), block_size=5)  # exactly one window
+
+
+def test_train_valid_split_is_contiguous():
+    tokens = torch.arange(100)
+    train, valid = train_valid_split(tokens, 0.9)
+    assert train.tolist() == list(range(90)) and valid.tolist() == list(range(90, 100))
+
+
+# ---------------------------------------------------------------------------- tokens and cache
+def test_gpt2_tokens_of_tiny_shakespeare(data_dir):
+    corpus, tokens, encoder = load_tokens(DataConfig(data_dir=str(data_dir)))
+    assert len(corpus) == 1_115_394 and len(tokens) == 338_025 and tokens.dtype == torch.int64
+    assert encoder.vocab_size == 50257 and int(tokens.max()) < 50257
+    assert encoder.decode(tokens[:20].tolist()) == corpus[:len(encoder.decode(tokens[:20].tolist()))]
+    # nanoGPT's recipe (split characters 90/10, encode each) gives its reference counts
+    n = len(corpus)
+    assert len(encoder.encode(corpus[: int(n * 0.9)])) == 301_966
+    assert len(encoder.encode(corpus[int(n * 0.9):])) == 36_059
+
+
+def test_char_tokens_of_tiny_shakespeare(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), tokenizer="char")
+    corpus, tokens, encoder = load_tokens(cfg)
+    assert encoder.vocab_size == 65 and len(tokens) == 1_115_394
+    train, valid = train_valid_split(tokens, cfg.train_frac)
+    assert (len(train), len(valid)) == (1_003_854, 111_540)  # nanoGPT's shakespeare_char split
+    assert encoder.decode(tokens[:100].tolist()) == corpus[:100]
+
+
+@pytest.mark.parametrize("tokenizer", ["gpt2", "char"])
+def test_second_load_uses_the_cache(data_dir, monkeypatch, tokenizer):
+    cfg = DataConfig(data_dir=str(data_dir), tokenizer=tokenizer)
+    _, first, _ = load_tokens(cfg)
+    assert list((data_dir / "cache").glob(f"*-{tokenizer}.pt"))
+
+    def refuse(*args):
+        raise AssertionError("tokenized again despite the cache")
+
+    monkeypatch.setattr(GPT2Tokenizer, "encode", refuse)
+    monkeypatch.setattr(CharTokenizer, "encode", refuse)
+    _, second, encoder = load_tokens(cfg)
+    assert torch.equal(first, second) and encoder.name == tokenizer
+
+
+def test_cache_is_keyed_by_content(tmp_path):
+    text = tmp_path / "a.txt"
+    text.write_text("abcabc" * 10)
+    cfg = DataConfig(data_dir=str(tmp_path / "d"), tokenizer="char", path=str(text))
+    _, first, _ = load_tokens(cfg)
+    text.write_text("xyzxyz" * 10)  # same path, other text: must not reuse the cache
+    _, second, encoder = load_tokens(cfg)
+    assert encoder.decode(second[:3].tolist()) == "xyz"
+    assert len(list((tmp_path / "d" / "cache").iterdir())) == 2
+
+
+# ------------------------------------------------------------------------------ randomness
+def test_same_seed_same_batches_other_seed_other_batches(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8, seed=7)
+    a = first_batches(cfg)
+    torch.manual_seed(123)
+    torch.rand(1000)  # other code drawing from the global RNG changes nothing
+    b = first_batches(cfg)
+    c = first_batches(replace(cfg, seed=8))
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
+    assert not torch.equal(a[0][0], c[0][0])
+
+
+def test_loader_does_not_consume_global_rng(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8)
+    torch.manual_seed(0)
+    first_batches(cfg)
+    after_loading = torch.rand(3)
+    torch.manual_seed(0)
+    assert torch.equal(after_loading, torch.rand(3))
+
+
+def test_batches_do_not_depend_on_num_workers(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8, tokenizer="char")
+    in_main = first_batches(cfg, 6)
+    with_workers = first_batches(replace(cfg, num_workers=2), 6)
+    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(in_main, with_workers))
+
+
+def test_sampler_epoch_is_a_permutation_and_epochs_differ():
+    sampler = WindowBatchSampler(100, 10, shuffle=True, seed=3)
+    epoch0 = torch.cat(list(sampler))
+    assert sorted(epoch0.tolist()) == list(range(100))
+    sampler.set_epoch(1)
+    assert not torch.equal(epoch0, torch.cat(list(sampler)))
+    assert sampler.state_dict() == {"seed": 3, "epoch": 1, "start_batch": 0}
+
+
+def test_sampler_resumes_mid_epoch():
+    sampler = WindowBatchSampler(100, 10, seed=3)
+    full = list(sampler)
+    sampler.set_epoch(0, start_batch=4)
+    assert all(torch.equal(a, b) for a, b in zip(full[4:], sampler)) and len(list(sampler)) == 6
+
+
+def test_unshuffled_training_is_sequential():
+    assert torch.cat(list(WindowBatchSampler(20, 5, shuffle=False))).tolist() == list(range(20))
+
+
+def test_validation_batches_are_fixed_and_spread_over_the_split(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8)
+    valid_dl = make_dataloader(cfg, eval_iters=4)["valid_dl"]
+    first = [x.clone() for x, _ in valid_dl]
+    second = [x.clone() for x, _ in valid_dl]
+    assert len(first) == 4 and all(torch.equal(a, b) for a, b in zip(first, second))
+    starts = torch.cat(list(valid_dl.sampler))
+    assert starts.tolist() == sorted(starts.tolist())
+    assert starts[0] == 0 and starts[-1] == len(valid_dl.dataset) - 1  # the whole split, in order
+
+
+def test_validation_without_eval_iters_scores_every_token_once():
+    sampler = FixedBatchSampler(num_windows=100, batch_size=4, block_size=10)
+    assert torch.cat(list(sampler)).tolist() == list(range(0, 100, 10))
+
+
+def test_no_pinning_and_no_warnings_on_cpu(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaders = make_dataloader(cfg, device="cpu")
+        x, y = next(iter(loaders["train_dl"]))
+        next(iter(loaders["valid_dl"]))
+    assert not loaders["train_dl"].pin_memory and not x.is_pinned()
+
+
+# ---------------------------------------------------------------------------------- bad input
+def test_missing_path(tmp_path):
+    with pytest.raises(DataError, match="data.path=.*nope.txt does not exist"):
+        load_tokens(DataConfig(data_dir=str(tmp_path), path=str(tmp_path / "nope.txt")))
+
+
+def test_empty_file(tmp_path):
+    (tmp_path / "empty.txt").write_text("  \n")
+    with pytest.raises(DataError, match="empty.txt is empty"):
+        load_tokens(DataConfig(data_dir=str(tmp_path), path=str(tmp_path / "empty.txt")))
+
+
+def test_not_utf8(tmp_path):
+    (tmp_path / "bin.dat").write_bytes(b"hello \xff\xfe world")
+    with pytest.raises(DataError, match=r"bin.dat is not UTF-8 text \(invalid byte at offset 6\)"):
+        load_tokens(DataConfig(data_dir=str(tmp_path), path=str(tmp_path / "bin.dat")))
+
+
+def test_corpus_too_short_for_one_block(tmp_path):
+    (tmp_path / "short.txt").write_text("to be or not to be")
+    cfg = DataConfig(data_dir=str(tmp_path), path=str(tmp_path / "short.txt"), tokenizer="char",
+                     block_size=64)
+    with pytest.raises(DataError, match=r"16 tokens are not enough .* block_size=64 .*18 tokens"):
+        make_dataloader(cfg)
+
+
+def test_offline_without_a_copy_says_what_to_do(tmp_path, monkeypatch):
+    monkeypatch.delenv("GPT2_DATA_MIRROR")
+    # a closed local port: fails at once, like a machine without network
+    monkeypatch.setattr(data_module, "TINY_SHAKESPEARE",
+                        replace(data_module.TINY_SHAKESPEARE, url="http://127.0.0.1:9/input.txt"))
+    with pytest.raises(DataError) as err:
+        load_tokens(DataConfig(data_dir=str(tmp_path)))
+    message = str(err.value)
+    assert "tinyshakespeare/input.txt is missing" in message
+    assert "data.mirror=DIR" in message and "GPT2_DATA_MIRROR" in message

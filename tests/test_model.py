@@ -1,0 +1,98 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from gpt2.config import ModelConfig
+from gpt2.model import GPT
+
+
+def small(vocab_size=65, block_size=16, **kw) -> GPT:
+    torch.manual_seed(0)
+    cfg = ModelConfig(**{"n_layer": 2, "n_head": 2, "n_embd": 32, **kw})
+    return GPT(cfg, vocab_size=vocab_size, block_size=block_size)
+
+
+def test_gpt2_small_parameter_count():
+    with torch.device("meta"):
+        model = GPT(ModelConfig(n_layer=12, n_head=12, n_embd=768, bias=True), 50257, 1024)
+    assert model.padded_vocab_size == 50304
+    assert model.num_params(non_embedding=False) == 124_475_904  # 124,439,808 + 47 padded rows
+    assert model.num_params() == 124_475_904 - 1024 * 768
+
+
+def test_gpt2_parameter_names():
+    names = set(small(bias=True).state_dict())
+    for name in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.ln_f.weight",
+                 "transformer.h.0.ln_1.weight", "transformer.h.0.attn.c_attn.weight",
+                 "transformer.h.0.attn.c_attn.bias", "transformer.h.0.attn.c_proj.weight",
+                 "transformer.h.1.ln_2.bias", "transformer.h.1.mlp.c_fc.weight",
+                 "transformer.h.1.mlp.c_proj.weight", "lm_head.weight"]:
+        assert name in names
+
+
+def test_tied_embeddings_and_padded_vocab():
+    model = small(vocab_size=65)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    assert model.transformer.wte.weight.shape == (128, 32)
+
+
+def test_residual_projections_use_scaled_init():
+    torch.manual_seed(0)
+    model = GPT(ModelConfig(n_layer=8, n_head=4, n_embd=256), vocab_size=100, block_size=8)
+    c_proj = model.transformer.h[0].mlp.c_proj.weight
+    c_fc = model.transformer.h[0].mlp.c_fc.weight
+    assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)
+    assert c_fc.std().item() == pytest.approx(0.02, rel=0.05)
+
+
+def test_padded_logits_are_never_scored():
+    model = small(vocab_size=65)
+    x, y = torch.randint(0, 65, (3, 16)), torch.randint(0, 65, (3, 16))
+    logits, loss = model(x, y)
+    assert logits.shape == (3, 16, 65)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits.reshape(-1, 65), y.reshape(-1)).item())
+    with torch.no_grad():
+        model.lm_head.weight[65:] = 100.0  # padded rows: would dominate the softmax if scored
+    _, loss_after = model(x, y)
+    assert loss_after.item() == pytest.approx(loss.item())
+
+
+def test_generate_never_samples_padded_ids():
+    model = small(vocab_size=65).eval()
+    with torch.no_grad():
+        model.lm_head.weight[65:] = 100.0
+    out = model.generate(torch.zeros((2, 1), dtype=torch.long), 30, generator=torch.Generator().manual_seed(0))
+    assert out.shape == (2, 31) and int(out.max()) < 65
+
+
+def test_attention_is_causal():
+    model = small().eval()
+    x = torch.randint(0, 65, (1, 16))
+    x2 = x.clone()
+    x2[0, 10] = (x[0, 10] + 1) % 65
+    a, _ = model(x, x)
+    b, _ = model(x2, x2)
+    assert torch.allclose(a[0, :10], b[0, :10], atol=1e-6)
+    assert not torch.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_initial_loss_is_near_uniform():
+    model = small(vocab_size=65)
+    _, loss = model(torch.randint(0, 65, (4, 16)), torch.randint(0, 65, (4, 16)))
+    assert loss.item() == pytest.approx(math.log(65), abs=0.1)
+
+
+def test_dropout_only_in_training():
+    model = small(dropout=0.5)
+    x = torch.randint(0, 65, (2, 16))
+    model.eval()
+    assert torch.equal(model(x, x)[0], model(x, x)[0])
+    model.train()
+    assert not torch.equal(model(x, x)[0], model(x, x)[0])
+
+
+def test_too_long_sequence():
+    with pytest.raises(ValueError, match="longer than block_size 16"):
+        small()(torch.zeros((1, 17), dtype=torch.long))

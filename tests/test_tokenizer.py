@@ -1,0 +1,33 @@
+import pytest
+
+from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer, build_tokenizer, tokenizer_from_state
+
+from conftest import MIRROR
+
+
+def test_gpt2_matches_openai_ids(tmp_path):
+    enc = GPT2Tokenizer(tmp_path, MIRROR)
+    assert enc.vocab_size == 50257 and enc.eot_token == 50256
+    assert enc.encode("Hello world") == [15496, 995]
+    text = "First Citizen:\nBefore we proceed any further, hear me speak."
+    assert enc.decode(enc.encode(text)) == text
+    assert enc.encode("<|endoftext|>") != [50256]  # ordinary text, never a special token
+
+
+def test_char_tokenizer_roundtrip_and_state(tmp_path):
+    enc = build_tokenizer("char", "hello world", tmp_path)
+    assert enc.vocab_size == 8 and enc.chars == " dehlorw"
+    assert enc.decode(enc.encode("world hello")) == "world hello"
+    again = tokenizer_from_state(enc.state(), tmp_path)
+    assert again.encode("lower") == enc.encode("lower")
+    with pytest.raises(ValueError, match="'z' is not in this char vocabulary"):
+        enc.encode("z")
+
+
+def test_unknown_tokenizer(tmp_path):
+    with pytest.raises(ValueError, match="unknown tokenizer 'bpe'"):
+        build_tokenizer("bpe", "", tmp_path)
+
+
+def test_char_tokenizer_is_sorted():
+    assert CharTokenizer.from_text("cab").encode("abc") == [0, 1, 2]

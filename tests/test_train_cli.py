@@ -1,0 +1,73 @@
+"""End to end: `python train.py` as a user runs it, and everything a run leaves behind."""
+
+import json
+
+import torch
+import yaml
+
+from gpt2.checkpoint import load_checkpoint
+from gpt2.logging import read_metrics
+
+from conftest import TINY, read_wandb_records, run_train
+
+
+def test_tiny_run_leaves_every_file(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    result = run_train(run_dir, *TINY, f"data.data_dir={data_dir}", "logger.mode=auto",
+                       "logger.project=e2e")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert f"best val loss {summary['best_val_loss']:.4f} after 20 iterations" in result.stdout
+    assert "--- sample ---" in result.stdout
+
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["data"]["block_size"] == 16 and config["optim"]["lr_decay_iters"] == 20  # resolved
+
+    log = (run_dir / "train.log").read_text()
+    assert "iter 20: train loss" in log and "parameters" in log
+
+    rows = read_metrics(run_dir)
+    assert [r["iter"] for r in rows] == [0, 5, 10, 15, 20]
+    for key in ("best_val_loss", "final_val_loss", "final_train_loss", "iters", "tokens_seen",
+                "tokens_per_sec", "wall_s", "params", "device"):
+        assert key in summary
+    assert summary["iters"] == 20 and summary["tokens_seen"] == 20 * 4 * 16
+    assert summary["final_train_loss"] == rows[-1]["train_loss"]
+
+    for name in ("last.pt", "best.pt"):
+        ckpt = load_checkpoint(run_dir / "ckpt" / name)
+        assert {"model", "optimizer", "config", "iter", "best_val_loss"} <= set(ckpt)
+        assert ckpt["config"]["model"]["n_embd"] == 32
+        assert ckpt["model"]["transformer.wte.weight"].dtype == torch.float32
+    assert load_checkpoint(run_dir / "ckpt" / "last.pt")["iter"] == 20
+    assert (run_dir / "loss.png").read_bytes()[:4] == b"\x89PNG"
+
+    # W&B ran offline (no credentials here) and logged exactly what metrics.jsonl holds
+    records = read_wandb_records(run_dir)
+    logged = {h["history"]["step"].get("num", 0): h["history"]["item"] for h in records if h["type"] == "history"}
+    assert sorted(logged) == [r["iter"] for r in rows]
+    for row in rows:
+        for key in ("train_loss", "val_loss", "lr", "grad_norm", "tokens_per_sec"):
+            if key in row:
+                assert logged[row["iter"]][key] == row[key], (row["iter"], key)
+    run = next(r["run"] for r in records if r["type"] == "run")
+    assert run["project"] == "e2e" and run["config"]["update"]["data"]["block_size"] == 16
+
+
+def test_offline_without_data_is_one_clear_error(tmp_path):
+    result = run_train(tmp_path / "run", *TINY, f"data.data_dir={tmp_path / 'empty'}", "logger=none",
+                       env={"GPT2_DATA_MIRROR": "", "HTTPS_PROXY": "http://127.0.0.1:9",
+                            "https_proxy": "http://127.0.0.1:9"})
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "tinyshakespeare/input.txt is missing and could not be downloaded" in output
+    assert "data.mirror=DIR" in output and "Traceback" not in output
+
+
+def test_bad_text_file_is_one_clear_error(tmp_path):
+    (tmp_path / "bad.txt").write_bytes(b"\xff\xfe\x00binary")
+    result = run_train(tmp_path / "run", *TINY, f"data.path={tmp_path / 'bad.txt'}", "logger=none",
+                       f"data.data_dir={tmp_path / 'd'}")
+    assert result.returncode == 1
+    assert "bad.txt is not UTF-8 text" in result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr

@@ -1,0 +1,75 @@
+import math
+import os
+import signal
+
+import pytest
+import torch
+
+from gpt2.checkpoint import load_checkpoint
+from gpt2.logging import read_metrics
+from gpt2.trainer import Runtime, resolve_dtype, train
+
+from conftest import tiny_config
+
+
+def losses(run_dir):
+    return [(r["iter"], r.get("train_loss"), r.get("val_loss")) for r in read_metrics(run_dir)]
+
+
+def test_same_seed_same_losses_other_seed_other_losses(data_dir, tmp_path):
+    a = train(tiny_config(data_dir), tmp_path / "a")
+    b = train(tiny_config(data_dir), tmp_path / "b")
+    c = train(tiny_config(data_dir, "data.seed=99"), tmp_path / "c")
+    assert a["iters"] == 20
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")  # bit-identical after 20 iterations
+    assert a["final_train_loss"] == b["final_train_loss"] and a["best_val_loss"] == b["best_val_loss"]
+    assert a["final_train_loss"] != c["final_train_loss"]
+
+
+def test_training_lowers_the_loss(data_dir, tmp_path):
+    summary = train(tiny_config(data_dir, "trainer.max_iters=60", "trainer.eval_interval=30",
+                                "data.tokenizer=char"), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert rows[0]["iter"] == 0 and rows[0]["val_loss"] == pytest.approx(math.log(65), abs=0.2)
+    assert summary["best_val_loss"] < rows[0]["val_loss"] - 0.8
+    assert summary["final_train_loss"] < 3.3
+
+
+def test_metrics_rows_and_summary(data_dir, tmp_path):
+    summary = train(tiny_config(data_dir, "trainer.grad_accum=2"), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert [r["iter"] for r in rows] == [0, 5, 10, 15, 20]
+    assert [r["iter"] for r in rows if "val_loss" in r] == [0, 10, 20]
+    for row in rows[1:]:
+        assert {"train_loss", "lr", "grad_norm", "tokens_per_sec"} <= set(row) and row["tokens_per_sec"] > 0
+    assert summary["tokens_seen"] == 20 * 4 * 16 * 2  # iters * B * T * grad_accum
+    assert summary["best_val_loss"] == min(r["val_loss"] for r in rows[1:] if "val_loss" in r)
+    assert summary["final_val_loss"] == rows[-1]["val_loss"]
+    assert summary["device"] == "cpu" and summary["params"] > 0 and summary["stopped_by"] is None
+    assert (tmp_path / "sample.txt").read_text() == summary["sample"] != ""
+    best = load_checkpoint(tmp_path / "ckpt" / "best.pt")
+    assert best["best_val_loss"] == summary["best_val_loss"]
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 20
+
+
+def test_sigint_finishes_the_step_saves_and_stops(data_dir, tmp_path):
+    def interrupt(step):
+        if step == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    summary = train(tiny_config(data_dir, "trainer.max_iters=50"), tmp_path, on_step=interrupt)
+    assert summary["stopped_by"] == "SIGINT" and summary["iters"] == 7
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 7
+    assert read_metrics(tmp_path)[-1]["iter"] == 7
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_bfloat16_autocast_on_cpu(data_dir, tmp_path):
+    summary = train(tiny_config(data_dir, "trainer.dtype=bfloat16", "trainer.max_iters=10"), tmp_path)
+    assert summary["dtype"] == "bfloat16" and math.isfinite(summary["final_train_loss"])
+
+
+def test_runtime_defaults():
+    rt = Runtime.create("cpu", "auto")
+    assert rt.device == torch.device("cpu") and rt.dtype == torch.float32 and rt.scaler is None
+    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
