@@ -86,6 +86,12 @@ class GPT(nn.Module):
         ))
         self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab_size, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied input/output embeddings
+        # -inf on the padded logits, added inside the lm_head matmul: they get zero probability, so
+        # they are never scored or sampled, and no (B, T, vocab) tensor is sliced or copied for it
+        mask = torch.zeros(self.padded_vocab_size)
+        mask[vocab_size:] = float("-inf")
+        self.register_buffer("logit_mask", mask if self.padded_vocab_size > vocab_size else None,
+                             persistent=False)
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) (two per block)
         for name, p in self.named_parameters():
@@ -117,11 +123,14 @@ class GPT(nn.Module):
         for block in self.transformer.h:
             x = block(x)
         x = self.transformer.ln_f(x)
-        if targets is None:
-            return self.lm_head(x[:, [-1], :])[..., : self.vocab_size], None
-        logits = self.lm_head(x)[..., : self.vocab_size]  # drop the padded logits: never scored
-        loss = F.cross_entropy(logits.reshape(-1, self.vocab_size), targets.reshape(-1))
-        return logits, loss
+        if targets is None:  # inference: only the last position's logits
+            return self._logits(x[:, [-1], :])[..., : self.vocab_size], None
+        logits = self._logits(x)  # (B, T, padded_vocab_size), contiguous
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        return logits[..., : self.vocab_size], loss
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.lm_head.weight, self.logit_mask)
 
     @torch.no_grad()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

@@ -1,0 +1,55 @@
+"""CUDA-only checks, run on a GPU machine (`pytest -m gpu`); skipped where CUDA is absent."""
+
+import math
+
+import pytest
+import torch
+
+from gpt2.data import make_dataloader
+from gpt2.logging import read_metrics
+from gpt2.trainer import Runtime, train
+
+from conftest import tiny_config
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def test_auto_picks_cuda_with_bf16_and_tf32():
+    rt = Runtime.create("auto", "auto")
+    assert rt.device.type == "cuda" and rt.dtype == torch.bfloat16 and rt.scaler is None
+    assert torch.backends.cuda.matmul.allow_tf32
+
+
+def test_batches_are_pinned_and_copied_asynchronously(data_dir):
+    cfg = tiny_config(data_dir).data
+    for workers in (0, 2):
+        cfg.num_workers = workers
+        loaders = make_dataloader(cfg, eval_iters=2, device="cuda")
+        x, y = next(iter(loaders["train_dl"]))
+        assert x.is_pinned() and y.is_pinned(), workers
+        xv, _ = next(iter(loaders["valid_dl"]))
+        assert xv.is_pinned()
+        assert torch.equal(x.to("cuda", non_blocking=True).cpu(), x)
+
+
+def test_bf16_training_on_cuda_matches_cpu_roughly(data_dir, tmp_path):
+    gpu = train(tiny_config(data_dir, "trainer.device=cuda"), tmp_path / "gpu")
+    cpu = train(tiny_config(data_dir, "trainer.device=cpu"), tmp_path / "cpu")
+    assert gpu["device"] == "cuda" and gpu["dtype"] == "bfloat16"
+    assert gpu["final_train_loss"] == pytest.approx(cpu["final_train_loss"], abs=0.15)
+    assert read_metrics(tmp_path / "gpu")[-1]["iter"] == 20
+
+
+def test_fp16_uses_a_grad_scaler(data_dir, tmp_path):
+    rt = Runtime.create("cuda", "float16")
+    assert rt.scaler is not None
+    summary = train(tiny_config(data_dir, "trainer.device=cuda", "trainer.dtype=float16"), tmp_path)
+    assert summary["dtype"] == "float16" and math.isfinite(summary["final_train_loss"])
+
+
+def test_compiled_training_saves_plain_checkpoints(data_dir, tmp_path):
+    summary = train(tiny_config(data_dir, "trainer.device=cuda", "trainer.compile=true"), tmp_path)
+    assert math.isfinite(summary["best_val_loss"])
+    state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
+    assert all(not k.startswith("_orig_mod") for k in state["model"])
