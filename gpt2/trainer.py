@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import checkpoint_state, save_checkpoint, unwrap
+from gpt2.checkpoint import checkpoint_state, save_checkpoint
 from gpt2.config import Config, to_dict
 from gpt2.data import infinite_batches, make_dataloader
 from gpt2.errors import ConfigError
@@ -165,87 +165,114 @@ def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) ->
 # ------------------------------------------------------------------------------------ the loop
 @dataclass
 class Progress:
-    """What the loop tracks between logs."""
+    """What the loop tracks: the step count, losses, and the timing window since the last log."""
 
+    iters: int = 0
     best_val_loss: float = math.inf
     last_val_loss: float = math.nan
     last_train_loss: float = math.nan
     train_seconds: float = 0.0
-    iters: int = 0
+    window_start: float = 0.0
+    window_steps: int = 0
+
+
+class Trainer:
+    """Builds data, model and optimizer from a Config and trains them, writing into run_dir."""
+
+    def __init__(self, config: Config, run_dir: Path):
+        self.config, self.run_dir = config, Path(run_dir)
+        (self.run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        tc = config.trainer
+        self.rt = Runtime.create(tc.device, tc.dtype)
+        torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
+        loaders = make_dataloader(config.data, eval_iters=tc.eval_iters, device=self.rt.device)
+        self.train_dl, self.valid_dl, self.encoder = loaders["train_dl"], loaders["valid_dl"], loaders["encoder"]
+        self.model = GPT(config.model, self.encoder.vocab_size, config.data.block_size).to(self.rt.device)
+        self.optimizer = build_optimizer(self.model, config.optim, self.rt.device)
+        self.step_model = torch.compile(self.model) if tc.compile else self.model
+        self.tokens_per_step = config.data.batch_size * config.data.block_size * tc.grad_accum
+        self.config_dict = to_dict(config)
+        self.progress = Progress()
+        log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), device %s, %s",
+                 self.model.num_params(False) / 1e6, self.model.num_params(), self.encoder.vocab_size,
+                 self.model.padded_vocab_size, self.rt.device, dtype_name(self.rt.dtype))
+
+    def save(self, name: str) -> None:
+        p = self.progress
+        save_checkpoint(self.run_dir / "ckpt" / name, checkpoint_state(
+            self.model, self.optimizer, self.config_dict, p.iters, p.best_val_loss, self.encoder.state()))
+
+    def evaluate(self) -> float:
+        return evaluate(self.step_model, self.valid_dl, self.rt)
+
+    def metrics_row(self, loss: torch.Tensor, norm: torch.Tensor, lr: float, with_eval: bool) -> dict:
+        """The row for this step (syncs the device); evaluates and saves best.pt when asked."""
+        p = self.progress
+        p.last_train_loss = loss.item()
+        elapsed = time.perf_counter() - p.window_start
+        p.train_seconds += elapsed
+        row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
+               "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
+        if with_eval:
+            p.last_val_loss = row["val_loss"] = self.evaluate()
+            if p.last_val_loss < p.best_val_loss:
+                p.best_val_loss = p.last_val_loss
+                self.save("best.pt")
+        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
+                 f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"])
+        return row
+
+    def summary(self, wall_s: float, stopped_by: Optional[str], sample: str) -> dict:
+        p = self.progress
+        return {"best_val_loss": p.best_val_loss, "final_val_loss": p.last_val_loss,
+                "final_train_loss": p.last_train_loss, "iters": p.iters,
+                "tokens_seen": p.iters * self.tokens_per_step,
+                "tokens_per_sec": p.iters * self.tokens_per_step / max(p.train_seconds, 1e-9),
+                "wall_s": wall_s, "params": self.model.num_params(False), "device": str(self.rt.device),
+                "dtype": dtype_name(self.rt.dtype), "stopped_by": stopped_by, "sample": sample}
+
+    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> dict:
+        """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
+        with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
+        tc, oc, p = self.config.trainer, self.config.optim, self.progress
+        wall_start = time.perf_counter()
+        with RunLogger(self.config.logger, self.run_dir, self.config_dict) as run_log, StopRequest() as stop:
+            bar = tqdm(total=tc.max_iters, disable=not (tc.progress and sys.stderr.isatty()),
+                       desc="train", unit="it", dynamic_ncols=True)
+            p.last_val_loss = self.evaluate()
+            run_log.log({"iter": 0, "val_loss": p.last_val_loss, "lr": get_lr(0, oc)})
+            batches = infinite_batches(self.train_dl)
+            p.window_start = time.perf_counter()
+            while p.iters < tc.max_iters and stop.signal_name is None:
+                lr = get_lr(p.iters, oc)
+                loss, norm = train_step(self.step_model, self.optimizer, batches, self.rt, lr,
+                                        tc.grad_accum, oc.grad_clip)
+                p.iters += 1
+                p.window_steps += 1
+                bar.update(1)
+                if on_step is not None:
+                    on_step(p.iters)
+                with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
+                if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
+                    row = self.metrics_row(loss, norm, lr, with_eval)
+                    run_log.log(row)
+                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+                    p.window_start, p.window_steps = time.perf_counter(), 0
+            bar.close()
+            self.save("last.pt")
+            sample = (sample_text(self.model, self.encoder, self.rt, tc.sample_tokens, tc.seed)
+                      if tc.sample_tokens else "")
+            (self.run_dir / "sample.txt").write_text(sample)
+            summary = self.summary(time.perf_counter() - wall_start, stop.signal_name, sample)
+            run_log.finish(summary)
+        return summary
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def train(config: Config, run_dir: Path, on_step: Optional[Callable[[int], None]] = None) -> dict:
-    """Train as the config says, writing everything into run_dir; returns the summary dict."""
-    run_dir = Path(run_dir)
-    tc, oc = config.trainer, config.optim
-    wall_start = time.perf_counter()
-    rt = Runtime.create(tc.device, tc.dtype)
-    torch.manual_seed(tc.seed)
-    loaders = make_dataloader(config.data, eval_iters=tc.eval_iters, device=rt.device)
-    encoder = loaders["encoder"]
-    model = GPT(config.model, encoder.vocab_size, config.data.block_size).to(rt.device)
-    optimizer = build_optimizer(model, oc, rt.device)
-    step_model = torch.compile(model) if tc.compile else model
-    log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), device %s, %s",
-             model.num_params(False) / 1e6, model.num_params(), encoder.vocab_size,
-             model.padded_vocab_size, rt.device, str(rt.dtype).removeprefix("torch."))
-
-    config_dict = to_dict(config)
-    ckpt_dir = run_dir / "ckpt"
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-
-    def save(name: str, progress: Progress) -> None:
-        save_checkpoint(ckpt_dir / name, checkpoint_state(
-            model, optimizer, config_dict, progress.iters, progress.best_val_loss, encoder.state()))
-
-    tokens_per_step = config.data.batch_size * config.data.block_size * tc.grad_accum
-    p = Progress()
-    with RunLogger(config.logger, run_dir, config_dict) as run_log, StopRequest() as stop:
-        bar = tqdm(total=tc.max_iters, disable=not (tc.progress and sys.stderr.isatty()),
-                   desc="train", unit="it", dynamic_ncols=True)
-        p.last_val_loss = evaluate(step_model, loaders["valid_dl"], rt)
-        run_log.log({"iter": 0, "val_loss": p.last_val_loss, "lr": get_lr(0, oc)})
-        batches = infinite_batches(loaders["train_dl"])
-        window_start, window_steps = time.perf_counter(), 0
-        while p.iters < tc.max_iters and stop.signal_name is None:
-            lr = get_lr(p.iters, oc)
-            loss, norm = train_step(step_model, optimizer, batches, rt, lr, tc.grad_accum, oc.grad_clip)
-            p.iters += 1
-            window_steps += 1
-            bar.update(1)
-            if on_step is not None:
-                on_step(p.iters)
-            evaluate_now = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-            if not (evaluate_now or p.iters % tc.log_interval == 0 or stop.signal_name):
-                continue
-            p.last_train_loss = loss.item()  # syncs the device: only on logging steps
-            elapsed = time.perf_counter() - window_start
-            p.train_seconds += elapsed
-            row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr,
-                   "grad_norm": norm.item(), "tokens_per_sec": window_steps * tokens_per_step / elapsed}
-            if evaluate_now:
-                p.last_val_loss = row["val_loss"] = evaluate(step_model, loaders["valid_dl"], rt)
-                if p.last_val_loss < p.best_val_loss:
-                    p.best_val_loss = p.last_val_loss
-                    save("best.pt", p)
-            run_log.log(row)
-            bar.set_postfix(loss=f"{p.last_train_loss:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
-            log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
-                     f", val loss {row['val_loss']:.4f}" if evaluate_now else "", lr,
-                     row["tokens_per_sec"])
-            window_start, window_steps = time.perf_counter(), 0
-        bar.close()
-        save("last.pt", p)
-        sample = sample_text(model, encoder, rt, tc.sample_tokens, tc.seed) if tc.sample_tokens else ""
-        (run_dir / "sample.txt").write_text(sample)
-        summary = {
-            "best_val_loss": p.best_val_loss, "final_val_loss": p.last_val_loss,
-            "final_train_loss": p.last_train_loss, "iters": p.iters,
-            "tokens_seen": p.iters * tokens_per_step,
-            "tokens_per_sec": p.iters * tokens_per_step / max(p.train_seconds, 1e-9),
-            "wall_s": time.perf_counter() - wall_start, "params": unwrap(model).num_params(False),
-            "device": str(rt.device), "dtype": str(rt.dtype).removeprefix("torch."),
-            "stopped_by": stop.signal_name, "sample": sample,
-        }
-        run_log.finish(summary)
-    return summary
+    """Train as the config says, writing everything into run_dir; returns the summary dict.
+    `on_step(iters)` is called after every optimizer step (tests use it to send signals)."""
+    return Trainer(config, run_dir).fit(on_step)
