@@ -104,21 +104,24 @@ class LMSequenceDataset(Dataset):
         self.tokens = tokens
         self.block_size = block_size
         self.pin_memory = pin_memory
-        n = len(tokens)
-        self._x_windows = tokens[: n - 1].unfold(0, block_size, 1)  # (N-T, T) view
-        self._y_windows = tokens[1:].unfold(0, block_size, 1)  # (N-T, T) view, shifted by one
+        # every length-T window, as a (N-T+1, T) strided view (no copy): x of start i is row i and
+        # y of start i is row i+1
+        self._windows = tokens.unfold(0, block_size, 1)
 
     def __len__(self) -> int:
         return len(self.tokens) - self.block_size
 
     def __getitem__(self, index):
         if isinstance(index, torch.Tensor) and index.dim() == 1:
-            return self._gather(self._x_windows, index), self._gather(self._y_windows, index)
-        return self._x_windows[index], self._y_windows[index]
+            return self._gather(index)
+        return self._windows[index], self._windows[index + 1]
 
-    def _gather(self, windows: torch.Tensor, starts: torch.Tensor) -> torch.Tensor:
-        out = torch.empty((len(starts), self.block_size), dtype=torch.int64, pin_memory=self.pin_memory)
-        return torch.index_select(windows, 0, starts, out=out)
+    def _gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and y for B starts with one index_select into one buffer: rows [0, B) are x, [B, 2B) y."""
+        B = len(starts)
+        out = torch.empty((2 * B, self.block_size), dtype=self.tokens.dtype, pin_memory=self.pin_memory)
+        torch.index_select(self._windows, 0, torch.cat((starts, starts + 1)), out=out)
+        return out[:B], out[B:]
 
 
 # ------------------------------------------------------------------------------------- samplers
@@ -199,15 +202,34 @@ class FixedBatchSampler(Sampler[torch.Tensor]):
 
 
 # ---------------------------------------------------------------------------------- dataloaders
+def _as_is(batch):
+    """The dataset already returns the finished (x, y) batch: nothing to collate."""
+    return batch
+
+
+class WindowLoader(DataLoader):
+    """A DataLoader whose sampler yields whole batches of starts and whose dataset gathers them.
+
+    With num_workers=0 it iterates `dataset[starts] for starts in sampler` directly: the batch is
+    already built, so the per-batch machinery of DataLoader (fetcher, collate, profiler hooks) would
+    only add ~40 us to each ~30 us batch. With workers it is an ordinary DataLoader."""
+
+    def __iter__(self):
+        if self.num_workers > 0:
+            return super().__iter__()
+        return (self.dataset[starts] for starts in self.sampler)
+
+
 def _loader(dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: bool) -> DataLoader:
     workers = cfg.num_workers
-    return DataLoader(
+    return WindowLoader(
         dataset,
         sampler=sampler,
         batch_size=None,  # the sampler yields whole batches of starts; the dataset gathers them
         num_workers=workers,
         pin_memory=pin and workers > 0,  # with workers, pin on the loader's pin thread
         persistent_workers=workers > 0,
+        collate_fn=_as_is,
         # the loader seeds its workers from this generator, never from torch's global RNG
         generator=torch.Generator().manual_seed(cfg.seed),
     )
