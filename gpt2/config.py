@@ -143,6 +143,13 @@ class TrainerConfig:
     """Tokens of text sampled from the best model at the end of the run (0 skips it)."""
     progress: bool = True
     """Show a progress bar (only when stderr is a terminal)."""
+    resume: Optional[str] = None
+    """null starts fresh; 'auto' resumes from ckpt/last.pt in the run directory if there is one (else
+    starts fresh); a path resumes from that checkpoint (it must exist)."""
+    ckpt_interval: int = 250
+    """Save ckpt/last.pt every this many steps (also at the end and on SIGINT/SIGTERM); 0: only then."""
+    keep_last: int = 2
+    """Also keep the newest this many periodic checkpoints as ckpt/iter_NNNNNNN.pt (0: none)."""
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
@@ -151,7 +158,9 @@ class TrainerConfig:
                f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",
                f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        _check(self.sample_tokens >= 0, "trainer.sample_tokens", f"must be >= 0, got {self.sample_tokens}")
+        for name in ("sample_tokens", "ckpt_interval", "keep_last"):
+            value = getattr(self, name)
+            _check(value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")
 
 
 @dataclass

@@ -15,3 +15,7 @@ class DataError(HarnessError):
 
 class CheckpointError(HarnessError):
     """A checkpoint that cannot be read or does not match the config."""
+
+
+class NonFiniteLossError(HarnessError):
+    """The training loss became NaN or inf; the message names the iteration and the last checkpoint."""

@@ -17,6 +17,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from gpt2.config import LoggerConfig
+from gpt2.download import atomic_write_bytes
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,13 @@ class WandbRun:
     """A W&B run in `run_dir/wandb`. A failed online init falls back to offline (nothing is lost:
     `wandb sync` uploads it later) instead of stopping training."""
 
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict):
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict, run_id: Optional[str] = None):
         import wandb
 
         mode = resolve_wandb_mode(cfg.mode)
         kwargs = dict(project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.name,
-                      tags=list(cfg.tags) or None, config=config, dir=str(run_dir))
+                      tags=list(cfg.tags) or None, config=config, dir=str(run_dir),
+                      id=run_id, resume="allow" if run_id else None)  # a resumed run keeps its id
         try:
             self.run = self._init(wandb, mode, kwargs)
         except Exception as exc:  # wandb raises many types on network trouble
@@ -82,15 +84,27 @@ class WandbRun:
 
 class RunLogger:
     """Writes one JSON row per logged step to metrics.jsonl (flushed each time) and mirrors it to W&B;
-    `finish` writes summary.json and closes W&B. Use as a context manager so W&B is always closed."""
+    `finish` writes summary.json and closes W&B. Use as a context manager so W&B is always closed.
 
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict):
+    Resuming from a checkpoint of iteration `resume_from` drops the rows logged after it (they are
+    logged again, identically, by the resumed run) and continues the W&B run `wandb_id`."""
+
+    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict,
+                 resume_from: Optional[int] = None, wandb_id: Optional[str] = None):
         self.run_dir = Path(run_dir)
         self.rows: list[dict] = []
+        if resume_from is not None:
+            self.rows = [r for r in read_metrics(self.run_dir) if r["iter"] <= resume_from]
+            atomic_write_bytes(self.run_dir / METRICS_FILE,
+                               "".join(json.dumps(r) + "\n" for r in self.rows).encode())
         self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
         self.wandb: Optional[WandbRun] = None
         if cfg.backend == "wandb" and cfg.mode != "disabled":
-            self.wandb = WandbRun(cfg, self.run_dir, config)
+            self.wandb = WandbRun(cfg, self.run_dir, config, wandb_id)
+
+    @property
+    def wandb_id(self) -> Optional[str]:
+        return self.wandb.run.id if self.wandb is not None else None
 
     def log(self, row: dict) -> None:
         self.rows.append(row)
@@ -118,7 +132,18 @@ class RunLogger:
 
 def read_metrics(run_dir: Path) -> list[dict]:
     path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not path.is_file():
+        return []
+    rows = []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    for n, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if n < len(lines) - 1:
+                raise
+            # a last line cut short by a kill mid-write: it is logged again on resume
+    return rows
 
 
 def plot_losses(rows: list[dict], path: Path) -> None:

@@ -20,10 +20,11 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import checkpoint_state, save_checkpoint
+from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, capture_rng_state, check_resumable,
+                             load_checkpoint, restore_rng_state, save_checkpoint, save_periodic, unwrap)
 from gpt2.config import Config, to_dict
 from gpt2.data import infinite_batches, make_dataloader
-from gpt2.errors import ConfigError
+from gpt2.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gpt2.logging import RunLogger
 from gpt2.model import GPT
 from gpt2.optim import build_optimizer, get_lr
@@ -175,6 +176,26 @@ class Progress:
     window_start: float = 0.0
     window_steps: int = 0
 
+    def state_dict(self) -> dict:
+        return {k: getattr(self, k) for k in
+                ("iters", "best_val_loss", "last_val_loss", "last_train_loss", "train_seconds")}
+
+
+def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
+    """The checkpoint trainer.resume asks for: None for a fresh start."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "ckpt" / LAST
+        if not last.is_file():
+            log.info("trainer.resume=auto: no %s yet, starting fresh", last)
+            return None
+        return last
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
+    return path
+
 
 class Trainer:
     """Builds data, model and optimizer from a Config and trains them, writing into run_dir."""
@@ -193,14 +214,56 @@ class Trainer:
         self.tokens_per_step = config.data.batch_size * config.data.block_size * tc.grad_accum
         self.config_dict = to_dict(config)
         self.progress = Progress()
+        self.wandb_id: Optional[str] = None
+        self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
+        # the first iteration whose loss was NaN/inf, kept on the device so checking costs no sync
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.rt.device)
+        self.resumed_from = resume_path(tc.resume, self.run_dir)
+        if self.resumed_from is not None:
+            self.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), device %s, %s",
                  self.model.num_params(False) / 1e6, self.model.num_params(), self.encoder.vocab_size,
                  self.model.padded_vocab_size, self.rt.device, dtype_name(self.rt.dtype))
 
+    def state(self) -> dict:
+        """Everything a resumed run needs to continue exactly: model, optimizer, step (which fixes the
+        LR), losses, data order (the sampler's epoch and position), every RNG, the W&B run id."""
+        base, p = unwrap(self.model), self.progress
+        return {"format_version": FORMAT_VERSION, "model": base.state_dict(),
+                "model_args": {"vocab_size": base.vocab_size, "block_size": base.block_size},
+                "optimizer": self.optimizer.state_dict(), "config": self.config_dict,
+                "iter": p.iters, "best_val_loss": p.best_val_loss, "tokenizer": self.encoder.state(),
+                "progress": p.state_dict(), "sampler": self.train_dl.sampler.state_dict(),
+                "rng": capture_rng_state(), "wandb_id": self.wandb_id}
+
+    def restore(self, path: Path) -> None:
+        state = load_checkpoint(path)
+        check_resumable(path, state, self.config_dict, self.encoder.state())
+        unwrap(self.model).load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.progress = Progress(**state["progress"])
+        self.train_dl.sampler.load_state_dict(state["sampler"])
+        restore_rng_state(state["rng"])
+        self.wandb_id, self.last_saved = state["wandb_id"], state["iter"]
+        log.info("resumed from %s at iteration %d", path, state["iter"])
+
+    def check_finite(self) -> None:
+        bad = int(self.first_bad.item())
+        if bad >= 0:
+            kept = (f"the last good checkpoint, {self.run_dir / 'ckpt' / LAST} (iteration "
+                    f"{self.last_saved}), is untouched" if self.last_saved is not None
+                    else "no checkpoint had been saved yet")
+            raise NonFiniteLossError(f"the training loss became NaN/inf at iteration {bad}; stopped ({kept})")
+
     def save(self, name: str) -> None:
-        p = self.progress
-        save_checkpoint(self.run_dir / "ckpt" / name, checkpoint_state(
-            self.model, self.optimizer, self.config_dict, p.iters, p.best_val_loss, self.encoder.state()))
+        """best.pt, or (name=LAST) ckpt/last.pt plus the numbered periodic copies."""
+        self.check_finite()  # never overwrite a good checkpoint with diverged weights
+        ckpt_dir = self.run_dir / "ckpt"
+        if name == LAST:
+            save_periodic(ckpt_dir, self.state(), self.config.trainer.keep_last)
+            self.last_saved = self.progress.iters
+        else:
+            save_checkpoint(ckpt_dir / name, self.state())
 
     def evaluate(self) -> float:
         return evaluate(self.step_model, self.valid_dl, self.rt)
@@ -217,7 +280,7 @@ class Trainer:
             p.last_val_loss = row["val_loss"] = self.evaluate()
             if p.last_val_loss < p.best_val_loss:
                 p.best_val_loss = p.last_val_loss
-                self.save("best.pt")
+                self.save(BEST)
         log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
                  f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"])
         return row
@@ -234,13 +297,18 @@ class Trainer:
     def fit(self, on_step: Optional[Callable[[int], None]] = None) -> dict:
         """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
         with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
-        tc, oc, p = self.config.trainer, self.config.optim, self.progress
+        tc, oc = self.config.trainer, self.config.optim
         wall_start = time.perf_counter()
-        with RunLogger(self.config.logger, self.run_dir, self.config_dict) as run_log, StopRequest() as stop:
-            bar = tqdm(total=tc.max_iters, disable=not (tc.progress and sys.stderr.isatty()),
-                       desc="train", unit="it", dynamic_ncols=True)
-            p.last_val_loss = self.evaluate()
-            run_log.log({"iter": 0, "val_loss": p.last_val_loss, "lr": get_lr(0, oc)})
+        resume_from = self.progress.iters if self.resumed_from is not None else None
+        with RunLogger(self.config.logger, self.run_dir, self.config_dict, resume_from,
+                       self.wandb_id) as run_log, StopRequest() as stop:
+            self.wandb_id = run_log.wandb_id
+            p = self.progress
+            bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
+                       disable=not (tc.progress and sys.stderr.isatty()))
+            if resume_from is None:
+                p.last_val_loss = self.evaluate()
+                run_log.log({"iter": 0, "val_loss": p.last_val_loss, "lr": get_lr(0, oc)})
             batches = infinite_batches(self.train_dl)
             p.window_start = time.perf_counter()
             while p.iters < tc.max_iters and stop.signal_name is None:
@@ -249,17 +317,22 @@ class Trainer:
                                         tc.grad_accum, oc.grad_clip)
                 p.iters += 1
                 p.window_steps += 1
+                self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss),
+                                             p.iters, self.first_bad)
                 bar.update(1)
                 if on_step is not None:
                     on_step(p.iters)
                 with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
                 if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
+                    self.check_finite()
                     row = self.metrics_row(loss, norm, lr, with_eval)
                     run_log.log(row)
                     bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
                     p.window_start, p.window_steps = time.perf_counter(), 0
+                if tc.ckpt_interval and p.iters % tc.ckpt_interval == 0 and p.iters < tc.max_iters:
+                    self.save(LAST)
             bar.close()
-            self.save("last.pt")
+            self.save(LAST)
             sample = (sample_text(self.model, self.encoder, self.rt, tc.sample_tokens, tc.seed)
                       if tc.sample_tokens else "")
             (self.run_dir / "sample.txt").write_text(sample)
