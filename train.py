@@ -1,6 +1,7 @@
 """Train a GPT-2 model: `python train.py [group=option ...] [key=value ...]`; `--help` lists the groups."""
 
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -31,9 +32,18 @@ def main(cfg: DictConfig) -> float:
     if summary["sample"]:
         print(f"--- sample ---\n{summary['sample']}\n--------------")
     if summary["stopped_by"]:
-        sys.exit(f"stopped by {summary['stopped_by']} at iteration {summary['iters']}; "
-                 f"checkpoint saved to {run_dir / 'ckpt' / 'last.pt'}")
+        message = (f"stopped by {summary['stopped_by']} at iteration {summary['iters']}; checkpoint saved "
+                   f"to {run_dir / 'ckpt' / 'last.pt'}. Resume with: {resume_command(run_dir)}")
+        log.warning("%s", message)
+        sys.exit(message)
     return summary["best_val_loss"]
+
+
+def resume_command(run_dir: Path) -> str:
+    """This run's command line with trainer.resume=auto and its run directory."""
+    overrides = [o for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
+    return " ".join(["python train.py", *map(shlex.quote, overrides), "trainer.resume=auto",
+                     shlex.quote(f"hydra.run.dir={run_dir}")])
 
 
 if __name__ == "__main__":

@@ -3,7 +3,6 @@ and the check that a checkpoint fits the config it is resumed with."""
 
 from __future__ import annotations
 
-import io
 import os
 import random
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Optional
 import torch
 import torch.nn as nn
 
-from gpt2.download import atomic_write_bytes
+from gpt2.download import atomic_file
 from gpt2.errors import CheckpointError
 
 FORMAT_VERSION = 2
@@ -64,11 +63,10 @@ def restore_rng_state(state: dict) -> None:
 
 # --------------------------------------------------------------------------------- save / load
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Serialise in memory, then write to a temporary file beside `path`, fsync and rename: a crash
-    or SIGKILL during the save leaves the previous file intact."""
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    """Write to a temporary file beside `path`, fsync and rename: a crash or SIGKILL during the save
+    leaves the previous file intact."""
+    with atomic_file(path) as f:
+        torch.save(state, f)
 
 
 def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:

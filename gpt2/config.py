@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -239,3 +240,15 @@ def from_hydra(cfg: DictConfig) -> Config:
 def to_dict(config: Config) -> dict:
     """A plain, JSON-able dict of the config (for checkpoints, W&B and the run directory)."""
     return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+
+
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+
+
+def compose(*overrides: str) -> DictConfig:
+    """The config train.py would compose from conf/ with these overrides (for scripts and tests)."""
+    from hydra import compose as hydra_compose, initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose(config_name="config", overrides=list(overrides))

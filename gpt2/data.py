@@ -7,7 +7,6 @@ whose dataset builds a whole (B, T) batch with one gather.
 
 from __future__ import annotations
 
-import io
 import logging
 from pathlib import Path
 from typing import Iterator, Optional
@@ -16,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpt2.config import DataConfig
-from gpt2.download import TINY_SHAKESPEARE, atomic_write_bytes, fetch, sha256_bytes
+from gpt2.download import TINY_SHAKESPEARE, atomic_file, fetch, sha256_bytes
 from gpt2.errors import DataError
 from gpt2.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
@@ -73,10 +72,9 @@ def load_tokens(cfg: DataConfig, text_path: Optional[str | Path] = None
             log.warning("ignoring unreadable token cache %s (%s)", cache, exc)
     encoder = build_tokenizer(cfg.tokenizer, corpus, cfg.data_dir, cfg.mirror)
     tokens = torch.tensor(encoder.encode(corpus), dtype=torch.int64)
-    buffer = io.BytesIO()
-    torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
-                "tokenizer": encoder.state(), "source": str(path)}, buffer)
-    atomic_write_bytes(cache, buffer.getvalue())
+    with atomic_file(cache) as f:
+        torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
+                    "tokenizer": encoder.state(), "source": str(path)}, f)
     log.info("tokenized %s: %d tokens with %s, cached in %s", path, len(tokens), encoder.name, cache)
     return corpus, tokens, encoder
 

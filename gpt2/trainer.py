@@ -203,6 +203,8 @@ class Trainer:
     def __init__(self, config: Config, run_dir: Path):
         self.config, self.run_dir = config, Path(run_dir)
         (self.run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
+        for stale in (self.run_dir / "ckpt").glob(".*.tmp"):  # left by a save that was killed
+            stale.unlink()
         tc = config.trainer
         self.rt = Runtime.create(tc.device, tc.dtype)
         torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
@@ -294,7 +296,7 @@ class Trainer:
                 "wall_s": wall_s, "params": self.model.num_params(False), "device": str(self.rt.device),
                 "dtype": dtype_name(self.rt.dtype), "stopped_by": stopped_by, "sample": sample}
 
-    def fit(self, on_step: Optional[Callable[[int], None]] = None) -> dict:
+    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
         """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
         with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
         tc, oc = self.config.trainer, self.config.optim
@@ -321,7 +323,7 @@ class Trainer:
                                              p.iters, self.first_bad)
                 bar.update(1)
                 if on_step is not None:
-                    on_step(p.iters)
+                    on_step(self)
                 with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
                 if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
                     self.check_finite()
@@ -345,7 +347,7 @@ def dtype_name(dtype: torch.dtype) -> str:
     return str(dtype).removeprefix("torch.")
 
 
-def train(config: Config, run_dir: Path, on_step: Optional[Callable[[int], None]] = None) -> dict:
+def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None) -> dict:
     """Train as the config says, writing everything into run_dir; returns the summary dict.
-    `on_step(iters)` is called after every optimizer step (tests use it to send signals)."""
+    `on_step(trainer)` is called after every optimizer step (tests use it to send signals)."""
     return Trainer(config, run_dir).fit(on_step)

@@ -9,9 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from gpt2.config import Config, from_hydra, register_configs
+from gpt2.config import Config, compose, from_hydra, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("GPT2_DATA_MIRROR") or ROOT.parent / "shared" / "data").resolve()
@@ -48,9 +46,7 @@ def data_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("data")
 
 
-def compose_config(*overrides: str) -> "DictConfig":  # noqa: F821
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return compose(config_name="config", overrides=list(overrides))
+compose_config = compose
 
 
 def tiny_config(data_dir: Path, *overrides: str) -> Config:
@@ -65,11 +61,12 @@ def run_train(run_dir: Path, *overrides: str, env: dict | None = None, timeout: 
                           text=True, timeout=timeout)
 
 
-def read_wandb_records(run_dir: Path) -> list[dict]:
-    """Every record of the (single) offline W&B run under run_dir, read back from its .wandb file."""
+def read_wandb_records(run_dir: Path, run: Path | None = None) -> list[dict]:
+    """Every record of an offline W&B run, read back from its .wandb file: `run` (an offline-run-*
+    folder) or else the only one under run_dir/wandb."""
     import json
 
-    files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
+    files = list(run.glob("run-*.wandb")) if run else list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(files) == 1, files
     wandb_cli = shutil.which("wandb", path=str(Path(sys.executable).parent)) or "wandb"
     out = subprocess.run([wandb_cli, "leet", "inspect", "--json", str(files[0])], capture_output=True,

@@ -53,8 +53,8 @@ def test_metrics_rows_and_summary(data_dir, tmp_path):
 
 
 def test_sigint_finishes_the_step_saves_and_stops(data_dir, tmp_path):
-    def interrupt(step):
-        if step == 7:
+    def interrupt(trainer):
+        if trainer.progress.iters == 7:
             os.kill(os.getpid(), signal.SIGINT)
 
     summary = train(tiny_config(data_dir, "trainer.max_iters=50"), tmp_path, on_step=interrupt)

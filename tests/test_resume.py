@@ -1,0 +1,230 @@
+"""Exact resume: a run stopped anywhere (SIGINT, SIGTERM, SIGKILL) and resumed gives, from the resumed
+iteration on, bit-identical losses and final weights to the run that was never stopped."""
+
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gpt2.checkpoint import load_checkpoint, save_checkpoint
+from gpt2.errors import CheckpointError, NonFiniteLossError
+from gpt2.logging import read_metrics
+from gpt2.trainer import train
+
+from conftest import MIRROR, ROOT, TINY, read_wandb_records, tiny_config
+
+# 600 characters: 540 train tokens, 524 windows, 16 batches of 32 per epoch, so 30 steps cross an
+# epoch boundary at step 16. Dropout on, so the RNG state matters too.
+RESUMABLE = ["data.tokenizer=char", "data.batch_size=32", "model.dropout=0.1", "trainer.max_iters=30",
+             "trainer.log_interval=1", "trainer.ckpt_interval=5", "trainer.eval_interval=10"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("corpus") / "small.txt"
+    path.write_text((MIRROR / "tinyshakespeare" / "input.txt").read_text()[:600])
+    return path
+
+
+def config(data_dir, corpus, *overrides):
+    return tiny_config(data_dir, f"data.path={corpus}", *RESUMABLE, *overrides)
+
+
+def signal_at(step: int, sig: int):
+    def on_step(trainer):
+        if trainer.progress.iters == step:
+            os.kill(os.getpid(), sig)
+    return on_step
+
+
+def trajectory(run_dir):
+    return [(r["iter"], r.get("train_loss"), r.get("val_loss"), r["lr"], r.get("grad_norm"))
+            for r in read_metrics(run_dir)]
+
+
+def assert_same_run(run_dir, reference_dir):
+    assert trajectory(run_dir) == trajectory(reference_dir)  # every iteration once, same values
+    final = load_checkpoint(Path(run_dir) / "ckpt" / "last.pt")
+    expected = load_checkpoint(Path(reference_dir) / "ckpt" / "last.pt")
+    assert final["iter"] == expected["iter"]
+    for name, tensor in expected["model"].items():
+        assert torch.equal(final["model"][name], tensor), name
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir, corpus) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference")
+    train(config(data_dir, corpus), run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("sig,step", [(signal.SIGINT, 7), (signal.SIGTERM, 20), (signal.SIGINT, 16)],
+                         ids=["SIGINT-mid-epoch", "SIGTERM-after-epoch-boundary", "SIGINT-at-epoch-end"])
+def test_stop_and_resume_is_exact(tmp_path, data_dir, corpus, reference, sig, step):
+    stopped = train(config(data_dir, corpus), tmp_path, on_step=signal_at(step, sig))
+    assert stopped["stopped_by"] == signal.Signals(sig).name and stopped["iters"] == step
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == step
+    resumed = train(config(data_dir, corpus, "trainer.resume=auto"), tmp_path)
+    assert resumed["iters"] == 30 and resumed["stopped_by"] is None
+    assert_same_run(tmp_path, reference)
+
+
+def test_resume_twice_and_from_a_path(tmp_path, data_dir, corpus, reference):
+    train(config(data_dir, corpus), tmp_path / "a", on_step=signal_at(4, signal.SIGINT))
+    train(config(data_dir, corpus, "trainer.resume=auto"), tmp_path / "a", on_step=signal_at(23, signal.SIGTERM))
+    # resume=PATH: a checkpoint from anywhere continues in a new run directory
+    resumed = train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'a' / 'ckpt' / 'last.pt'}"),
+                    tmp_path / "b")
+    assert resumed["iters"] == 30
+    rows = trajectory(tmp_path / "b")
+    assert rows == trajectory(reference)[24:]  # rows 24..30: what b logged itself
+    assert torch.equal(load_checkpoint(tmp_path / "b" / "ckpt" / "last.pt")["model"]["lm_head.weight"],
+                       load_checkpoint(reference / "ckpt" / "last.pt")["model"]["lm_head.weight"])
+
+
+def test_periodic_checkpoints_are_kept_and_pruned(reference):
+    names = sorted(p.name for p in (reference / "ckpt").iterdir())
+    assert names == ["best.pt", "iter_0000025.pt", "iter_0000030.pt", "last.pt"]
+    assert load_checkpoint(reference / "ckpt" / "iter_0000025.pt")["iter"] == 25
+
+
+def test_resume_auto_without_a_checkpoint_starts_fresh(tmp_path, data_dir, corpus, reference):
+    train(config(data_dir, corpus, "trainer.resume=auto"), tmp_path)
+    assert_same_run(tmp_path, reference)
+
+
+def test_longer_run_on_resume_is_allowed(tmp_path, data_dir, corpus):
+    train(config(data_dir, corpus, "trainer.max_iters=10"), tmp_path)
+    summary = train(config(data_dir, corpus, "trainer.max_iters=14", "trainer.resume=auto"), tmp_path)
+    assert summary["iters"] == 14 and [r["iter"] for r in read_metrics(tmp_path)] == list(range(15))
+
+
+def test_mismatched_or_missing_checkpoints_are_refused(tmp_path, data_dir, corpus, reference):
+    last = reference / "ckpt" / "last.pt"
+    with pytest.raises(CheckpointError, match=r"last.pt does not match this config: model.n_embd was 32"):
+        train(config(data_dir, corpus, "model.n_embd=64", f"trainer.resume={last}"), tmp_path / "a")
+    with pytest.raises(CheckpointError, match=r"tokenizer 'char', the config has 'gpt2'"):
+        train(config(data_dir, corpus, "data.tokenizer=gpt2", f"trainer.resume={last}"), tmp_path / "b")
+    with pytest.raises(CheckpointError, match=r"trainer.resume=.*nowhere.pt: there is no checkpoint"):
+        train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'nowhere.pt'}"), tmp_path / "c")
+    (tmp_path / "cut.pt").write_bytes(last.read_bytes()[:1000])
+    with pytest.raises(CheckpointError, match=r"cut.pt is not a readable checkpoint"):
+        train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'cut.pt'}"), tmp_path / "d")
+    assert not (tmp_path / "c" / "metrics.jsonl").exists()  # no silent fresh start
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data_dir, corpus):
+    def poison(trainer):
+        if trainer.progress.iters == 8:
+            with torch.no_grad():
+                trainer.model.transformer.wpe.weight.fill_(float("nan"))
+
+    with pytest.raises(NonFiniteLossError, match=r"NaN/inf at iteration 9; stopped \(the last good "
+                                                 r"checkpoint, .*last.pt \(iteration 5\), is untouched"):
+        train(config(data_dir, corpus), tmp_path, on_step=poison)
+    good = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert good["iter"] == 5 and all(torch.isfinite(t).all() for t in good["model"].values())
+    assert [r["iter"] for r in read_metrics(tmp_path)][-1] == 8  # the NaN row was never logged
+
+
+def test_wandb_run_is_resumed_not_duplicated(tmp_path, data_dir, corpus):
+    train(config(data_dir, corpus, "logger=wandb", "logger.mode=offline"), tmp_path,
+          on_step=signal_at(12, signal.SIGINT))
+    time.sleep(1.1)  # W&B names run folders by start second + id: two segments in one second would share one
+    train(config(data_dir, corpus, "logger=wandb", "logger.mode=offline", "trainer.resume=auto"), tmp_path)
+    runs = sorted((tmp_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and len({r.name.rsplit("-", 1)[1] for r in runs}) == 1  # one run id
+    steps = []
+    for run in runs:
+        records = read_wandb_records(tmp_path, run)
+        steps.append([r["history"]["step"].get("num", 0) for r in records if r["type"] == "history"])
+    assert steps[0] == list(range(13)) and steps[1] == list(range(13, 31))
+
+
+# ------------------------------------------------------------------- real processes, real signals
+def start_train(run_dir, *overrides):
+    command = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
+    return subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_iter(proc, run_dir, iteration, timeout=120):
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["iter"] >= iteration:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never reached iteration {iteration}: {proc.poll()}")
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory, data_dir, corpus):
+    run_dir = tmp_path_factory.mktemp("cli_reference")
+    overrides = [*TINY, f"data.data_dir={data_dir}", f"data.path={corpus}", *RESUMABLE, "logger=none",
+                 "trainer.max_iters=150"]
+    proc = start_train(run_dir, *overrides)
+    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
+    return run_dir, overrides
+
+
+def test_sigterm_saves_exits_nonzero_and_says_how_to_resume(tmp_path, cli_reference):
+    reference_dir, overrides = cli_reference
+    proc = start_train(tmp_path, *overrides)
+    wait_for_iter(proc, tmp_path, 30)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    message = stderr.strip().splitlines()[-1]
+    assert message.startswith("stopped by SIGTERM at iteration ")
+    assert f"checkpoint saved to {tmp_path / 'ckpt' / 'last.pt'}" in message
+    command = shlex.split(message.split("Resume with: ", 1)[1])
+    assert command[:2] == ["python", "train.py"] and "trainer.resume=auto" in command
+    resumed = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(tmp_path, reference_dir)
+
+
+def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_reference):
+    reference_dir, overrides = cli_reference
+    proc = start_train(tmp_path, *overrides)
+    wait_for_iter(proc, tmp_path, 42)
+    proc.kill()
+    proc.communicate()
+    killed_at = read_metrics(tmp_path)[-1]["iter"]
+    saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"]
+    assert saved % 5 == 0 and saved <= killed_at < 150
+    resumed = start_train(tmp_path, *overrides, "trainer.resume=auto")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert_same_run(tmp_path, reference_dir)
+
+
+def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
+    script = (
+        "import sys, torch\n"
+        "from gpt2.checkpoint import save_checkpoint\n"
+        "state = {'format_version': 2, 'w': torch.randn(4_000_000)}\n"
+        "print('ready', flush=True)\n"
+        "i = 0\n"
+        "while True:\n"
+        "    state['iter'] = i; save_checkpoint(sys.argv[1], state); i += 1\n"
+    )
+    target = tmp_path / "last.pt"
+    save_checkpoint(target, {"format_version": 2, "iter": -1})
+    for delay in (0.05, 0.21, 0.47):
+        proc = subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=ROOT,
+                                stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        assert isinstance(load_checkpoint(target)["iter"], int)  # the old or the new file, whole
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
+    assert all(name.endswith(".tmp") for name in leftovers)  # only temporaries of killed saves
