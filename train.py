@@ -1,16 +1,24 @@
-"""Train a GPT-2 model: `python train.py [group=option ...] [key=value ...]`; `--help` lists the groups."""
+"""Train a GPT-2 model: `python train.py [group=option ...] [key=value ...]`; `--help` lists the groups.
 
+`-m` runs a sweep (every combination of comma-separated values, or `hparams_search=NAME` for an Optuna
+study); each job gets its own directory and W&B run, grouped under the sweep's name.
+"""
+
+import json
 import logging
+import math
 import shlex
 import sys
 from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import from_hydra, register_configs
 from gpt2.errors import HarnessError
+from gpt2.sweep import run_study, sweep_group
 from gpt2.trainer import train
 
 log = logging.getLogger("train")
@@ -19,13 +27,28 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> float:
-    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    sweep_name = sweep_group(hc.sweep.dir) if multirun else run_dir.name
     try:
         config = from_hydra(cfg)
+        search = config.hparams_search
+        if search is not None:  # the trials' W&B runs are grouped under the study's name
+            # a stored study continues under the search's own name; an in-memory one is this sweep
+            search.study_name = search.study_name or (
+                hc.runtime.choices.get("hparams_search") if search.storage else sweep_name)
+        elif multirun and cfg.logger.group is None:  # the W&B runs of one sweep share a group
+            cfg.logger.group = config.logger.group = sweep_name
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        if search is not None:
+            return run_study(cfg, search, run_dir, train, from_hydra)["best_val_loss"]
         summary = train(config, run_dir)
     except HarnessError as exc:
         log.error("%s", exc)  # one line, on the console and in train.log
+        if multirun:  # report it, keep the other jobs going
+            (run_dir / "summary.json").write_text(json.dumps({"status": "failed", "error": str(exc)}))
+            return math.inf
         sys.exit(1)
     print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")

@@ -6,8 +6,6 @@ from __future__ import annotations
 import os
 import random
 from pathlib import Path
-from typing import Optional
-
 import torch
 import torch.nn as nn
 
@@ -125,11 +123,3 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict) -> N
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
                                   f"when it was saved, the config says {now.get(key)!r} (only run "
                                   f"length, intervals, device and logging may change on resume)")
-
-
-def latest_step(path: Optional[Path]) -> Optional[int]:
-    """The iteration stored in a checkpoint, or None if there is none (for messages)."""
-    try:
-        return load_checkpoint(path)["iter"] if path is not None else None
-    except CheckpointError:
-        return None

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -140,6 +140,9 @@ class TrainerConfig:
     """Wrap the model in torch.compile."""
     seed: int = 1337
     """Seeds model initialisation, dropout and sampling (data order has its own data.seed)."""
+    num_threads: int = 0
+    """CPU threads for torch (torch.set_num_threads); 0 keeps torch's default. Parallel sweep jobs on
+    one machine want jobs x threads <= cores."""
     sample_tokens: int = 200
     """Tokens of text sampled from the best model at the end of the run (0 skips it)."""
     progress: bool = True
@@ -159,7 +162,7 @@ class TrainerConfig:
                f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",
                f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
-        for name in ("sample_tokens", "ckpt_interval", "keep_last"):
+        for name in ("sample_tokens", "ckpt_interval", "keep_last", "num_threads"):
             value = getattr(self, name)
             _check(value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")
 
@@ -185,12 +188,45 @@ class LoggerConfig:
 
 
 @dataclass
+class OptunaConfig:
+    """The hparams_search group: an Optuna study over config keys (see gpt2/sweep.py)."""
+
+    n_trials: int = 20
+    """Trials the study should have in total; a continued study (same storage and name) runs the rest."""
+    seed: int = 1337
+    """Seeds the TPE sampler."""
+    direction: str = "minimize"
+    study_name: Optional[str] = None
+    """Defaults to the sweep directory's name."""
+    storage: Optional[str] = None
+    """An Optuna storage URL, e.g. sqlite:///optuna.db, to stop and continue a study; null: in memory."""
+    params: Dict[str, Any] = field(default_factory=dict)
+    """Config key -> {type: float|int|categorical, low, high, log, step, choices}."""
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise ConfigError(f"hparams_search.n_trials: must be >= 1, got {self.n_trials}")
+        if self.direction not in ("minimize", "maximize"):
+            raise ConfigError(f"hparams_search.direction: must be minimize or maximize, got {self.direction!r}")
+        for key, spec in self.params.items():
+            kind = spec.get("type") if isinstance(spec, dict) else None
+            if kind not in ("float", "int", "categorical"):
+                raise ConfigError(f"hparams_search.params.{key}: needs type float, int or categorical")
+            needed = ("choices",) if kind == "categorical" else ("low", "high")
+            missing = [k for k in needed if k not in spec]
+            if missing:
+                raise ConfigError(f"hparams_search.params.{key}: {kind} needs {', '.join(missing)}")
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
+    hparams_search: Optional[OptunaConfig] = None
+    """Set by `hparams_search=NAME`: train.py then runs an Optuna study instead of one run."""
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,

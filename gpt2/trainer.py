@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -24,93 +22,13 @@ from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, capture_rng_state, chec
                              load_checkpoint, restore_rng_state, save_checkpoint, save_periodic, unwrap)
 from gpt2.config import Config, to_dict
 from gpt2.data import infinite_batches, make_dataloader
-from gpt2.errors import CheckpointError, ConfigError, NonFiniteLossError
+from gpt2.errors import CheckpointError, NonFiniteLossError
 from gpt2.logging import RunLogger
 from gpt2.model import GPT
 from gpt2.optim import build_optimizer, get_lr
+from gpt2.runtime import Runtime, StopRequest, dtype_name
 
 log = logging.getLogger(__name__)
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-# -------------------------------------------------------------------------------------- runtime
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device: {name!r} asked for, but CUDA is not available here "
-                          f"(use trainer.device=auto or cpu)")
-    if device.type == "mps" and not torch.backends.mps.is_available():
-        raise ConfigError(f"trainer.device: {name!r} asked for, but MPS is not available here")
-    return device
-
-
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type != "cuda":
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return DTYPES[name]
-
-
-@dataclass
-class Runtime:
-    """Where and in what precision the model runs."""
-
-    device: torch.device
-    dtype: torch.dtype
-    scaler: Optional[torch.amp.GradScaler]
-
-    @classmethod
-    def create(cls, device_name: str, dtype_name: str) -> "Runtime":
-        device = resolve_device(device_name)
-        dtype = resolve_dtype(dtype_name, device)
-        if device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-        return cls(device, dtype, scaler)
-
-    def autocast(self):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
-
-    def to_device(self, x: torch.Tensor) -> torch.Tensor:
-        return x.to(self.device, non_blocking=True)  # async from pinned memory on CUDA
-
-
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and stops. A second Ctrl-C
-    raises KeyboardInterrupt as usual."""
-
-    def __init__(self) -> None:
-        self.signal_name: Optional[str] = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
 
 # ----------------------------------------------------------------------------------- the steps
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, rt: Runtime,
@@ -206,6 +124,8 @@ class Trainer:
         for stale in (self.run_dir / "ckpt").glob(".*.tmp"):  # left by a save that was killed
             stale.unlink()
         tc = config.trainer
+        if tc.num_threads:
+            torch.set_num_threads(tc.num_threads)
         self.rt = Runtime.create(tc.device, tc.dtype)
         torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
         loaders = make_dataloader(config.data, eval_iters=tc.eval_iters, device=self.rt.device)
@@ -342,9 +262,6 @@ class Trainer:
             run_log.finish(summary)
         return summary
 
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).removeprefix("torch.")
 
 
 def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None) -> dict:

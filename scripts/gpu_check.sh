@@ -2,7 +2,7 @@
 # GPU checks for a CUDA machine, in one call: the GPU tests, nanoGPT's shakespeare_char baby GPT
 # (compiled, bf16), and a short GPT-2 124M throughput run. Results land in $OUT (default /tmp/gpu_out).
 #
-# Usage: bash scripts/gpu_check.sh [budget_seconds]
+# Usage: bash scripts/gpu_check.sh [budget_seconds]      (TESTS_ONLY=1: only the GPU tests)
 # Offline machines: set GPT2_DATA_MIRROR (else ../shared/data) and put hydra-core/omegaconf on
 # PYTHONPATH if the machine's python lacks them (scripts/prepare_gpu_carry.sh builds .gpu_carry/).
 set -uo pipefail
@@ -22,7 +22,8 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())" | tee -a "$OUT/gpu.txt"
 
 echo "== GPU tests"
-timeout $(( $(left) - 240 )) $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 \
+reserve=240; [ -n "${TESTS_ONLY:-}" ] && reserve=10
+timeout $(( $(left) - reserve )) $PY -m pytest -q -m gpu tests/test_gpu.py -p no:cacheprovider 2>&1 \
   | tee "$OUT/pytest_gpu.log" | tail -15
 
 run() {  # run NAME SECONDS OVERRIDES...: a training run whose summary, metrics and log come back
@@ -36,6 +37,7 @@ run() {  # run NAME SECONDS OVERRIDES...: a training run whose summary, metrics 
   done
 }
 
+if [ -n "${TESTS_ONLY:-}" ]; then echo "== done in $((SECONDS - start)) s (tests only)"; exit 0; fi
 run shakespeare_char $(( $(left) - 100 )) experiment=shakespeare_char trainer.compile=true
 if [ "$(left)" -gt 90 ]; then
   run gpt2_124m $(( $(left) - 10 )) model=gpt2 data.block_size=1024 data.batch_size=16 \

@@ -1,4 +1,3 @@
-from pathlib import Path
 
 import pytest
 from hydra.errors import ConfigCompositionException
@@ -21,7 +20,7 @@ def test_every_group_option_composes_and_validates(group, option):
 
 def test_groups_and_experiments_exist():
     groups = {g for g, _ in GROUP_OPTIONS}
-    assert groups == {"data", "model", "optim", "trainer", "logger", "experiment"}
+    assert groups == {"data", "model", "optim", "trainer", "logger", "experiment", "hparams_search"}
     assert {o for g, o in GROUP_OPTIONS if g == "experiment"} >= {
         "shakespeare_char_cpu", "shakespeare_char", "shakespeare_gpt2_cpu"}
 

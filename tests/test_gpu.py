@@ -7,7 +7,8 @@ import torch
 
 from gpt2.data import make_dataloader
 from gpt2.logging import read_metrics
-from gpt2.trainer import Runtime, train
+from gpt2.runtime import Runtime
+from gpt2.trainer import train
 
 from conftest import tiny_config
 
@@ -53,3 +54,23 @@ def test_compiled_training_saves_plain_checkpoints(data_dir, tmp_path):
     assert math.isfinite(summary["best_val_loss"])
     state = torch.load(tmp_path / "ckpt" / "last.pt", weights_only=True)
     assert all(not k.startswith("_orig_mod") for k in state["model"])
+
+
+def test_stop_and_resume_on_cuda(data_dir, tmp_path):
+    import os
+    import signal
+
+    from gpt2.checkpoint import load_checkpoint
+
+    def stop(trainer):
+        if trainer.progress.iters == 7:
+            os.kill(os.getpid(), signal.SIGINT)
+
+    overrides = ("trainer.device=cuda", "model.dropout=0.1", "trainer.ckpt_interval=5")
+    stopped = train(tiny_config(data_dir, *overrides), tmp_path, on_step=stop)
+    assert stopped["stopped_by"] == "SIGINT" and stopped["iters"] == 7
+    state = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert "cuda" in state["rng"] and state["sampler"]["start_batch"] == 7
+    resumed = train(tiny_config(data_dir, *overrides, "trainer.resume=auto"), tmp_path)
+    assert resumed["iters"] == 20 and math.isfinite(resumed["final_train_loss"])
+    assert [r["iter"] for r in read_metrics(tmp_path)] == [0, 5, 7, 10, 15, 20]

@@ -3,11 +3,10 @@ import os
 import signal
 
 import pytest
-import torch
 
 from gpt2.checkpoint import load_checkpoint
 from gpt2.logging import read_metrics
-from gpt2.trainer import Runtime, resolve_dtype, train
+from gpt2.trainer import train
 
 from conftest import tiny_config
 
@@ -67,9 +66,3 @@ def test_sigint_finishes_the_step_saves_and_stops(data_dir, tmp_path):
 def test_bfloat16_autocast_on_cpu(data_dir, tmp_path):
     summary = train(tiny_config(data_dir, "trainer.dtype=bfloat16", "trainer.max_iters=10"), tmp_path)
     assert summary["dtype"] == "bfloat16" and math.isfinite(summary["final_train_loss"])
-
-
-def test_runtime_defaults():
-    rt = Runtime.create("cpu", "auto")
-    assert rt.device == torch.device("cpu") and rt.dtype == torch.float32 and rt.scaler is None
-    assert resolve_dtype("float16", torch.device("cpu")) == torch.float16

@@ -1,0 +1,96 @@
+"""Where and how training runs: device and precision (Runtime), and stop signals (StopRequest)."""
+
+from __future__ import annotations
+
+import signal
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+from gpt2.errors import ConfigError
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device: {name!r} asked for, but CUDA is not available here "
+                          f"(use trainer.device=auto or cpu)")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"trainer.device: {name!r} asked for, but MPS is not available here")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type != "cuda":
+            return torch.float32
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return DTYPES[name]
+
+
+@dataclass
+class Runtime:
+    """Where and in what precision the model runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+    scaler: Optional[torch.amp.GradScaler]
+
+    @classmethod
+    def create(cls, device_name: str, dtype_name: str) -> "Runtime":
+        device = resolve_device(device_name)
+        dtype = resolve_dtype(dtype_name, device)
+        if device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
+        return cls(device, dtype, scaler)
+
+    def autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.dtype)
+
+    def to_device(self, x: torch.Tensor) -> torch.Tensor:
+        return x.to(self.device, non_blocking=True)  # async from pinned memory on CUDA
+
+
+class StopRequest:
+    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and stops. A second Ctrl-C
+    raises KeyboardInterrupt as usual."""
+
+    def __init__(self) -> None:
+        self.signal_name: Optional[str] = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signal_name is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+
+    def __enter__(self) -> "StopRequest":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: no signal handling
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")

@@ -1,0 +1,31 @@
+"""Report a sweep: a table of its jobs sorted by best val loss, and a PNG of val loss per swept parameter.
+
+Usage: python scripts/sweep_report.py MULTIRUN_DIR [--png PATH]
+Works on Hydra multirun directories (jobs 0/, 1/, ...) and Optuna studies (trial_NNN/ folders); the
+'overrides' column shows only the parameters whose values differ between jobs.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from gpt2.sweep import collect_jobs, format_table, plot_sweep  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("sweep_dir", type=Path)
+    parser.add_argument("--png", type=Path, default=None, help="default: SWEEP_DIR/sweep_report.png")
+    args = parser.parse_args()
+    jobs = collect_jobs(args.sweep_dir)
+    if not jobs:
+        sys.exit(f"error: no summary.json under {args.sweep_dir}: is it a sweep directory?")
+    print(format_table(jobs))
+    png = args.png or args.sweep_dir / "sweep_report.png"
+    plot_sweep(jobs, png)
+    print(f"plot: {png}")
+
+
+if __name__ == "__main__":
+    main()
