@@ -252,7 +252,9 @@ class Trainer:
                     bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
                     p.window_start, p.window_steps = time.perf_counter(), 0
                 if tc.ckpt_interval and p.iters % tc.ckpt_interval == 0 and p.iters < tc.max_iters:
+                    saving = time.perf_counter()
                     self.save(LAST)
+                    p.window_start += time.perf_counter() - saving  # not training time
             bar.close()
             self.save(LAST)
             sample = (sample_text(self.model, self.encoder, self.rt, tc.sample_tokens, tc.seed)
@@ -261,7 +263,6 @@ class Trainer:
             summary = self.summary(time.perf_counter() - wall_start, stop.signal_name, sample)
             run_log.finish(summary)
         return summary
-
 
 
 def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None) -> dict:
