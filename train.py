@@ -4,7 +4,6 @@
 study); each job gets its own directory and W&B run, grouped under the sweep's name.
 """
 
-import json
 import logging
 import math
 import shlex
@@ -18,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import from_hydra, register_configs
 from gpt2.errors import HarnessError
-from gpt2.sweep import run_study, sweep_group
+from gpt2.sweep import run_study, study_fixed_overrides, sweep_group, write_failure
 from gpt2.trainer import train
 
 log = logging.getLogger("train")
@@ -42,13 +41,15 @@ def main(cfg: DictConfig) -> float:
             cfg.logger.group = config.logger.group = sweep_name
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if search is not None:
-            return run_study(cfg, search, run_dir, train, from_hydra)["best_val_loss"]
+            return study(cfg, search, run_dir, hc)
         summary = train(config, run_dir)
-    except HarnessError as exc:
-        log.error("%s", exc)  # one line, on the console and in train.log
-        if multirun:  # report it, keep the other jobs going
-            (run_dir / "summary.json").write_text(json.dumps({"status": "failed", "error": str(exc)}))
+    except Exception as exc:
+        if multirun:  # report it and keep the other jobs going
+            write_failure(run_dir, exc)
             return math.inf
+        if not isinstance(exc, HarnessError):
+            raise  # a bug: show the traceback
+        log.error("%s", exc)  # one line, on the console and in train.log
         sys.exit(1)
     print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
@@ -60,6 +61,17 @@ def main(cfg: DictConfig) -> float:
         log.warning("%s", message)
         sys.exit(message)
     return summary["best_val_loss"]
+
+
+def study(cfg: DictConfig, search, run_dir: Path, hc) -> float:
+    fixed = study_fixed_overrides(cfg, list(hc.overrides.task))
+    result = run_study(cfg, search, run_dir, train, from_hydra, fixed)
+    if result["stopped_by"]:
+        message = (f"study {search.study_name!r} stopped by {result['stopped_by']}; rerun the same command "
+                   f"to continue it" + ("" if search.storage else " (set hparams_search.storage to keep a study)"))
+        log.warning("%s", message)
+        sys.exit(message)
+    return result["best_val_loss"]
 
 
 def resume_command(run_dir: Path) -> str:

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from gpt2.config import flatten
 from gpt2.download import atomic_file
 from gpt2.errors import CheckpointError
 
@@ -16,13 +17,14 @@ FORMAT_VERSION = 2
 LAST, BEST = "last.pt", "best.pt"
 
 # Config keys that may differ between a checkpoint and the run resuming it: how long to run and how
-# often to log/evaluate/save, where to run it, and where data and logs live. Anything else (model
-# shape, tokenizer, data order, optimizer settings) would not continue the same run and is refused.
+# often to log/evaluate/save, where to run it, and where data and logs live (the text itself is
+# checked by its sha256). Anything else (model shape, tokenizer, data order, optimizer settings)
+# would not continue the same run and is refused.
 RESUMABLE_CHANGES = (
     "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
     "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
     "trainer.compile", "trainer.progress", "trainer.sample_tokens", "optim.lr_decay_iters",
-    "data.num_workers", "data.data_dir", "data.mirror", "logger.",
+    "data.num_workers", "data.data_dir", "data.mirror", "data.path", "logger.",
 )
 
 
@@ -99,25 +101,18 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 # ------------------------------------------------------------------------------- compatibility
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[prefix + key] = value
-    return flat
-
-
-def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict) -> None:
+def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, text_sha256: str) -> None:
     """Refuse, naming the file and the first mismatch, a checkpoint that the config cannot continue."""
+    if state["text_sha256"] != text_sha256:
+        raise CheckpointError(f"{path} does not match this config: it was trained on another text "
+                              f"(sha256 {state['text_sha256'][:12]}..., this text {text_sha256[:12]}...)")
     saved_tok, tok = state["tokenizer"], tokenizer
     if saved_tok != tok:
         what = ("the vocabulary" if saved_tok.get("name") == tok.get("name") else
                 f"tokenizer {saved_tok.get('name')!r}, the config has {tok.get('name')!r}")
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
-    saved, now = _flatten(state["config"]), _flatten(config)
+    saved, now = flatten(state["config"]), flatten(config)
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "

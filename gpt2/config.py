@@ -241,6 +241,17 @@ def register_configs() -> None:
         cs.store(name=group, group="schema", node=schema)
 
 
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: a config as dotted keys."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[prefix + key] = value
+    return flat
+
+
 def _extra_keys(given: dict, known: dict, prefix: str = "") -> list[str]:
     extra = []
     for key, value in given.items():

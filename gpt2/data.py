@@ -235,12 +235,12 @@ def _loader(dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: 
 
 def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
                     eval_iters: Optional[int] = None, device: str | torch.device = "cpu") -> dict:
-    """dict(train_dl, valid_dl, encoder). Batches are (x, y), each (B, T) int64.
+    """dict(train_dl, valid_dl, encoder, text_sha256). Batches are (x, y), each (B, T) int64.
 
     train_dl shuffles (if data.shuffle) with its seeded WindowBatchSampler and drops the last partial
     batch; valid_dl yields a fixed set of eval_iters batches (or one pass of non-overlapping windows).
     Batches are pinned only when `device` is CUDA."""
-    _, tokens, encoder = load_tokens(cfg, text_path)
+    corpus, tokens, encoder = load_tokens(cfg, text_path)
     train_tokens, valid_tokens = train_valid_split(tokens, cfg.train_frac)
     pin = torch.device(device).type == "cuda"
     in_main = cfg.num_workers == 0
@@ -255,7 +255,7 @@ def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
     valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters)
     return dict(train_dl=_loader(train_ds, train_sampler, cfg, pin),
                 valid_dl=_loader(valid_ds, valid_sampler, cfg, pin),
-                encoder=encoder)
+                encoder=encoder, text_sha256=sha256_bytes(corpus.encode("utf-8")))
 
 
 def infinite_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -96,8 +96,8 @@ def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = N
         if not _verified(source, remote):
             raise DataError(f"{source} has the wrong sha256 (expected {remote.sha256}); "
                             f"replace it with the file from {remote.url}")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(source, target)
+        with atomic_file(target) as f, open(source, "rb") as src:  # parallel jobs never see half a file
+            shutil.copyfileobj(src, f)
         return target
     try:
         with urllib.request.urlopen(remote.url, timeout=timeout) as response:

@@ -97,7 +97,9 @@ class RunLogger:
             self.rows = [r for r in read_metrics(self.run_dir) if r["iter"] <= resume_from]
             atomic_write_bytes(self.run_dir / METRICS_FILE,
                                "".join(json.dumps(r) + "\n" for r in self.rows).encode())
-        self._metrics = open(self.run_dir / METRICS_FILE, "a", encoding="utf-8")
+        # a fresh start replaces rows that a run killed before its first checkpoint left behind
+        self._metrics = open(self.run_dir / METRICS_FILE, "a" if resume_from is not None else "w",
+                             encoding="utf-8")
         self.wandb: Optional[WandbRun] = None
         if cfg.backend == "wandb" and cfg.mode != "disabled":
             self.wandb = WandbRun(cfg, self.run_dir, config, wandb_id)

@@ -71,7 +71,10 @@ def evaluate(model: nn.Module, loader, rt: Runtime) -> float:
 
 
 def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
-    prompt = encoder.encode("\n") or [0]
+    try:
+        prompt = encoder.encode("\n") or [0]
+    except ValueError:  # a char vocabulary without a newline
+        prompt = [0]
     idx = torch.tensor([prompt], dtype=torch.long, device=rt.device)
     generator = torch.Generator(device=rt.device).manual_seed(seed)
     model.eval()
@@ -100,8 +103,12 @@ class Progress:
 
 
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint trainer.resume asks for: None for a fresh start."""
+    """The checkpoint trainer.resume asks for: None for a fresh start (refused where it would
+    overwrite the checkpoints of a run already in run_dir)."""
     if resume is None:
+        if (run_dir / "ckpt" / LAST).is_file():
+            raise CheckpointError(f"{run_dir} already holds a run ({run_dir / 'ckpt' / LAST}): continue it "
+                                  f"with trainer.resume=auto, or start in another hydra.run.dir")
         return None
     if resume == "auto":
         last = run_dir / "ckpt" / LAST
@@ -124,12 +131,14 @@ class Trainer:
         for stale in (self.run_dir / "ckpt").glob(".*.tmp"):  # left by a save that was killed
             stale.unlink()
         tc = config.trainer
+        self.resumed_from = resume_path(tc.resume, self.run_dir)  # before any slow work
         if tc.num_threads:
             torch.set_num_threads(tc.num_threads)
         self.rt = Runtime.create(tc.device, tc.dtype)
         torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
         loaders = make_dataloader(config.data, eval_iters=tc.eval_iters, device=self.rt.device)
         self.train_dl, self.valid_dl, self.encoder = loaders["train_dl"], loaders["valid_dl"], loaders["encoder"]
+        self.text_sha256 = loaders["text_sha256"]
         self.model = GPT(config.model, self.encoder.vocab_size, config.data.block_size).to(self.rt.device)
         self.optimizer = build_optimizer(self.model, config.optim, self.rt.device)
         self.step_model = torch.compile(self.model) if tc.compile else self.model
@@ -140,7 +149,6 @@ class Trainer:
         self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
         # the first iteration whose loss was NaN/inf, kept on the device so checking costs no sync
         self.first_bad = torch.full((), -1, dtype=torch.long, device=self.rt.device)
-        self.resumed_from = resume_path(tc.resume, self.run_dir)
         if self.resumed_from is not None:
             self.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), device %s, %s",
@@ -155,17 +163,21 @@ class Trainer:
                 "model_args": {"vocab_size": base.vocab_size, "block_size": base.block_size},
                 "optimizer": self.optimizer.state_dict(), "config": self.config_dict,
                 "iter": p.iters, "best_val_loss": p.best_val_loss, "tokenizer": self.encoder.state(),
+                "text_sha256": self.text_sha256,
                 "progress": p.state_dict(), "sampler": self.train_dl.sampler.state_dict(),
-                "rng": capture_rng_state(), "wandb_id": self.wandb_id}
+                "rng": capture_rng_state(), "wandb_id": self.wandb_id,
+                "grad_scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
 
     def restore(self, path: Path) -> None:
         state = load_checkpoint(path)
-        check_resumable(path, state, self.config_dict, self.encoder.state())
+        check_resumable(path, state, self.config_dict, self.encoder.state(), self.text_sha256)
         unwrap(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.progress = Progress(**state["progress"])
         self.train_dl.sampler.load_state_dict(state["sampler"])
         restore_rng_state(state["rng"])
+        if self.rt.scaler is not None and state.get("grad_scaler"):
+            self.rt.scaler.load_state_dict(state["grad_scaler"])  # fp16: keep the loss scale
         self.wandb_id, self.last_saved = state["wandb_id"], state["iter"]
         log.info("resumed from %s at iteration %d", path, state["iter"])
 

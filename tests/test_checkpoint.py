@@ -18,7 +18,7 @@ def make_state(iter_num: int = 7) -> dict:
     torch.manual_seed(0)
     model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16), vocab_size=20, block_size=8)
     return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "iter": iter_num,
-            "config": CONFIG, "tokenizer": TOKENIZER, "rng": capture_rng_state()}
+            "config": CONFIG, "tokenizer": TOKENIZER, "rng": capture_rng_state(), "text_sha256": "ab" * 32}
 
 
 def test_roundtrip_leaves_no_temporary_file(tmp_path):
@@ -84,12 +84,15 @@ def test_not_a_checkpoint(tmp_path):
 
 def test_resume_allows_run_length_changes_only(tmp_path):
     state = make_state()
-    check_resumable(tmp_path, state, {**CONFIG, "trainer": {"max_iters": 50}}, TOKENIZER)
+    check_resumable(tmp_path, state, {**CONFIG, "trainer": {"max_iters": 50}}, TOKENIZER, "ab" * 32)
     with pytest.raises(CheckpointError, match=r"model.n_embd was 16 when it was saved, the config says 32"):
-        check_resumable(tmp_path, state, {**CONFIG, "model": {"n_layer": 1, "n_embd": 32}}, TOKENIZER)
+        check_resumable(tmp_path, state, {**CONFIG, "model": {"n_layer": 1, "n_embd": 32}}, TOKENIZER, "ab" * 32)
     with pytest.raises(CheckpointError, match=r"optim.lr was 0.1"):
-        check_resumable(tmp_path, state, {**CONFIG, "optim": {"lr": 0.2}}, TOKENIZER)
+        check_resumable(tmp_path, state, {**CONFIG, "optim": {"lr": 0.2}}, TOKENIZER, "ab" * 32)
     with pytest.raises(CheckpointError, match=r"tokenizer 'char', the config has 'gpt2'"):
-        check_resumable(tmp_path, state, CONFIG, {"name": "gpt2", "vocab_size": 50257})
+        check_resumable(tmp_path, state, CONFIG, {"name": "gpt2", "vocab_size": 50257}, "ab" * 32)
     with pytest.raises(CheckpointError, match="trained with the vocabulary"):
-        check_resumable(tmp_path, state, CONFIG, {"name": "char", "vocab_size": 3, "chars": "abc"})
+        check_resumable(tmp_path, state, CONFIG, {"name": "char", "vocab_size": 3, "chars": "abc"}, "ab" * 32)
+    with pytest.raises(CheckpointError, match=r"trained on another text \(sha256 abababababab"):
+        check_resumable(tmp_path, state, CONFIG, TOKENIZER, "cd" * 32)
+    check_resumable(tmp_path, state, {**CONFIG, "data": {"path": "/elsewhere/same.txt"}}, TOKENIZER, "ab" * 32)

@@ -228,3 +228,31 @@ def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
         assert isinstance(load_checkpoint(target)["iter"], int)  # the old or the new file, whole
     leftovers = [p.name for p in tmp_path.iterdir() if p.name != "last.pt"]
     assert all(name.endswith(".tmp") for name in leftovers)  # only temporaries of killed saves
+
+
+def test_fresh_start_never_overwrites_a_run(tmp_path, data_dir, corpus, reference):
+    import shutil
+
+    shutil.copytree(reference, tmp_path / "run")
+    with pytest.raises(CheckpointError, match=r"already holds a run .*continue it with trainer.resume=auto"):
+        train(config(data_dir, corpus), tmp_path / "run")
+    # a run killed before its first checkpoint left rows only: a fresh start replaces them
+    (tmp_path / "early").mkdir()
+    (tmp_path / "early" / "metrics.jsonl").write_text('{"iter": 0, "val_loss": 9.0}\n{"iter": 3, "tr')
+    train(config(data_dir, corpus, "trainer.resume=auto"), tmp_path / "early")
+    assert_same_run(tmp_path / "early", reference)
+
+
+def test_resume_checks_the_text_not_its_path(tmp_path, data_dir, corpus, reference):
+    import shutil
+
+    moved = tmp_path / "moved.txt"
+    shutil.copy(corpus, moved)
+    stopped = tmp_path / "run"
+    train(config(data_dir, corpus), stopped, on_step=signal_at(9, signal.SIGTERM))
+    train(config(data_dir, corpus, f"data.path={moved}", "trainer.resume=auto"), stopped)
+    assert_same_run(stopped, reference)  # the same text from another path continues the same run
+    moved.write_text(corpus.read_text().replace("Citizen", "Citizan"))
+    with pytest.raises(CheckpointError, match="trained on another text"):
+        train(config(data_dir, corpus, f"data.path={moved}", f"trainer.resume={stopped / 'ckpt' / 'last.pt'}"),
+              tmp_path / "other")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from omegaconf import OmegaConf
 
 from gpt2.config import compose, from_hydra
 from gpt2.sweep import collect_jobs, sweep_group
@@ -99,10 +100,13 @@ def test_optuna_study_runs_trials_and_continues_from_storage(tmp_path, data_dir)
     assert f"best trial {best['best_trial']} of 3" in first.stdout
     # every trial is its own W&B run in the study's group
     assert {wandb_group(t) for t in trials} == {"shakespeare_optuna"} == {best["study"]}
-    # the override line is ready to use
+    # the override line is ready to use: it gives the best trial's config, study settings included
     line = (job / "best_overrides.txt").read_text().split()
-    config = from_hydra(compose(*line))
-    assert config.model.n_layer == best["params"]["model.n_layer"]
+    best_trial = yaml.safe_load((job / f"trial_{best['best_trial']:03d}" / "config.yaml").read_text())
+    again = yaml.safe_load(OmegaConf.to_yaml(compose(*line), resolve=True))
+    for key in ("data", "model", "optim", "trainer"):
+        assert again[key] == best_trial[key], key
+    assert again["data"]["tokenizer"] == "char" and again["trainer"]["max_iters"] == 6
     # the stored study continues: n_trials is the total, so one more trial runs
     second = multirun(tmp_path / "b", *common, "hparams_search.n_trials=4")
     assert second.returncode == 0, second.stderr
@@ -120,8 +124,11 @@ def test_wandb_sweep_spec_is_valid_for_train_py(tmp_path, data_dir):
         for value in values:  # every parameter is a valid override of our config
             from_hydra(compose(f"{key}={value}", "model.n_head=2" if key == "model.n_embd" else "model.n_head=4"))
         samples[key] = values[0]
-    # the agent's command line, as `wandb agent` builds it, is accepted by train.py
+    # the agent's command line, as `wandb agent` builds it, is accepted by train.py; each run gets
+    # its own directory from the run id the agent sets (here the test's own directory instead)
     fixed = [arg for arg in spec["command"] if not arg.startswith("${")]
+    assert "hydra.run.dir=outputs/wandb_sweep/${oc.env:WANDB_RUN_ID}" in fixed
+    fixed = [arg for arg in fixed if not arg.startswith("hydra.run.dir=")]
     args = [f"{k}={v}" for k, v in samples.items()]
     result = run_train(tmp_path / "run", *fixed, *args, *FAST, f"data.data_dir={data_dir}",
                        "trainer.max_iters=4", "trainer.eval_interval=2")
@@ -136,3 +143,50 @@ def test_parallel_jobs_with_the_joblib_launcher(tmp_path, data_dir):
     assert result.returncode == 0, result.stderr
     assert sorted(r["job"] for r in results(tmp_path)) == ["0", "1"]
     assert all(json.loads((tmp_path / j / "summary.json").read_text())["iters"] == 20 for j in "01")
+
+
+def fake_train(stop_on_call=None):
+    """A stand-in for gpt2.trainer.train: the loss is a function of the config; one call may be
+    'stopped' by a signal."""
+    calls = []
+
+    def train_fn(config, run_dir):
+        calls.append(config)
+        stopped = "SIGTERM" if len(calls) == stop_on_call else None
+        return {"best_val_loss": config.optim.lr * 1000 + config.model.n_layer, "stopped_by": stopped}
+    return train_fn, calls
+
+
+def test_stopped_study_continues_with_the_interrupted_trial(tmp_path):
+    from gpt2.sweep import run_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=4",
+                  f"hparams_search.storage={storage}", "hparams_search.study_name=s")
+    search = from_hydra(cfg).hparams_search
+    train_fn, calls = fake_train(stop_on_call=2)
+    first = run_study(cfg, search, tmp_path / "a", train_fn, from_hydra, [])
+    assert first["stopped_by"] == "SIGTERM" and len(calls) == 2 and first["completed"] == 1
+    train_fn, calls = fake_train()
+    second = run_study(cfg, search, tmp_path / "b", train_fn, from_hydra, [])
+    assert len(calls) == 3 and second["completed"] == 4 and second["stopped_by"] is None  # 4 in total
+    import optuna
+    params = [t.params for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert len({json.dumps(p, sort_keys=True) for p in params}) == len(params)  # no trial drawn twice
+
+
+def test_invalid_or_crashing_trials_fail_and_the_study_goes_on(tmp_path):
+    from gpt2.sweep import run_study
+
+    cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=3", "model.n_head=4")
+
+    def crash_on_second(config, run_dir, calls=[]):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("CUDA out of memory")
+        return {"best_val_loss": 2.0 + len(calls), "stopped_by": None}
+
+    result = run_study(cfg, from_hydra(cfg).hparams_search, tmp_path, crash_on_second, from_hydra, [])
+    assert result["completed"] == 2 and result["best_val_loss"] == 3.0
+    failed = json.loads((tmp_path / "trial_001" / "summary.json").read_text())
+    assert failed == {"status": "failed", "error": "RuntimeError: CUDA out of memory"}

@@ -66,3 +66,11 @@ def test_sigint_finishes_the_step_saves_and_stops(data_dir, tmp_path):
 def test_bfloat16_autocast_on_cpu(data_dir, tmp_path):
     summary = train(tiny_config(data_dir, "trainer.dtype=bfloat16", "trainer.max_iters=10"), tmp_path)
     assert summary["dtype"] == "bfloat16" and math.isfinite(summary["final_train_loss"])
+
+
+def test_char_corpus_without_a_newline_samples(data_dir, tmp_path):
+    text = tmp_path / "one_line.txt"
+    text.write_text("to be or not to be, that is the question " * 20)
+    summary = train(tiny_config(data_dir, f"data.path={text}", "data.tokenizer=char",
+                                "trainer.max_iters=4", "trainer.eval_interval=2"), tmp_path / "run")
+    assert summary["iters"] == 4 and len(summary["sample"]) == 16
