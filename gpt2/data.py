@@ -36,38 +36,41 @@ def source_path(cfg: DataConfig, text_path: Optional[str | Path] = None) -> Path
     return path
 
 
-def read_text(path: Path) -> tuple[str, bytes]:
-    """The file's text and raw bytes; an empty or non-UTF-8 file is a DataError naming it."""
+def read_text(path: Path) -> tuple[str, str]:
+    """The file's text and the sha256 of its bytes; an empty or non-UTF-8 file is a DataError."""
     raw = path.read_bytes()
     if not raw.strip():
         raise DataError(f"{path} is empty: there is no text to train on")
     try:
-        return raw.decode("utf-8"), raw
+        return raw.decode("utf-8"), sha256_bytes(raw)
     except UnicodeDecodeError as exc:
         raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
                         f"convert it to UTF-8 or point data.path at a text file") from None
 
 
 # --------------------------------------------------------------------------------------- tokens
-def _cache_path(cfg: DataConfig, raw: bytes) -> Path:
-    return Path(cfg.data_dir) / "cache" / f"{sha256_bytes(raw)[:20]}-{cfg.tokenizer}.pt"
-
-
 def load_tokens(cfg: DataConfig, text_path: Optional[str | Path] = None
                 ) -> tuple[str, torch.Tensor, Tokenizer]:
     """(corpus, tokens, encoder): the text, its tokens as a 1-D int64 tensor, and the tokenizer.
 
     Tokens are cached under data_dir/cache keyed by the text's sha256 and the tokenizer, so a second
     run with the same text does not tokenize again."""
+    corpus, tokens, encoder, _ = _load_tokens(cfg, text_path)
+    return corpus, tokens, encoder
+
+
+def _load_tokens(cfg: DataConfig, text_path: Optional[str | Path]
+                 ) -> tuple[str, torch.Tensor, Tokenizer, str]:
+    """load_tokens plus the text's sha256 (hashed once, for the cache key and for checkpoints)."""
     path = source_path(cfg, text_path)
-    corpus, raw = read_text(path)
-    cache = _cache_path(cfg, raw)
+    corpus, text_sha256 = read_text(path)
+    cache = Path(cfg.data_dir) / "cache" / f"{text_sha256[:20]}-{cfg.tokenizer}.pt"
     if cache.is_file():
         try:
             saved = torch.load(cache, weights_only=True)
             if saved["version"] == CACHE_VERSION:
                 encoder = tokenizer_from_state(saved["tokenizer"], cfg.data_dir, cfg.mirror)
-                return corpus, saved["tokens"].long(), encoder
+                return corpus, saved["tokens"].long(), encoder, text_sha256
         except Exception as exc:  # a damaged cache is rebuilt, never trusted
             log.warning("ignoring unreadable token cache %s (%s)", cache, exc)
     encoder = build_tokenizer(cfg.tokenizer, corpus, cfg.data_dir, cfg.mirror)
@@ -76,7 +79,7 @@ def load_tokens(cfg: DataConfig, text_path: Optional[str | Path] = None
         torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
                     "tokenizer": encoder.state(), "source": str(path)}, f)
     log.info("tokenized %s: %d tokens with %s, cached in %s", path, len(tokens), encoder.name, cache)
-    return corpus, tokens, encoder
+    return corpus, tokens, encoder, text_sha256
 
 
 def train_valid_split(tokens: torch.Tensor, train_frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -240,7 +243,7 @@ def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
     train_dl shuffles (if data.shuffle) with its seeded WindowBatchSampler and drops the last partial
     batch; valid_dl yields a fixed set of eval_iters batches (or one pass of non-overlapping windows).
     Batches are pinned only when `device` is CUDA."""
-    corpus, tokens, encoder = load_tokens(cfg, text_path)
+    _, tokens, encoder, text_sha256 = _load_tokens(cfg, text_path)
     train_tokens, valid_tokens = train_valid_split(tokens, cfg.train_frac)
     pin = torch.device(device).type == "cuda"
     in_main = cfg.num_workers == 0
@@ -255,7 +258,7 @@ def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
     valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters)
     return dict(train_dl=_loader(train_ds, train_sampler, cfg, pin),
                 valid_dl=_loader(valid_ds, valid_sampler, cfg, pin),
-                encoder=encoder, text_sha256=sha256_bytes(corpus.encode("utf-8")))
+                encoder=encoder, text_sha256=text_sha256)
 
 
 def infinite_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -63,7 +63,7 @@ class WandbRun:
                 raise
             log.warning("W&B online init failed (%s); logging offline instead", exc)
             self.run = self._init(wandb, "offline", kwargs)
-        self.mode = self.run.settings.mode if self.run is not None else mode
+        self.mode = self.run.settings.mode
 
     @staticmethod
     def _init(wandb, mode: str, kwargs: dict):
@@ -116,7 +116,7 @@ class RunLogger:
             self.wandb.log(row)
 
     def finish(self, summary: dict) -> None:
-        (self.run_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        write_summary(self.run_dir, summary)
         if self.rows:
             plot_losses(self.rows, self.run_dir / "loss.png")
         if self.wandb is not None:
@@ -130,6 +130,10 @@ class RunLogger:
         self._metrics.close()
         if self.wandb is not None:  # finish() was not reached: an error is propagating
             self.wandb.abort()
+
+
+def write_summary(run_dir: Path, summary: dict) -> None:
+    (Path(run_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import OptunaConfig, flatten
 from gpt2.errors import HarnessError
+from gpt2.logging import write_summary
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,7 @@ def write_failure(job_dir: Path, exc: Exception) -> None:
         log.error("%s failed: %s", job_dir.name, reason)
     else:
         log.exception("%s failed: %s", job_dir.name, reason)
-    (job_dir / "summary.json").write_text(json.dumps({"status": "failed", "error": reason}))
+    write_summary(job_dir, {"status": "failed", "error": reason})
 
 
 def report_best(study, run_dir: Path, fixed: list[str]) -> dict:
