@@ -17,7 +17,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import from_hydra, register_configs
 from gpt2.errors import HarnessError
-from gpt2.sweep import run_study, study_fixed_overrides, sweep_group, write_failure
+from gpt2.sweep.report import sweep_group, write_failure
+from gpt2.sweep.study import run_study, study_fixed_overrides
 from gpt2.trainer import train
 
 log = logging.getLogger("train")

@@ -1,31 +1,36 @@
-"""Checkpoints: what they hold, atomic saving, pruning, loading with one clear error for a bad file,
-and the check that a checkpoint fits the config it is resumed with."""
+"""Checkpoints: one file holding the state of every stateful part of a run, written atomically.
+
+Each part saves and loads its own state (`state_dict`/`load_state_dict`: the model, AdamW, the LR
+schedule, the training loader's position, the loop's progress, the RNGs, the fp16 loss scaler); the
+`Checkpointer` only collects them, as torchtitan's checkpointer and litgpt's resume state do. Beside
+the parts a file holds what identifies the run (config, tokenizer, data fingerprint, `model_args`),
+so `load_model` builds the model from a checkpoint alone.
+"""
 
 from __future__ import annotations
 
 import os
 import random
+import re
 from pathlib import Path
+from typing import Optional, Protocol
+
 import torch
 import torch.nn as nn
 
-from gpt2.config import flatten
-from gpt2.download import atomic_file
 from gpt2.errors import CheckpointError
+from gpt2.files import atomic_file
+from gpt2.model import GPT, GPTConfig
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 LAST, BEST = "last.pt", "best.pt"
+NUMBERED = re.compile(r"^iter_(\d+)\.pt$")
 
-# Config keys that may differ between a checkpoint and the run resuming it: how long to run and how
-# often to log/evaluate/save, where to run it, and where data and logs live (the text itself is
-# checked by its sha256). Anything else (model shape, tokenizer, data order, optimizer settings)
-# would not continue the same run and is refused.
-RESUMABLE_CHANGES = (
-    "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
-    "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
-    "trainer.compile", "trainer.progress", "trainer.sample_tokens", "optim.lr_decay_iters",
-    "data.num_workers", "data.data_dir", "data.mirror", "data.path", "logger.",
-)
+
+class Stateful(Protocol):
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -33,32 +38,48 @@ def unwrap(model: nn.Module) -> nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-# ------------------------------------------------------------------------------------ RNG state
-def capture_rng_state() -> dict:
+class RNGState:
     """Every RNG a training step may draw from: python, numpy, torch CPU and each CUDA device."""
-    state = {"python": random.getstate(), "torch": torch.get_rng_state()}
-    try:
-        import numpy as np
 
-        kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached)
-    except ImportError:
-        pass
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
+    def state_dict(self) -> dict:
+        state = {"python": random.getstate(), "torch": torch.get_rng_state()}
+        try:
+            import numpy as np
+
+            kind, keys, pos, has_gauss, cached = np.random.get_state()
+            state["numpy"] = (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached)
+        except ImportError:
+            pass
+        if torch.cuda.is_available():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        random.setstate(state["python"])
+        torch.set_rng_state(state["torch"])
+        if "numpy" in state:
+            import numpy as np
+
+            kind, keys, pos, has_gauss, cached = state["numpy"]
+            np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
+        if "cuda" in state and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def restore_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"])
-    if "numpy" in state:
-        import numpy as np
+class Checkpointer:
+    """Collects the state_dict() of named stateful parts and restores them. A part given as None (the
+    loss scaler outside fp16) is saved as None; a part only one side has is skipped on restore."""
 
-        kind, keys, pos, has_gauss, cached = state["numpy"]
-        np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    def __init__(self, **parts: Optional[Stateful]):
+        self.parts = parts
+
+    def state_dict(self) -> dict:
+        return {name: None if part is None else part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        for name, part in self.parts.items():
+            if part is not None and state.get(name) is not None:
+                part.load_state_dict(state[name])
 
 
 # --------------------------------------------------------------------------------- save / load
@@ -71,7 +92,7 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:
     """Write ckpt/last.pt; with keep_last > 0 also keep it as ckpt/iter_NNNNNNN.pt (a hard link: no
-    second write) and delete all but the newest keep_last of those."""
+    second write) and delete all but the keep_last highest-numbered of those."""
     last = ckpt_dir / LAST
     save_checkpoint(last, state)
     if keep_last > 0:
@@ -81,9 +102,15 @@ def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:
             os.link(last, numbered)
         except OSError:  # a filesystem without hard links
             save_checkpoint(numbered, state)
-        for old in sorted(ckpt_dir.glob("iter_*.pt"))[:-keep_last]:
+        for old in numbered_checkpoints(ckpt_dir)[:-keep_last]:
             old.unlink()
     return last
+
+
+def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """ckpt/iter_*.pt, oldest first by iteration number (iter_10000000 comes after iter_9999999)."""
+    found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("iter_*.pt") if (m := NUMBERED.match(p.name))]
+    return [p for _, p in sorted(found)]
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
@@ -95,26 +122,40 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     except Exception as exc:  # torch raises RuntimeError, OSError, UnpicklingError, ... by damage
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
                               f"{str(exc).splitlines()[0]})") from None
-    if not isinstance(state, dict) or state.get("format_version") != FORMAT_VERSION:
+    version = state.get("format_version") if isinstance(state, dict) else None
+    try:
+        if version == 2:
+            return upgrade_v2(state)
+    except KeyError as exc:
+        raise CheckpointError(f"{path} is not a whole gpt2-harness checkpoint (format 2 without "
+                              f"{exc.args[0]!r})") from None
+    if version != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not a gpt2-harness checkpoint (format {FORMAT_VERSION})")
     return state
 
 
-# ------------------------------------------------------------------------------- compatibility
-def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, text_sha256: str) -> None:
-    """Refuse, naming the file and the first mismatch, a checkpoint that the config cannot continue."""
-    if state["text_sha256"] != text_sha256:
-        raise CheckpointError(f"{path} does not match this config: it was trained on another text "
-                              f"(sha256 {state['text_sha256'][:12]}..., this text {text_sha256[:12]}...)")
-    saved_tok, tok = state["tokenizer"], tokenizer
-    if saved_tok != tok:
-        what = ("the vocabulary" if saved_tok.get("name") == tok.get("name") else
-                f"tokenizer {saved_tok.get('name')!r}, the config has {tok.get('name')!r}")
-        raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
-                              f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
-    saved, now = flatten(state["config"]), flatten(config)
-    for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
-            raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
-                                  f"when it was saved, the config says {now.get(key)!r} (only run "
-                                  f"length, intervals, device and logging may change on resume)")
+def upgrade_v2(state: dict) -> dict:
+    """A format-2 checkpoint (gpt2-harness before the stateful parts) as format 3: same weights,
+    optimizer, RNGs and data position; the schedule it was trained with, from its config."""
+    config, model_args = state["config"], state["model_args"]
+    model, optim = config["model"], config["optim"]
+    state["model_args"] = {**{k: model[k] for k in ("n_layer", "n_head", "n_embd", "dropout", "bias",
+                                                     "vocab_multiple")}, **model_args}
+    state["data_fingerprint"] = state.pop("text_sha256")
+    state["train_loader"] = state.pop("sampler")
+    state["schedule"] = {"lr": optim["lr"], "min_lr": optim["min_lr"], "warmup_iters": optim["warmup_iters"],
+                         "decay_iters": optim["lr_decay_iters"], "decay": optim["decay_lr"],
+                         "anchor_iter": None, "anchor_lr": None}
+    state["format_version"] = FORMAT_VERSION
+    return state
+
+
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
+    """The model saved in a checkpoint, built from the checkpoint alone (its `model_args`), in eval
+    mode on `device`; and the checkpoint (its tokenizer state, config, ...). Does not touch the
+    global RNG."""
+    state = load_checkpoint(path, map_location="cpu")
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten anyway
+        model = GPT(GPTConfig(**state["model_args"]))
+    model.load_state_dict(state["model"])
+    return model.to(device).eval(), state

@@ -1,8 +1,12 @@
 """Dataclass schemas for every config group, registered in Hydra's ConfigStore.
 
-Each YAML under `conf/<group>/` extends the schema stored as `schema/<group>`, so a misspelled key or a
-wrong type fails while Hydra composes. Rules on values and across fields live in `__post_init__`; they
-run when `from_hydra` turns the composed DictConfig into these objects, before any work is done.
+The schemas hold every default: `python train.py` with no overrides is exactly these dataclasses'
+defaults, and each YAML under `conf/<group>/` (which extends the schema stored as `schema/<group>`)
+holds only what differs, as do the experiments. A misspelled key or a wrong type fails while Hydra
+composes. Rules on values and across fields live in `__post_init__`; they run when `from_hydra` turns
+the composed DictConfig into these objects (or when code builds them directly), before any work is
+done. A value that follows another when left null (`optim.lr_decay_iters`, `model.block_size`,
+`trainer.ckpt_interval`) is resolved by one property here, the same way for Hydra and for code.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ def _check(ok: bool, key: str, message: str) -> None:
 def _positive(obj: Any, group: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
+        if value is None:  # null: follows another key
+            continue
         _check(value >= 1, f"{group}.{name}", f"must be >= 1, got {value}")
 
 
@@ -38,7 +44,7 @@ class DataConfig:
     tokenizer: str = "gpt2"
     """'gpt2' (tiktoken's GPT-2 BPE) or 'char' (one token per character, as nanoGPT's char runs)."""
     block_size: int = 64
-    """T: tokens per training window (the model's context length)."""
+    """T: tokens per training window (also the model's context length unless model.block_size)."""
     batch_size: int = 12
     """B: windows per batch (per micro-step when trainer.grad_accum > 1)."""
     seed: int = 1337
@@ -72,6 +78,9 @@ class ModelConfig:
     """Attention heads per block; must divide n_embd."""
     n_embd: int = 128
     """Width of the residual stream."""
+    block_size: Optional[int] = None
+    """The model's context length (rows of its position table); null: data.block_size. May exceed
+    data.block_size (a 1024-context model trains on 256-token windows), never be smaller."""
     dropout: float = 0.0
     """Dropout on embeddings, attention and residual branches (0 disables it)."""
     bias: bool = False
@@ -80,7 +89,7 @@ class ModelConfig:
     """The embedding table is padded to a multiple of this; padded logits are never scored or sampled."""
 
     def __post_init__(self) -> None:
-        _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple")
+        _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple", "block_size")
         _check(self.n_embd % self.n_head == 0, "model.n_head",
                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -98,10 +107,12 @@ class OptimConfig:
     beta2: float = 0.99
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping (the norm is still logged)."""
-    warmup_iters: int = 100
+    warmup_iters: int = 30
     """Linear warmup from ~0 to lr over this many iterations."""
-    lr_decay_iters: int = 2000
-    """Cosine decay from lr to min_lr ends here (usually = trainer.max_iters)."""
+    lr_decay_iters: Optional[int] = None
+    """Cosine decay from lr to min_lr ends here; null: at trainer.max_iters (nanoGPT's choice). A
+    resumed run keeps the schedule it was trained with, even with a longer trainer.max_iters; set
+    this explicitly to change it (the LR then decays on from its value at the resume point)."""
     decay_lr: bool = True
     """False keeps lr constant (no warmup, no decay)."""
 
@@ -116,16 +127,16 @@ class OptimConfig:
         _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
         for name in ("warmup_iters", "lr_decay_iters"):
             value = getattr(self, name)
-            _check(value >= 0, f"optim.{name}", f"must be >= 0, got {value}")
+            _check(value is None or value >= 0, f"optim.{name}", f"must be >= 0, got {value}")
 
 
 @dataclass
 class TrainerConfig:
-    max_iters: int = 2000
-    """Optimizer steps to run."""
-    eval_interval: int = 250
+    max_iters: int = 300
+    """Optimizer steps to run (in total: a resumed run continues up to it)."""
+    eval_interval: int = 100
     """Evaluate on the validation split every this many steps (and at step 0 and at the end)."""
-    eval_iters: int = 20
+    eval_iters: int = 10
     """Validation batches per evaluation (a fixed, evenly spaced set of windows)."""
     log_interval: int = 10
     """Write a metrics row (metrics.jsonl, W&B, train.log) every this many steps."""
@@ -144,14 +155,16 @@ class TrainerConfig:
     """CPU threads for torch (torch.set_num_threads); 0 keeps torch's default. Parallel sweep jobs on
     one machine want jobs x threads <= cores."""
     sample_tokens: int = 200
-    """Tokens of text sampled from the best model at the end of the run (0 skips it)."""
+    """Tokens of text sampled at the end of the run (0 skips it), from the weights of the best
+    validation loss (ckpt/best.pt), or the final weights when this run directory has no best.pt."""
     progress: bool = True
     """Show a progress bar (only when stderr is a terminal)."""
     resume: Optional[str] = None
     """null starts fresh; 'auto' resumes from ckpt/last.pt in the run directory if there is one (else
     starts fresh); a path resumes from that checkpoint (it must exist)."""
-    ckpt_interval: int = 250
-    """Save ckpt/last.pt every this many steps (also at the end and on SIGINT/SIGTERM); 0: only then."""
+    ckpt_interval: Optional[int] = None
+    """Save ckpt/last.pt every this many steps (also at the end and on SIGINT/SIGTERM); 0: only then;
+    null: every eval_interval."""
     keep_last: int = 2
     """Also keep the newest this many periodic checkpoints as ckpt/iter_NNNNNNN.pt (0: none)."""
 
@@ -164,7 +177,12 @@ class TrainerConfig:
                f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
         for name in ("sample_tokens", "ckpt_interval", "keep_last", "num_threads"):
             value = getattr(self, name)
-            _check(value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")
+            _check(value is None or value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")
+
+    @property
+    def ckpt_every(self) -> int:
+        """trainer.ckpt_interval, resolved: null follows eval_interval."""
+        return self.eval_interval if self.ckpt_interval is None else self.ckpt_interval
 
 
 @dataclass
@@ -227,6 +245,21 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     hparams_search: Optional[OptunaConfig] = None
     """Set by `hparams_search=NAME`: train.py then runs an Optuna study instead of one run."""
+
+    def __post_init__(self) -> None:
+        _check(self.model_block_size >= self.data.block_size, "model.block_size",
+               f"the model's context ({self.model.block_size}) must hold a whole training window "
+               f"(data.block_size={self.data.block_size})")
+
+    @property
+    def model_block_size(self) -> int:
+        """model.block_size, resolved: null follows data.block_size."""
+        return self.data.block_size if self.model.block_size is None else self.model.block_size
+
+    @property
+    def lr_decay_iters(self) -> int:
+        """optim.lr_decay_iters, resolved: null follows trainer.max_iters."""
+        return self.trainer.max_iters if self.optim.lr_decay_iters is None else self.optim.lr_decay_iters
 
 
 GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,

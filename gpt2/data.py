@@ -1,98 +1,32 @@
-"""The data pipeline of ../shared/seed, done right.
+"""From tokens to batches: a Dataset of every (x, y) window of a token sequence, seeded samplers, and
+the DataLoaders a run iterates.
 
-text -> tokens (cached by content hash and tokenizer) -> contiguous train/valid split -> a Dataset of all
-(x, y) windows -> DataLoaders whose samplers draw window starts from their own seeded torch.Generator and
-whose dataset builds a whole (B, T) batch with one gather.
+The pipeline: a token source (gpt2/sources.py: text -> tokens -> contiguous train/valid split) ->
+`LMSequenceDataset` over each split, where window i is x = tokens[i:i+T], y = tokens[i+1:i+1+T] ->
+a sampler that draws whole batches of window starts from its own seeded generator (a shuffled
+permutation of every window, once per epoch) -> `dataset[starts]`, one gather for the whole (B, T)
+batch -> `make_dataloader`'s `DataLoaders` (train_dl, valid_dl, encoder).
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpt2.config import DataConfig
-from gpt2.download import TINY_SHAKESPEARE, atomic_file, fetch, sha256_bytes
 from gpt2.errors import DataError
-from gpt2.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
-
-log = logging.getLogger(__name__)
-
-CACHE_VERSION = 1
-
-
-# --------------------------------------------------------------------------------------------- text
-def source_path(cfg: DataConfig, text_path: Optional[str | Path] = None) -> Path:
-    """The text to train on: `text_path`, else data.path, else Tiny Shakespeare (fetched if needed)."""
-    path = text_path if text_path is not None else cfg.path
-    if path is None:
-        return fetch(TINY_SHAKESPEARE, cfg.data_dir, cfg.mirror)
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise DataError(f"data.path={path} does not exist (or is not a file)")
-    return path
-
-
-def read_text(path: Path) -> tuple[str, str]:
-    """The file's text and the sha256 of its bytes; an empty or non-UTF-8 file is a DataError."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"{path} is empty: there is no text to train on")
-    try:
-        return raw.decode("utf-8"), sha256_bytes(raw)
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path} is not UTF-8 text (invalid byte at offset {exc.start}); "
-                        f"convert it to UTF-8 or point data.path at a text file") from None
-
-
-# --------------------------------------------------------------------------------------- tokens
-def load_tokens(cfg: DataConfig, text_path: Optional[str | Path] = None
-                ) -> tuple[str, torch.Tensor, Tokenizer]:
-    """(corpus, tokens, encoder): the text, its tokens as a 1-D int64 tensor, and the tokenizer.
-
-    Tokens are cached under data_dir/cache keyed by the text's sha256 and the tokenizer, so a second
-    run with the same text does not tokenize again."""
-    corpus, tokens, encoder, _ = _load_tokens(cfg, text_path)
-    return corpus, tokens, encoder
-
-
-def _load_tokens(cfg: DataConfig, text_path: Optional[str | Path]
-                 ) -> tuple[str, torch.Tensor, Tokenizer, str]:
-    """load_tokens plus the text's sha256 (hashed once, for the cache key and for checkpoints)."""
-    path = source_path(cfg, text_path)
-    corpus, text_sha256 = read_text(path)
-    cache = Path(cfg.data_dir) / "cache" / f"{text_sha256[:20]}-{cfg.tokenizer}.pt"
-    if cache.is_file():
-        try:
-            saved = torch.load(cache, weights_only=True)
-            if saved["version"] == CACHE_VERSION:
-                encoder = tokenizer_from_state(saved["tokenizer"], cfg.data_dir, cfg.mirror)
-                return corpus, saved["tokens"].long(), encoder, text_sha256
-        except Exception as exc:  # a damaged cache is rebuilt, never trusted
-            log.warning("ignoring unreadable token cache %s (%s)", cache, exc)
-    encoder = build_tokenizer(cfg.tokenizer, corpus, cfg.data_dir, cfg.mirror)
-    tokens = torch.tensor(encoder.encode(corpus), dtype=torch.int64)
-    with atomic_file(cache) as f:
-        torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
-                    "tokenizer": encoder.state(), "source": str(path)}, f)
-    log.info("tokenized %s: %d tokens with %s, cached in %s", path, len(tokens), encoder.name, cache)
-    return corpus, tokens, encoder, text_sha256
-
-
-def train_valid_split(tokens: torch.Tensor, train_frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contiguous split: the first int(N * train_frac) tokens train, the rest validate (views, no copy)."""
-    split = int(len(tokens) * train_frac)
-    return tokens[:split], tokens[split:]
+from gpt2.sources import TokenSource, make_source
+from gpt2.tokenizer import Tokenizer
 
 
 # -------------------------------------------------------------------------------------- dataset
 class LMSequenceDataset(Dataset):
     """All (x, y) windows of a token sequence: x = tokens[i:i+T], y = tokens[i+1:i+1+T], i < N - T.
 
-    `dataset[i]` gives one window, as in the seed; `dataset[starts]` with a 1-D LongTensor of B starts
+    `dataset[i]` gives one window (x, y); `dataset[starts]` with a 1-D LongTensor of B starts
     gives a whole batch, x and y each (B, T) and contiguous, built by one gather per tensor from
     strided views (no per-sample calls, no collate). With pin_memory=True batches land in pinned memory
     directly, ready for `.to("cuda", non_blocking=True)`. The tokens may live anywhere a 1-D integer
@@ -174,9 +108,9 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
         return torch.randperm(self.num_windows, generator=generator)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
-        order = self.order()
-        for b in range(self.start_batch, len(self)):
-            yield order[b * self.batch_size: (b + 1) * self.batch_size]
+        # the order and the start are read now, when iteration begins, not at the first batch
+        order, size = self.order(), self.batch_size
+        return (order[b * size: (b + 1) * size] for b in range(self.start_batch, len(self)))
 
 
 class FixedBatchSampler(Sampler[torch.Tensor]):
@@ -215,36 +149,76 @@ class WindowLoader(DataLoader):
     already built, so the per-batch machinery of DataLoader (fetcher, collate, profiler hooks) would
     only add ~40 us to each ~30 us batch. With workers it is an ordinary DataLoader."""
 
+    def __init__(self, dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: bool):
+        workers = cfg.num_workers
+        super().__init__(
+            dataset,
+            sampler=sampler,
+            batch_size=None,  # the sampler yields whole batches of starts; the dataset gathers them
+            num_workers=workers,
+            pin_memory=pin and workers > 0,  # with workers, pin on the loader's pin thread
+            persistent_workers=workers > 0,
+            collate_fn=_as_is,
+            # the loader seeds its workers from this generator, never from torch's global RNG
+            generator=torch.Generator().manual_seed(cfg.seed),
+        )
+
     def __iter__(self):
         if self.num_workers > 0:
             return super().__iter__()
         return (self.dataset[starts] for starts in self.sampler)
 
 
-def _loader(dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: bool) -> DataLoader:
-    workers = cfg.num_workers
-    return WindowLoader(
-        dataset,
-        sampler=sampler,
-        batch_size=None,  # the sampler yields whole batches of starts; the dataset gathers them
-        num_workers=workers,
-        pin_memory=pin and workers > 0,  # with workers, pin on the loader's pin thread
-        persistent_workers=workers > 0,
-        collate_fn=_as_is,
-        # the loader seeds its workers from this generator, never from torch's global RNG
-        generator=torch.Generator().manual_seed(cfg.seed),
-    )
+class TrainLoader(WindowLoader):
+    """The training loader. Its position in the data (epoch, next batch) is its state.
+
+    Iterating it yields the rest of the current epoch and then moves to the next one, so each
+    `for x, y in train_dl` is one epoch in a fresh seeded order, and `forever()` runs epoch after
+    epoch for an iteration-based loop. `state_dict()` is the position after the batches already
+    yielded (not those a worker prefetched), so a resumed run draws exactly the batch it would have
+    drawn next."""
+
+    sampler: "WindowBatchSampler"
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        sampler = self.sampler
+        for batch in super().__iter__():
+            sampler.set_epoch(sampler.epoch, sampler.start_batch + 1)  # consumed: the next one is due
+            yield batch
+        sampler.set_epoch(sampler.epoch + 1)
+
+    def forever(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        while True:
+            yield from self
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
 
 
-def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
-                    eval_iters: Optional[int] = None, device: str | torch.device = "cpu") -> dict:
-    """dict(train_dl, valid_dl, encoder, text_sha256). Batches are (x, y), each (B, T) int64.
+@dataclass
+class DataLoaders:
+    """What `make_dataloader` returns."""
 
-    train_dl shuffles (if data.shuffle) with its seeded WindowBatchSampler and drops the last partial
-    batch; valid_dl yields a fixed set of eval_iters batches (or one pass of non-overlapping windows).
-    Batches are pinned only when `device` is CUDA."""
-    _, tokens, encoder, text_sha256 = _load_tokens(cfg, text_path)
-    train_tokens, valid_tokens = train_valid_split(tokens, cfg.train_frac)
+    train_dl: TrainLoader
+    """Shuffled (if data.shuffle) by its seeded sampler; drops the last partial batch of an epoch."""
+    valid_dl: WindowLoader
+    """The same fixed batches at every evaluation, never shuffled."""
+    encoder: Tokenizer
+    source: TokenSource
+    """Where the tokens came from (its fingerprint goes into checkpoints)."""
+
+
+def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
+                    device: str | torch.device = "cpu") -> DataLoaders:
+    """The train and validation loaders of the configured data. Batches are (x, y), each (B, T) int64.
+
+    valid_dl yields eval_iters fixed batches (or, without eval_iters, one pass of non-overlapping
+    windows: every validation token once). Batches are pinned only when `device` is CUDA."""
+    source = make_source(cfg)
+    train_tokens, valid_tokens = source.splits()
     pin = torch.device(device).type == "cuda"
     in_main = cfg.num_workers == 0
     try:
@@ -253,19 +227,10 @@ def make_dataloader(cfg: DataConfig, text_path: Optional[str | Path] = None, *,
         train_sampler = WindowBatchSampler(len(train_ds), cfg.batch_size, shuffle=cfg.shuffle,
                                            seed=cfg.seed)
     except ValueError as exc:
-        raise DataError(f"{exc} (corpus: {len(tokens)} tokens, train_frac={cfg.train_frac}: "
+        total = len(train_tokens) + len(valid_tokens)
+        raise DataError(f"{exc} (corpus: {total} tokens, train_frac={cfg.train_frac}: "
                         f"{len(train_tokens)} train, {len(valid_tokens)} valid)") from None
     valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters)
-    return dict(train_dl=_loader(train_ds, train_sampler, cfg, pin),
-                valid_dl=_loader(valid_ds, valid_sampler, cfg, pin),
-                encoder=encoder, text_sha256=text_sha256)
-
-
-def infinite_batches(loader: DataLoader) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches across epochs for an iteration-based loop; the sampler's epoch advances each pass."""
-    sampler: WindowBatchSampler = loader.sampler
-    while True:
-        for x, y in loader:
-            sampler.start_batch += 1
-            yield x, y
-        sampler.set_epoch(sampler.epoch + 1)
+    return DataLoaders(train_dl=TrainLoader(train_ds, train_sampler, cfg, pin),
+                       valid_dl=WindowLoader(valid_ds, valid_sampler, cfg, pin),
+                       encoder=source.tokenizer, source=source)

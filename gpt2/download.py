@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
-import tempfile
 import urllib.request
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator, Optional
+from typing import Optional
 
 from gpt2.errors import DataError
+from gpt2.files import atomic_file, atomic_write_bytes, sha256_bytes, sha256_file
 
 MIRROR_ENV = "GPT2_DATA_MIRROR"
 MIRROR_HINT = f"set data.mirror=DIR (or the {MIRROR_ENV} environment variable)"
@@ -42,37 +40,6 @@ GPT2_ENCODER_JSON = Remote(
     "https://openaipublic.blob.core.windows.net/gpt-2/encodings/main/encoder.json",
     "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783",
 )
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    return sha256_bytes(Path(path).read_bytes())
-
-
-@contextmanager
-def atomic_file(path: Path) -> Iterator[BinaryIO]:
-    """A binary file to write `path` through: a temporary file in the same directory, flushed, fsynced
-    and renamed over `path` on success, so readers (and a crash mid-write) never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_file(path) as f:
-        f.write(data)
 
 
 def _verified(path: Path, remote: Remote) -> bool:

@@ -1,4 +1,7 @@
-"""Errors a user can cause and fix: train.py prints their one-line message and exits non-zero."""
+"""Errors a user can cause and fix: train.py and the scripts print their one-line message and exit 1."""
+
+import sys
+from typing import Callable
 
 
 class HarnessError(Exception):
@@ -19,3 +22,12 @@ class CheckpointError(HarnessError):
 
 class NonFiniteLossError(HarnessError):
     """The training loss became NaN or inf; the message names the iteration and the last checkpoint."""
+
+
+def run_script(main: Callable[[], None]) -> None:
+    """Run a script's main(): a HarnessError becomes one line on stderr and exit status 1."""
+    try:
+        main()
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)

@@ -1,29 +1,58 @@
 """GPT-2: pre-LayerNorm blocks, GELU MLP, learned positions, tied embeddings, causal SDPA attention.
 
-Parameter names are GPT-2's own (transformer.wte, transformer.h.0.attn.c_attn, ..., lm_head), so
+This module stands alone, as nanoGPT's model.py: it imports torch and nothing of the harness, so a
+script or a notebook can build a model from `GPTConfig` (or from a checkpoint's `model_args`) without
+Hydra. Parameter names are GPT-2's own (transformer.wte, transformer.h.0.attn.c_attn, ..., lm_head), so
 pretrained weights map key for key (Hugging Face stores c_attn/c_fc/c_proj transposed, as Conv1D).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from gpt2.config import ModelConfig
+
+@dataclass
+class GPTConfig:
+    """The model's shape; the defaults are GPT-2 small (124M)."""
+
+    n_layer: int = 12
+    n_head: int = 12
+    n_embd: int = 768
+    vocab_size: int = 50257
+    """Tokens the model scores and samples (the tokenizer's vocabulary)."""
+    block_size: int = 1024
+    """Context length: the longest sequence the model takes (rows of the position table)."""
+    dropout: float = 0.0
+    bias: bool = True
+    vocab_multiple: int = 64
+    """The embedding table is padded to a multiple of this; padded ids are never scored or sampled."""
+
+    def __post_init__(self) -> None:
+        for name in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "vocab_multiple"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_embd % self.n_head:
+            raise ValueError(f"GPTConfig.n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, config: GPTConfig):
         super().__init__()
-        self.n_head = cfg.n_head
-        self.dropout = cfg.dropout
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=cfg.bias)  # q, k, v for all heads
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.resid_dropout = nn.Dropout(cfg.dropout)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -37,66 +66,81 @@ class CausalSelfAttention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, config: GPTConfig):
         super().__init__()
-        self.c_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         self.gelu = nn.GELU()  # exact (erf) GELU, as nanoGPT: 3x faster than the tanh form on CPU
-        self.c_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.attn = CausalSelfAttention(cfg)
-        self.ln_2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
-        self.mlp = MLP(cfg)
+        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.mlp = MLP(config)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_1(x))
         return x + self.mlp(self.ln_2(x))
 
 
-def padded_vocab_size(vocab_size: int, multiple: int) -> int:
-    return -(-vocab_size // multiple) * multiple
-
-
 class GPT(nn.Module):
-    """GPT-2 language model over `vocab_size` tokens with a context of `block_size`.
+    """GPT-2 language model over `config.vocab_size` tokens with a context of `config.block_size`.
 
-    The embedding table has padded_vocab_size rows (a multiple of cfg.vocab_multiple, for faster
+    The embedding table has padded_vocab_size rows (a multiple of config.vocab_multiple, for faster
     matmuls); logits are cut back to vocab_size, so padded ids are never scored or sampled."""
 
-    def __init__(self, cfg: ModelConfig, vocab_size: int, block_size: int):
+    def __init__(self, config: GPTConfig):
         super().__init__()
-        self.cfg = cfg
-        self.vocab_size = vocab_size
-        self.block_size = block_size
-        self.padded_vocab_size = padded_vocab_size(vocab_size, cfg.vocab_multiple)
+        self.config = config
+        padded = config.padded_vocab_size
         self.transformer = nn.ModuleDict(dict(
-            wte=nn.Embedding(self.padded_vocab_size, cfg.n_embd),
-            wpe=nn.Embedding(block_size, cfg.n_embd),
-            drop=nn.Dropout(cfg.dropout),
-            h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
-            ln_f=nn.LayerNorm(cfg.n_embd, bias=cfg.bias),
+            wte=nn.Embedding(padded, config.n_embd),
+            wpe=nn.Embedding(config.block_size, config.n_embd),
+            drop=nn.Dropout(config.dropout),
+            h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
+            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
-        self.lm_head = nn.Linear(cfg.n_embd, self.padded_vocab_size, bias=False)
+        self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
         self.transformer.wte.weight = self.lm_head.weight  # tied input/output embeddings
         # -inf on the padded logits, added inside the lm_head matmul: they get zero probability, so
         # they are never scored or sampled, and no (B, T, vocab) tensor is sliced or copied for it
-        mask = torch.zeros(self.padded_vocab_size)
-        mask[vocab_size:] = float("-inf")
-        self.register_buffer("logit_mask", mask if self.padded_vocab_size > vocab_size else None,
-                             persistent=False)
+        mask = torch.zeros(padded)
+        mask[config.vocab_size:] = float("-inf")
+        self.register_buffer("logit_mask", mask if padded > config.vocab_size else None, persistent=False)
         self.apply(self._init_weights)
         # GPT-2: residual projections scaled by 1/sqrt(2 * n_layer) (two per block)
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
-                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layer))
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config.vocab_size
+
+    @property
+    def block_size(self) -> int:
+        return self.config.block_size
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return self.config.padded_vocab_size
+
+    def crop_block_size(self, block_size: int) -> None:
+        """Shrink the context to block_size (e.g. a 1024-token pretrained model for 256-token
+        windows): keeps the first block_size rows of the position table. Crop before an optimizer is
+        built over the parameters: the position table becomes a new parameter."""
+        if not 1 <= block_size <= self.config.block_size:
+            raise ValueError(f"cannot crop the context to {block_size}: it must be between 1 and the "
+                             f"model's block_size {self.config.block_size}")
+        self.config.block_size = block_size
+        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

@@ -47,7 +47,10 @@ class Runtime:
     scaler: Optional[torch.amp.GradScaler]
 
     @classmethod
-    def create(cls, device_name: str, dtype_name: str) -> "Runtime":
+    def create(cls, device_name: str, dtype_name: str, num_threads: int = 0) -> "Runtime":
+        """num_threads > 0 sets torch's CPU threads (for this process)."""
+        if num_threads:
+            torch.set_num_threads(num_threads)
         device = resolve_device(device_name)
         dtype = resolve_dtype(dtype_name, device)
         if device.type == "cuda":
@@ -89,7 +92,6 @@ class StopRequest:
     def __exit__(self, *exc) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
-
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -1,7 +1,8 @@
-"""The training loop: train_step, evaluate, and train(), which wires data, model, optimizer and logs.
+"""The training loop and its policy: when to evaluate, log, save and stop.
 
-A run directory ends up with config.yaml, train.log (Hydra), metrics.jsonl, summary.json, loss.png,
-sample.txt and ckpt/{last,best}.pt.
+The parts of a run come from `gpt2.parts.build`; their state goes into checkpoints through one
+`Checkpointer`. A run directory ends up with config.yaml, train.log (Hydra), metrics.jsonl,
+summary.json, loss.png, sample.txt and ckpt/{last,best,iter_NNNNNNN}.pt.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, capture_rng_state, check_resumable,
-                             load_checkpoint, restore_rng_state, save_checkpoint, save_periodic, unwrap)
-from gpt2.config import Config, to_dict
-from gpt2.data import infinite_batches, make_dataloader
-from gpt2.errors import CheckpointError, NonFiniteLossError
-from gpt2.logging import RunLogger
+from gpt2.checkpoint import BEST, LAST, load_model
+from gpt2.config import Config, TrainerConfig
+from gpt2.errors import NonFiniteLossError
 from gpt2.model import GPT
-from gpt2.optim import build_optimizer, get_lr
+from gpt2.parts import Parts, build
+from gpt2.resume import RunCheckpoints, resume_path
+from gpt2.runlog import RunLogger
 from gpt2.runtime import Runtime, StopRequest, dtype_name
 
 log = logging.getLogger(__name__)
+
 
 # ----------------------------------------------------------------------------------- the steps
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, rt: Runtime,
@@ -59,15 +60,17 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, rt: Runtime) -> float:
-    """Mean loss over the validation loader's fixed batches."""
+    """The mean loss per validation token over the loader's fixed batches (a short batch counts for
+    its tokens, not as much as a full one)."""
     model.eval()
-    losses = []
+    total, tokens = torch.zeros((), device=rt.device), 0
     for x, y in loader:
         with rt.autocast():
             _, loss = model(rt.to_device(x), rt.to_device(y))
-        losses.append(loss.float())
+        total += loss.float() * y.numel()
+        tokens += y.numel()
     model.train()
-    return torch.stack(losses).mean().item()
+    return (total / tokens).item()
 
 
 def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
@@ -84,7 +87,7 @@ def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) ->
     return encoder.decode(out[0, len(prompt):].tolist())
 
 
-# ------------------------------------------------------------------------------------ the loop
+# ------------------------------------------------------------------------------ loop state
 @dataclass
 class Progress:
     """What the loop tracks: the step count, losses, and the timing window since the last log."""
@@ -101,109 +104,108 @@ class Progress:
         return {k: getattr(self, k) for k in
                 ("iters", "best_val_loss", "last_val_loss", "last_train_loss", "train_seconds")}
 
-
-def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint trainer.resume asks for: None for a fresh start (refused where it would
-    overwrite the checkpoints of a run already in run_dir)."""
-    if resume is None:
-        if (run_dir / "ckpt" / LAST).is_file():
-            raise CheckpointError(f"{run_dir} already holds a run ({run_dir / 'ckpt' / LAST}): continue it "
-                                  f"with trainer.resume=auto, or start in another hydra.run.dir")
-        return None
-    if resume == "auto":
-        last = run_dir / "ckpt" / LAST
-        if not last.is_file():
-            log.info("trainer.resume=auto: no %s yet, starting fresh", last)
-            return None
-        return last
-    path = Path(resume).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
-    return path
+    def load_state_dict(self, state: dict) -> None:
+        for key, value in state.items():
+            setattr(self, key, value)
 
 
+class FiniteGuard:
+    """The first iteration whose loss was NaN/inf, kept on the device: checking costs no sync per step."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def update(self, loss: torch.Tensor, iteration: int) -> None:
+        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), iteration, self.first_bad)
+
+    def first(self) -> Optional[int]:
+        bad = int(self.first_bad.item())
+        return bad if bad >= 0 else None
+
+
+# ------------------------------------------------------------------------------------ the loop
 class Trainer:
-    """Builds data, model and optimizer from a Config and trains them, writing into run_dir."""
+    """Trains the parts of a run (`build(config)` unless given) into run_dir."""
 
-    def __init__(self, config: Config, run_dir: Path):
+    def __init__(self, config: Config, run_dir: Path, parts: Optional[Parts] = None):
         self.config, self.run_dir = config, Path(run_dir)
-        (self.run_dir / "ckpt").mkdir(parents=True, exist_ok=True)
-        for stale in (self.run_dir / "ckpt").glob(".*.tmp"):  # left by a save that was killed
-            stale.unlink()
-        tc = config.trainer
-        self.resumed_from = resume_path(tc.resume, self.run_dir)  # before any slow work
-        if tc.num_threads:
-            torch.set_num_threads(tc.num_threads)
-        self.rt = Runtime.create(tc.device, tc.dtype)
-        torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
-        loaders = make_dataloader(config.data, eval_iters=tc.eval_iters, device=self.rt.device)
-        self.train_dl, self.valid_dl, self.encoder = loaders["train_dl"], loaders["valid_dl"], loaders["encoder"]
-        self.text_sha256 = loaders["text_sha256"]
-        self.model = GPT(config.model, self.encoder.vocab_size, config.data.block_size).to(self.rt.device)
-        self.optimizer = build_optimizer(self.model, config.optim, self.rt.device)
-        self.step_model = torch.compile(self.model) if tc.compile else self.model
-        self.tokens_per_step = config.data.batch_size * config.data.block_size * tc.grad_accum
-        self.config_dict = to_dict(config)
-        self.progress = Progress()
-        self.wandb_id: Optional[str] = None
-        self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
-        # the first iteration whose loss was NaN/inf, kept on the device so checking costs no sync
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=self.rt.device)
+        self.resumed_from = resume_path(config.trainer.resume, self.run_dir)  # before any slow work
+        self.parts = p = parts or build(config)
+        self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
+        self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
+        self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.resumed_from is not None:
-            self.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
-        log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), device %s, %s",
-                 self.model.num_params(False) / 1e6, self.model.num_params(), self.encoder.vocab_size,
-                 self.model.padded_vocab_size, self.rt.device, dtype_name(self.rt.dtype))
-
-    def state(self) -> dict:
-        """Everything a resumed run needs to continue exactly: model, optimizer, step (which fixes the
-        LR), losses, data order (the sampler's epoch and position), every RNG, the W&B run id."""
-        base, p = unwrap(self.model), self.progress
-        return {"format_version": FORMAT_VERSION, "model": base.state_dict(),
-                "model_args": {"vocab_size": base.vocab_size, "block_size": base.block_size},
-                "optimizer": self.optimizer.state_dict(), "config": self.config_dict,
-                "iter": p.iters, "best_val_loss": p.best_val_loss, "tokenizer": self.encoder.state(),
-                "text_sha256": self.text_sha256,
-                "progress": p.state_dict(), "sampler": self.train_dl.sampler.state_dict(),
-                "rng": capture_rng_state(), "wandb_id": self.wandb_id,
-                "grad_scaler": self.rt.scaler.state_dict() if self.rt.scaler else None}
-
-    def restore(self, path: Path) -> None:
-        state = load_checkpoint(path)
-        check_resumable(path, state, self.config_dict, self.encoder.state(), self.text_sha256)
-        unwrap(self.model).load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.progress = Progress(**state["progress"])
-        self.train_dl.sampler.load_state_dict(state["sampler"])
-        restore_rng_state(state["rng"])
-        if self.rt.scaler is not None and state.get("grad_scaler"):
-            self.rt.scaler.load_state_dict(state["grad_scaler"])  # fp16: keep the loss scale
-        self.wandb_id, self.last_saved = state["wandb_id"], state["iter"]
-        log.info("resumed from %s at iteration %d", path, state["iter"])
+            self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
+        else:
+            log.info("lr schedule: %s", p.schedule.describe())
+        log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), context %d, "
+                 "device %s, %s", p.model.num_params(False) / 1e6, p.model.num_params(), p.model.vocab_size,
+                 p.model.padded_vocab_size, p.model.block_size, p.runtime.device, dtype_name(p.runtime.dtype))
 
     def check_finite(self) -> None:
-        bad = int(self.first_bad.item())
-        if bad >= 0:
-            kept = (f"the last good checkpoint, {self.run_dir / 'ckpt' / LAST} (iteration "
-                    f"{self.last_saved}), is untouched" if self.last_saved is not None
-                    else "no checkpoint had been saved yet")
+        bad = self.guard.first()
+        if bad is not None:
+            last = self.ckpts.last_saved
+            kept = (f"the last good checkpoint, {self.ckpts.dir / LAST} (iteration {last}), is untouched"
+                    if last is not None else "no checkpoint had been saved yet")
             raise NonFiniteLossError(f"the training loss became NaN/inf at iteration {bad}; stopped ({kept})")
 
     def save(self, name: str) -> None:
-        """best.pt, or (name=LAST) ckpt/last.pt plus the numbered periodic copies."""
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
-        ckpt_dir = self.run_dir / "ckpt"
-        if name == LAST:
-            save_periodic(ckpt_dir, self.state(), self.config.trainer.keep_last)
-            self.last_saved = self.progress.iters
-        else:
-            save_checkpoint(ckpt_dir / name, self.state())
+        self.ckpts.save(name)
 
     def evaluate(self) -> float:
-        return evaluate(self.step_model, self.valid_dl, self.rt)
+        return evaluate(self.parts.step_model, self.parts.data.valid_dl, self.parts.runtime)
 
-    def metrics_row(self, loss: torch.Tensor, norm: torch.Tensor, lr: float, with_eval: bool) -> dict:
-        """The row for this step (syncs the device); evaluates and saves best.pt when asked."""
+    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
+        """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
+        with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
+        wall_start = time.perf_counter()
+        resume_from = self.progress.iters if self.resumed_from is not None else None
+        with RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from,
+                       self.ckpts.wandb_id) as run_log, StopRequest() as stop:
+            self.ckpts.wandb_id = run_log.wandb_id
+            if resume_from is None:
+                self.progress.last_val_loss = self.evaluate()
+                run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
+            self.loop(run_log, stop, on_step)
+            self.save(LAST)
+            sample = sample_best(self.ckpts.dir / BEST, self.parts, self.config.trainer)
+            (self.run_dir / "sample.txt").write_text(sample)
+            summary = run_summary(self, time.perf_counter() - wall_start, stop.signal_name, sample)
+            run_log.finish(summary)
+        return summary
+
+    def loop(self, run_log: RunLogger, stop: StopRequest, on_step: Optional[Callable]) -> None:
+        tc, p, parts = self.config.trainer, self.progress, self.parts
+        bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
+                   disable=not (tc.progress and sys.stderr.isatty()))
+        batches = parts.data.train_dl.forever()
+        p.window_start = time.perf_counter()
+        while p.iters < tc.max_iters and stop.signal_name is None:
+            lr = parts.schedule(p.iters)
+            loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
+                                    tc.grad_accum, self.config.optim.grad_clip)
+            p.iters += 1
+            p.window_steps += 1
+            self.guard.update(loss, p.iters)
+            bar.update(1)
+            if on_step is not None:
+                on_step(self)
+            with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
+            if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
+                row = self.log_row(run_log, loss, norm, lr, with_eval)
+                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+            if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
+                saving = time.perf_counter()
+                self.save(LAST)
+                p.window_start += time.perf_counter() - saving  # not training time
+        bar.close()
+
+    def log_row(self, run_log: RunLogger, loss: torch.Tensor, norm: torch.Tensor, lr: float,
+                with_eval: bool) -> dict:
+        """Log this step's row (syncs the device); evaluates and saves best.pt when asked."""
+        self.check_finite()
         p = self.progress
         p.last_train_loss = loss.item()
         elapsed = time.perf_counter() - p.window_start
@@ -217,64 +219,29 @@ class Trainer:
                 self.save(BEST)
         log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
                  f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"])
+        run_log.log(row)
+        p.window_start, p.window_steps = time.perf_counter(), 0
         return row
 
-    def summary(self, wall_s: float, stopped_by: Optional[str], sample: str) -> dict:
-        p = self.progress
-        return {"best_val_loss": p.best_val_loss, "final_val_loss": p.last_val_loss,
-                "final_train_loss": p.last_train_loss, "iters": p.iters,
-                "tokens_seen": p.iters * self.tokens_per_step,
-                "tokens_per_sec": p.iters * self.tokens_per_step / max(p.train_seconds, 1e-9),
-                "wall_s": wall_s, "params": self.model.num_params(False), "device": str(self.rt.device),
-                "dtype": dtype_name(self.rt.dtype), "stopped_by": stopped_by, "sample": sample}
 
-    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
-        """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
-        with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
-        tc, oc = self.config.trainer, self.config.optim
-        wall_start = time.perf_counter()
-        resume_from = self.progress.iters if self.resumed_from is not None else None
-        with RunLogger(self.config.logger, self.run_dir, self.config_dict, resume_from,
-                       self.wandb_id) as run_log, StopRequest() as stop:
-            self.wandb_id = run_log.wandb_id
-            p = self.progress
-            bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
-                       disable=not (tc.progress and sys.stderr.isatty()))
-            if resume_from is None:
-                p.last_val_loss = self.evaluate()
-                run_log.log({"iter": 0, "val_loss": p.last_val_loss, "lr": get_lr(0, oc)})
-            batches = infinite_batches(self.train_dl)
-            p.window_start = time.perf_counter()
-            while p.iters < tc.max_iters and stop.signal_name is None:
-                lr = get_lr(p.iters, oc)
-                loss, norm = train_step(self.step_model, self.optimizer, batches, self.rt, lr,
-                                        tc.grad_accum, oc.grad_clip)
-                p.iters += 1
-                p.window_steps += 1
-                self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss),
-                                             p.iters, self.first_bad)
-                bar.update(1)
-                if on_step is not None:
-                    on_step(self)
-                with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-                if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
-                    self.check_finite()
-                    row = self.metrics_row(loss, norm, lr, with_eval)
-                    run_log.log(row)
-                    bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
-                    p.window_start, p.window_steps = time.perf_counter(), 0
-                if tc.ckpt_interval and p.iters % tc.ckpt_interval == 0 and p.iters < tc.max_iters:
-                    saving = time.perf_counter()
-                    self.save(LAST)
-                    p.window_start += time.perf_counter() - saving  # not training time
-            bar.close()
-            self.save(LAST)
-            sample = (sample_text(self.model, self.encoder, self.rt, tc.sample_tokens, tc.seed)
-                      if tc.sample_tokens else "")
-            (self.run_dir / "sample.txt").write_text(sample)
-            summary = self.summary(time.perf_counter() - wall_start, stop.signal_name, sample)
-            run_log.finish(summary)
-        return summary
+def sample_best(best: Path, parts: Parts, tc: TrainerConfig) -> str:
+    """trainer.sample_tokens of text from the best weights (ckpt/best.pt), or the final ones when the
+    run directory has no best.pt (a run stopped before its first evaluation)."""
+    if not tc.sample_tokens:
+        return ""
+    model = load_model(best, parts.runtime.device)[0] if best.is_file() else parts.model
+    log.info("sampling %d tokens from %s", tc.sample_tokens, best if best.is_file() else "the final weights")
+    return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed)
+
+
+def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], sample: str) -> dict:
+    """What summary.json holds."""
+    p, parts, per_step = trainer.progress, trainer.parts, trainer.tokens_per_step
+    return {"best_val_loss": p.best_val_loss, "final_val_loss": p.last_val_loss,
+            "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
+            "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
+            "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
+            "dtype": dtype_name(parts.runtime.dtype), "stopped_by": stopped_by, "sample": sample}
 
 
 def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None) -> dict:

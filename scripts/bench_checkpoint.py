@@ -1,25 +1,25 @@
 """Checkpoint size and save/load times for a config (default: experiment=shakespeare_char on the CPU).
 
 Usage: python scripts/bench_checkpoint.py [hydra overrides ...] [--repeats 5]
-Builds the Trainer, takes one optimizer step (so AdamW's moments exist), then times what a periodic
-checkpoint costs: Trainer.state() + atomic save of ckpt/last.pt, and load + restore for a resume.
+Builds the run's parts, takes one optimizer step (so AdamW's moments exist), then times what a periodic
+checkpoint costs: collecting every part's state + atomic save of ckpt/last.pt, and load + restore for
+a resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpt2.checkpoint import LAST  # noqa: E402
-from gpt2.config import compose, from_hydra  # noqa: E402
-from gpt2.data import infinite_batches  # noqa: E402
-from gpt2.optim import get_lr  # noqa: E402
-from gpt2.trainer import Trainer, train_step  # noqa: E402
+from gpt2.checkpoint import LAST
+from gpt2.config import compose, from_hydra
+from gpt2.errors import run_script
+from gpt2.parts import build
+from gpt2.resume import RunCheckpoints
+from gpt2.trainer import Progress, train_step
 
 
 def main() -> None:
@@ -28,28 +28,29 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     config = from_hydra(compose(*args.overrides, "logger=none"))
+    parts = build(config)
+    train_step(parts.model, parts.optimizer, parts.data.train_dl.forever(), parts.runtime, parts.schedule(0),
+               config.trainer.grad_accum, config.optim.grad_clip)
+    progress = Progress(iters=1)
     with tempfile.TemporaryDirectory() as tmp:
-        trainer = Trainer(config, Path(tmp))
-        train_step(trainer.model, trainer.optimizer, infinite_batches(trainer.train_dl), trainer.rt,
-                   get_lr(0, config.optim), config.trainer.grad_accum, config.optim.grad_clip)
-        trainer.progress.iters = 1
+        ckpts = RunCheckpoints(Path(tmp) / "ckpt", config, parts, progress)
         saves, loads = [], []
         for _ in range(args.repeats):
             start = time.perf_counter()
-            trainer.save(LAST)
+            ckpts.save(LAST)
             saves.append(time.perf_counter() - start)
             start = time.perf_counter()
-            trainer.restore(Path(tmp) / "ckpt" / LAST)
+            ckpts.restore(ckpts.dir / LAST)
             loads.append(time.perf_counter() - start)
-        size = (Path(tmp) / "ckpt" / LAST).stat().st_size
-    params = trainer.model.num_params(non_embedding=False)
+        size = (ckpts.dir / LAST).stat().st_size
+    params = parts.model.num_params(non_embedding=False)
     print(f"config: {' '.join(args.overrides)}")
     print(f"model: {params / 1e6:.2f}M parameters; checkpoint {size / 2**20:.1f} MiB "
-          f"(model + AdamW moments + RNG/sampler state)")
+          f"(model + AdamW moments + RNG/loader/schedule state)")
     print(f"save (state + atomic write + fsync): median {statistics.median(saves) * 1e3:.0f} ms "
           f"over {args.repeats}")
     print(f"load + restore: median {statistics.median(loads) * 1e3:.0f} ms over {args.repeats}")
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

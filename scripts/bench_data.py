@@ -1,7 +1,8 @@
 """Batches per second of four ways to build (x, y) training batches from Tiny Shakespeare, side by side.
 
-1. seed, as written: per-sample __getitem__ + default collate, shuffled, num_workers=1, pin_memory=True
-2. seed with num_workers=0
+1. a textbook per-window loader: per-sample __getitem__ + default collate, shuffled, num_workers=1,
+   pin_memory=True
+2. the same with num_workers=0
 3. nanoGPT's get_batch: torch.randint starts, np.memmap of a uint16 .bin, per-row stack
 4. ours, as the trainer uses it: make_dataloader's train_dl (one gather per tensor, contiguous x, y)
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 import time
 import warnings
@@ -24,19 +24,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpt2.config import DataConfig  # noqa: E402
-from gpt2.data import LMSequenceDataset, infinite_batches, load_tokens, make_dataloader, train_valid_split  # noqa: E402
+from gpt2.config import DataConfig
+from gpt2.data import LMSequenceDataset, make_dataloader
+from gpt2.errors import run_script
+from gpt2.sources import load_tokens, train_valid_split
 
 
-def seed_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):
-    """The seed's DataLoader: a Dataset of windows, shuffle=True, default collate."""
-    dataset = LMSequenceDataset(tokens, block_size)  # int index: one window per call, as the seed
+def textbook_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):
+    """A Dataset of windows read one window per call, shuffle=True, default collate."""
+    dataset = LMSequenceDataset(tokens, block_size)  # int index: one window per call
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers,
                         pin_memory=True, drop_last=False)
     while True:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pin_memory without CUDA warns; the seed sets it anyway
+            warnings.simplefilter("ignore")  # pin_memory without CUDA warns; the textbook loader sets it anyway
             batches = iter(loader)
         yield from batches
 
@@ -54,7 +55,7 @@ def nanogpt_get_batch(tokens: torch.Tensor, batch_size: int, block_size: int, wo
 
 
 def ours(cfg: DataConfig):
-    return infinite_batches(make_dataloader(cfg)["train_dl"])
+    return make_dataloader(cfg).train_dl.forever()
 
 
 def batches_per_sec(batches, count: int, repeats: int) -> float:
@@ -86,8 +87,8 @@ def main() -> None:
           f"{torch.get_num_threads()} threads; median of {r} x {n} batches")
     with tempfile.TemporaryDirectory() as tmp:
         results = {
-            "seed as written (num_workers=1)": batches_per_sec(seed_loader(train_tokens, B, T, 1), n, r),
-            "seed, num_workers=0": batches_per_sec(seed_loader(train_tokens, B, T, 0), n, r),
+            "per-window loader (num_workers=1)": batches_per_sec(textbook_loader(train_tokens, B, T, 1), n, r),
+            "per-window loader, num_workers=0": batches_per_sec(textbook_loader(train_tokens, B, T, 0), n, r),
             "nanoGPT get_batch": batches_per_sec(nanogpt_get_batch(train_tokens, B, T, Path(tmp)), n, r),
             "ours (train_dl)": batches_per_sec(ours(cfg), n, r),
         }
@@ -98,4 +99,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

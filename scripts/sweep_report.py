@@ -6,11 +6,10 @@ Works on Hydra multirun directories (jobs 0/, 1/, ...) and Optuna studies (trial
 """
 
 import argparse
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from gpt2.sweep import collect_jobs, format_table, plot_sweep  # noqa: E402
+from gpt2.errors import HarnessError, run_script
+from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 
 
 def main() -> None:
@@ -20,7 +19,7 @@ def main() -> None:
     args = parser.parse_args()
     jobs = collect_jobs(args.sweep_dir)
     if not jobs:
-        sys.exit(f"error: no summary.json under {args.sweep_dir}: is it a sweep directory?")
+        raise HarnessError(f"no summary.json under {args.sweep_dir}: is it a sweep directory?")
     print(format_table(jobs))
     png = args.png or args.sweep_dir / "sweep_report.png"
     plot_sweep(jobs, png)
@@ -28,4 +27,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

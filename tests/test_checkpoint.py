@@ -4,21 +4,25 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2.checkpoint import (FORMAT_VERSION, capture_rng_state, check_resumable, load_checkpoint,
-                             restore_rng_state, save_checkpoint, save_periodic, unwrap)
-from gpt2.config import ModelConfig
+from gpt2.checkpoint import (FORMAT_VERSION, Checkpointer, RNGState, load_checkpoint, load_model, save_checkpoint,
+                             save_periodic, unwrap)
 from gpt2.errors import CheckpointError
-from gpt2.model import GPT
+from gpt2.model import GPT, GPTConfig
+from gpt2.resume import check_resumable
 
 CONFIG = {"model": {"n_layer": 1, "n_embd": 16}, "trainer": {"max_iters": 10}, "optim": {"lr": 0.1}}
 TOKENIZER = {"name": "char", "vocab_size": 2, "chars": "ab"}
 
 
+MODEL = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=20, block_size=8, bias=False)
+
+
 def make_state(iter_num: int = 7) -> dict:
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16), vocab_size=20, block_size=8)
+    model = GPT(MODEL)
     return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "iter": iter_num,
-            "config": CONFIG, "tokenizer": TOKENIZER, "rng": capture_rng_state(), "text_sha256": "ab" * 32}
+            "model_args": vars(MODEL).copy(), "config": CONFIG, "tokenizer": TOKENIZER,
+            "rng": RNGState().state_dict(), "data_fingerprint": "ab" * 32}
 
 
 def test_roundtrip_leaves_no_temporary_file(tmp_path):
@@ -41,18 +45,62 @@ def test_periodic_checkpoints_keep_the_newest(tmp_path):
     assert [p.name for p in (tmp_path / "none").iterdir()] == ["last.pt"]
 
 
+def test_numbered_checkpoints_are_pruned_by_iteration_not_name(tmp_path):
+    # past 9,999,999 iterations the file names grow a digit: name order would delete the newest
+    for step in (9_999_990, 9_999_995, 10_000_000):
+        save_periodic(tmp_path, make_state(step), keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_10000000.pt", "iter_9999995.pt", "last.pt"]
+    (tmp_path / "iter_notes.pt").write_text("not ours")  # a file that only looks numbered is left alone
+    save_periodic(tmp_path, make_state(10_000_005), keep_last=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["iter_10000005.pt", "iter_notes.pt", "last.pt"]
+
+
 def test_rng_state_roundtrip_through_a_file(tmp_path):
     random.seed(1), np.random.seed(1), torch.manual_seed(1)
-    save_checkpoint(tmp_path / "rng.pt", {"rng": capture_rng_state()})
+    save_checkpoint(tmp_path / "rng.pt", {"rng": RNGState().state_dict()})
     expected = (random.random(), np.random.rand(), torch.rand(2))
     random.seed(2), np.random.seed(2), torch.manual_seed(2)
-    restore_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    RNGState().load_state_dict(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
     got = (random.random(), np.random.rand(), torch.rand(2))
     assert got[0] == expected[0] and got[1] == expected[1] and torch.equal(got[2], expected[2])
 
 
+def test_checkpointer_collects_and_restores_each_part(tmp_path):
+    torch.manual_seed(0)
+    model, other = GPT(MODEL), GPT(MODEL)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    model(torch.zeros((1, 4), dtype=torch.long), torch.zeros((1, 4), dtype=torch.long))[1].backward()
+    optimizer.step()
+    saved = Checkpointer(model=model, optimizer=optimizer, grad_scaler=None).state_dict()
+    assert set(saved) == {"model", "optimizer", "grad_scaler"} and saved["grad_scaler"] is None
+    save_checkpoint(tmp_path / "c.pt", saved)
+    other_optimizer = torch.optim.AdamW(other.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    Checkpointer(model=other, optimizer=other_optimizer, grad_scaler=scaler).load_state_dict(
+        torch.load(tmp_path / "c.pt", weights_only=True))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
+    moments = [o.state_dict()["state"][0]["exp_avg"] for o in (optimizer, other_optimizer)]
+    assert torch.equal(*moments)
+    assert scaler.get_scale() == 8.0  # a part the checkpoint does not have keeps its own state
+
+
+def test_a_model_builds_from_its_checkpoint_alone(tmp_path):
+    state = make_state()
+    save_checkpoint(tmp_path / "ckpt.pt", state)
+    torch.manual_seed(5)
+    before = torch.rand(2)
+    torch.manual_seed(5)
+    model, loaded = load_model(tmp_path / "ckpt.pt")
+    assert torch.equal(torch.rand(2), before)  # building it did not consume the global RNG
+    assert model.config == MODEL and not model.training and loaded["iter"] == 7
+    x = torch.randint(0, 20, (2, 8))
+    torch.manual_seed(0)
+    reference = GPT(MODEL).eval()
+    assert torch.equal(model(x, x)[0], reference(x, x)[0])
+
+
 def test_compiled_model_unwraps_to_plain_names():
-    model = GPT(ModelConfig(n_layer=1, n_head=2, n_embd=16), vocab_size=20, block_size=8)
+    model = GPT(MODEL)
 
     class Compiled(torch.nn.Module):  # what torch.compile returns: the module under _orig_mod
         def __init__(self, inner):
@@ -85,6 +133,8 @@ def test_not_a_checkpoint(tmp_path):
 def test_resume_allows_run_length_changes_only(tmp_path):
     state = make_state()
     check_resumable(tmp_path, state, {**CONFIG, "trainer": {"max_iters": 50}}, TOKENIZER, "ab" * 32)
+    check_resumable(tmp_path, state, {**CONFIG, "trainer": {"max_iters": 10, "num_threads": 1}}, TOKENIZER,
+                    "ab" * 32)  # threads do not change the run
     with pytest.raises(CheckpointError, match=r"model.n_embd was 16 when it was saved, the config says 32"):
         check_resumable(tmp_path, state, {**CONFIG, "model": {"n_layer": 1, "n_embd": 32}}, TOKENIZER, "ab" * 32)
     with pytest.raises(CheckpointError, match=r"optim.lr was 0.1"):
@@ -93,6 +143,6 @@ def test_resume_allows_run_length_changes_only(tmp_path):
         check_resumable(tmp_path, state, CONFIG, {"name": "gpt2", "vocab_size": 50257}, "ab" * 32)
     with pytest.raises(CheckpointError, match="trained with the vocabulary"):
         check_resumable(tmp_path, state, CONFIG, {"name": "char", "vocab_size": 3, "chars": "abc"}, "ab" * 32)
-    with pytest.raises(CheckpointError, match=r"trained on another text \(sha256 abababababab"):
+    with pytest.raises(CheckpointError, match=r"trained on other data \(sha256 abababababab"):
         check_resumable(tmp_path, state, CONFIG, TOKENIZER, "cd" * 32)
     check_resumable(tmp_path, state, {**CONFIG, "data": {"path": "/elsewhere/same.txt"}}, TOKENIZER, "ab" * 32)

@@ -2,7 +2,10 @@
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from gpt2.config import Config, ConfigError, DataConfig, ModelConfig, from_hydra
+import yaml
+from omegaconf import OmegaConf
+
+from gpt2.config import GROUPS, Config, ConfigError, DataConfig, ModelConfig, TrainerConfig, from_hydra
 
 from conftest import ROOT, compose_config, run_train
 
@@ -29,7 +32,7 @@ def test_shakespeare_char_cpu_is_nanogpts_cpu_command():
     c = from_hydra(compose_config("experiment=shakespeare_char_cpu"))
     assert (c.data.tokenizer, c.data.block_size, c.data.batch_size) == ("char", 64, 12)
     assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.dropout, c.model.bias) == (4, 4, 128, 0.0, False)
-    assert (c.optim.lr, c.optim.min_lr, c.optim.lr_decay_iters, c.optim.beta2, c.optim.warmup_iters) == (
+    assert (c.optim.lr, c.optim.min_lr, c.lr_decay_iters, c.optim.beta2, c.optim.warmup_iters) == (
         1e-3, 1e-4, 2000, 0.99, 100)
     assert (c.optim.weight_decay, c.optim.grad_clip, c.optim.beta1) == (0.1, 1.0, 0.9)
     assert (c.trainer.max_iters, c.trainer.eval_interval, c.trainer.eval_iters, c.trainer.grad_accum) == (
@@ -41,7 +44,7 @@ def test_shakespeare_char_is_nanogpts_baby_gpt():
     c = from_hydra(compose_config("experiment=shakespeare_char"))
     assert (c.data.tokenizer, c.data.block_size, c.data.batch_size) == ("char", 256, 64)
     assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.dropout) == (6, 6, 384, 0.2)
-    assert (c.trainer.max_iters, c.optim.lr_decay_iters, c.trainer.eval_iters, c.trainer.eval_interval) == (
+    assert (c.trainer.max_iters, c.lr_decay_iters, c.trainer.eval_iters, c.trainer.eval_interval) == (
         5000, 5000, 200, 250)
     assert (c.optim.lr, c.optim.min_lr, c.optim.beta2, c.optim.warmup_iters) == (1e-3, 1e-4, 0.99, 100)
 
@@ -55,7 +58,39 @@ def test_shakespeare_gpt2_cpu_is_the_cpu_model_on_bpe():
 
 def test_overrides_reach_the_dataclasses():
     c = from_hydra(compose_config("data.block_size=32", "model=baby", "trainer.max_iters=7"))
-    assert c.data.block_size == 32 and c.model.n_embd == 384 and c.optim.lr_decay_iters == 7
+    assert c.data.block_size == 32 and c.model.n_embd == 384 and c.lr_decay_iters == 7
+
+
+def test_derived_values_are_resolved_the_same_from_hydra_and_from_code():
+    hydra = from_hydra(compose_config("trainer.max_iters=7", "trainer.eval_interval=3", "data.block_size=32"))
+    code = Config(data=DataConfig(block_size=32), trainer=TrainerConfig(max_iters=7, eval_interval=3))
+    assert hydra == code
+    for c in (hydra, code):
+        assert (c.optim.lr_decay_iters, c.trainer.ckpt_interval, c.model.block_size) == (None, None, None)
+        assert (c.lr_decay_iters, c.trainer.ckpt_every, c.model_block_size) == (7, 3, 32)
+    explicit = from_hydra(compose_config("optim.lr_decay_iters=5", "trainer.ckpt_interval=0", "model.block_size=128"))
+    assert (explicit.lr_decay_iters, explicit.trainer.ckpt_every, explicit.model_block_size) == (5, 0, 128)
+
+
+def test_the_default_run_is_the_schema_defaults():
+    assert from_hydra(compose_config()) == Config()
+
+
+def test_group_options_hold_only_what_differs_from_the_schema():
+    for group, schema in GROUPS.items():
+        defaults = OmegaConf.to_container(OmegaConf.structured(schema))
+        for path in sorted((CONF / group).glob("*.yaml")):
+            values = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k != "defaults"}
+            repeated = [k for k, v in values.items() if defaults.get(k) == v]
+            assert not repeated, f"{path.name} repeats schema defaults: {repeated}"
+
+
+def test_model_context_must_hold_a_training_window():
+    with pytest.raises(ConfigError, match=r"model.block_size: the model's context \(32\) must hold a whole "
+                                          r"training window \(data.block_size=64\)"):
+        from_hydra(compose_config("model.block_size=32"))
+    with pytest.raises(ConfigError, match="model.block_size: must be >= 1"):
+        Config(model=ModelConfig(block_size=0))
 
 
 def test_misspelled_key_fails_at_composition():

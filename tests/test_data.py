@@ -5,16 +5,22 @@ from itertools import islice
 import pytest
 import torch
 
+from gpt2 import sources as sources_module
 from gpt2.config import DataConfig
-from gpt2 import data as data_module
-from gpt2.data import (FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, infinite_batches,
-                       load_tokens, make_dataloader, train_valid_split)
+from gpt2.data import FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
 from gpt2.errors import DataError
+from gpt2.sources import TextSource, load_tokens, train_valid_split
 from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+
+from conftest import MIRROR
 
 
 def first_batches(cfg: DataConfig, n: int = 3):
-    return [tuple(t.clone() for t in b) for b in islice(infinite_batches(make_dataloader(cfg)["train_dl"]), n)]
+    return [tuple(t.clone() for t in b) for b in islice(make_dataloader(cfg).train_dl.forever(), n)]
+
+
+def same(a, b) -> bool:
+    return len(a) == len(b) and all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(a, b))
 
 
 # ------------------------------------------------------------------------------ the seed's pieces
@@ -60,6 +66,14 @@ def test_gpt2_tokens_of_tiny_shakespeare(data_dir):
     n = len(corpus)
     assert len(encoder.encode(corpus[: int(n * 0.9)])) == 301_966
     assert len(encoder.encode(corpus[int(n * 0.9):])) == 36_059
+
+
+def test_text_source_gives_the_tokenizer_and_both_splits(data_dir):
+    source = TextSource(DataConfig(data_dir=str(data_dir), tokenizer="char", train_frac=0.8))
+    train, valid = source.splits()
+    assert (len(train), len(valid)) == (892_315, 223_079) and source.tokenizer.vocab_size == 65
+    assert torch.equal(torch.cat((train, valid)), source.tokens)
+    assert source.fingerprint == "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"  # the file's sha256
 
 
 def test_char_tokens_of_tiny_shakespeare(data_dir):
@@ -141,13 +155,50 @@ def test_sampler_resumes_mid_epoch():
     assert all(torch.equal(a, b) for a, b in zip(full[4:], sampler)) and len(list(sampler)) == 6
 
 
+@pytest.fixture
+def small_text(tmp_path):
+    path = tmp_path / "small.txt"
+    path.write_text((MIRROR / "tinyshakespeare" / "input.txt").read_text()[:20_000])
+    return path
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_train_loader_position_is_its_state(tmp_path, small_text, workers):
+    """The loader counts the batches it has handed out (not those a worker prefetched); a new loader
+    given that state continues with exactly the next batch, across epoch boundaries too."""
+    cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=64,
+                     tokenizer="char", num_workers=workers)
+    loader = make_dataloader(cfg).train_dl
+    per_epoch = len(loader)
+    assert per_epoch == (18_000 - 16) // 64
+    stream = loader.forever()
+    head = [tuple(t.clone() for t in b) for b in islice(stream, per_epoch + 3)]
+    assert loader.state_dict() == {"seed": 1337, "epoch": 1, "start_batch": 3}
+    expected = [tuple(t.clone() for t in b) for b in islice(stream, 4)]
+    again = make_dataloader(cfg).train_dl
+    again.load_state_dict({"seed": 1337, "epoch": 1, "start_batch": 3})
+    assert same([tuple(t.clone() for t in b) for b in islice(again.forever(), 4)], expected)
+    assert not same(head[:4], head[per_epoch:per_epoch + 4])  # epoch 1 is another order
+
+
+def test_each_pass_over_the_train_loader_is_one_epoch(tmp_path, small_text):
+    cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=64, tokenizer="char")
+    loader = make_dataloader(cfg).train_dl
+    first = [x.clone() for x, _ in loader]
+    second = [x.clone() for x, _ in loader]
+    assert len(first) == len(second) == len(loader)
+    assert loader.state_dict() == {"seed": 1337, "epoch": 2, "start_batch": 0}
+    assert sorted(torch.cat(first)[:, 0].tolist()) == sorted(torch.cat(second)[:, 0].tolist())
+    assert not torch.equal(first[0], second[0])
+
+
 def test_unshuffled_training_is_sequential():
     assert torch.cat(list(WindowBatchSampler(20, 5, shuffle=False))).tolist() == list(range(20))
 
 
 def test_validation_batches_are_fixed_and_spread_over_the_split(data_dir):
     cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8)
-    valid_dl = make_dataloader(cfg, eval_iters=4)["valid_dl"]
+    valid_dl = make_dataloader(cfg, eval_iters=4).valid_dl
     first = [x.clone() for x, _ in valid_dl]
     second = [x.clone() for x, _ in valid_dl]
     assert len(first) == 4 and all(torch.equal(a, b) for a, b in zip(first, second))
@@ -166,9 +217,9 @@ def test_no_pinning_and_no_warnings_on_cpu(data_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         loaders = make_dataloader(cfg, device="cpu")
-        x, y = next(iter(loaders["train_dl"]))
-        next(iter(loaders["valid_dl"]))
-    assert not loaders["train_dl"].pin_memory and not x.is_pinned()
+        x, y = next(iter(loaders.train_dl))
+        next(iter(loaders.valid_dl))
+    assert not loaders.train_dl.pin_memory and not x.is_pinned()
 
 
 # ---------------------------------------------------------------------------------- bad input
@@ -200,8 +251,8 @@ def test_corpus_too_short_for_one_block(tmp_path):
 def test_offline_without_a_copy_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.delenv("GPT2_DATA_MIRROR")
     # a closed local port: fails at once, like a machine without network
-    monkeypatch.setattr(data_module, "TINY_SHAKESPEARE",
-                        replace(data_module.TINY_SHAKESPEARE, url="http://127.0.0.1:9/input.txt"))
+    monkeypatch.setattr(sources_module, "TINY_SHAKESPEARE",
+                        replace(sources_module.TINY_SHAKESPEARE, url="http://127.0.0.1:9/input.txt"))
     with pytest.raises(DataError) as err:
         load_tokens(DataConfig(data_dir=str(tmp_path)))
     message = str(err.value)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from gpt2.data import make_dataloader
-from gpt2.logging import read_metrics
+from gpt2.runlog import read_metrics
 from gpt2.runtime import Runtime
 from gpt2.trainer import train
 
@@ -27,9 +27,9 @@ def test_batches_are_pinned_and_copied_asynchronously(data_dir):
     for workers in (0, 2):
         cfg.num_workers = workers
         loaders = make_dataloader(cfg, eval_iters=2, device="cuda")
-        x, y = next(iter(loaders["train_dl"]))
+        x, y = next(iter(loaders.train_dl))
         assert x.is_pinned() and y.is_pinned(), workers
-        xv, _ = next(iter(loaders["valid_dl"]))
+        xv, _ = next(iter(loaders.valid_dl))
         assert xv.is_pinned()
         assert torch.equal(x.to("cuda", non_blocking=True).cpu(), x)
 
@@ -70,7 +70,7 @@ def test_stop_and_resume_on_cuda(data_dir, tmp_path):
     stopped = train(tiny_config(data_dir, *overrides), tmp_path, on_step=stop)
     assert stopped["stopped_by"] == "SIGINT" and stopped["iters"] == 7
     state = load_checkpoint(tmp_path / "ckpt" / "last.pt")
-    assert "cuda" in state["rng"] and state["sampler"]["start_batch"] == 7
+    assert "cuda" in state["rng"] and state["train_loader"]["start_batch"] == 7
     resumed = train(tiny_config(data_dir, *overrides, "trainer.resume=auto"), tmp_path)
     assert resumed["iters"] == 20 and math.isfinite(resumed["final_train_loss"])
     assert [r["iter"] for r in read_metrics(tmp_path)] == [0, 5, 7, 10, 15, 20]

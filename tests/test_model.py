@@ -1,22 +1,58 @@
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2.config import ModelConfig
-from gpt2.model import GPT
+from gpt2.model import GPT, GPTConfig
 
 
 def small(vocab_size=65, block_size=16, **kw) -> GPT:
     torch.manual_seed(0)
-    cfg = ModelConfig(**{"n_layer": 2, "n_head": 2, "n_embd": 32, **kw})
-    return GPT(cfg, vocab_size=vocab_size, block_size=block_size)
+    return GPT(GPTConfig(**{"n_layer": 2, "n_head": 2, "n_embd": 32, "bias": False, "vocab_size": vocab_size,
+                            "block_size": block_size, **kw}))
+
+
+def test_model_module_stands_alone():
+    """gpt2.model imports torch only: no Hydra, no OmegaConf, no other module of the harness."""
+    code = ("import sys, gpt2.model; print(' '.join(sorted(m for m in sys.modules "
+            "if m.split('.')[0] in ('gpt2', 'hydra', 'omegaconf', 'tiktoken', 'wandb'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["gpt2", "gpt2.model"]
+
+
+def test_gpt_config_defaults_are_gpt2_small_and_checked():
+    config = GPTConfig()
+    assert (config.n_layer, config.n_head, config.n_embd, config.vocab_size, config.block_size, config.bias) == (
+        12, 12, 768, 50257, 1024, True)
+    assert config.padded_vocab_size == 50304
+    with pytest.raises(ValueError, match=r"n_embd \(768\) must be divisible by n_head \(5\)"):
+        GPTConfig(n_head=5)
+    with pytest.raises(ValueError, match="block_size must be >= 1"):
+        GPTConfig(block_size=0)
+
+
+def test_crop_block_size_keeps_the_first_positions():
+    model = small(block_size=32).eval()
+    x = torch.randint(0, 65, (2, 8))
+    before, _ = model(x, x)
+    wpe = model.transformer.wpe.weight[:8].detach().clone()
+    model.crop_block_size(8)
+    assert model.block_size == model.config.block_size == 8
+    assert model.transformer.wpe.weight.shape == (8, 32) and torch.equal(model.transformer.wpe.weight, wpe)
+    after, _ = model(x, x)
+    assert torch.equal(before, after)  # the same function on sequences that fit
+    with pytest.raises(ValueError, match="longer than block_size 8"):
+        model(torch.zeros((1, 9), dtype=torch.long))
+    with pytest.raises(ValueError, match="between 1 and the model's block_size 8"):
+        model.crop_block_size(16)
 
 
 def test_gpt2_small_parameter_count():
     with torch.device("meta"):
-        model = GPT(ModelConfig(n_layer=12, n_head=12, n_embd=768, bias=True), 50257, 1024)
+        model = GPT(GPTConfig())
     assert model.padded_vocab_size == 50304
     assert model.num_params(non_embedding=False) == 124_475_904  # 124,439,808 + 47 padded rows
     assert model.num_params() == 124_475_904 - 1024 * 768
@@ -40,7 +76,7 @@ def test_tied_embeddings_and_padded_vocab():
 
 def test_residual_projections_use_scaled_init():
     torch.manual_seed(0)
-    model = GPT(ModelConfig(n_layer=8, n_head=4, n_embd=256), vocab_size=100, block_size=8)
+    model = GPT(GPTConfig(n_layer=8, n_head=4, n_embd=256, vocab_size=100, block_size=8))
     c_proj = model.transformer.h[0].mlp.c_proj.weight
     c_fc = model.transformer.h[0].mlp.c_fc.weight
     assert c_proj.std().item() == pytest.approx(0.02 / math.sqrt(16), rel=0.05)

@@ -1,30 +1,61 @@
-
 import pytest
 import torch
 
-from gpt2.config import ModelConfig, OptimConfig
-from gpt2.model import GPT
-from gpt2.optim import build_optimizer, get_lr, param_groups
+from gpt2.config import OptimConfig
+from gpt2.model import GPT, GPTConfig
+from gpt2.optim import LRSchedule, build_optimizer, param_groups
+
+
+def schedule(**kw) -> LRSchedule:
+    return LRSchedule.from_config(OptimConfig(**{"lr": 1e-3, "min_lr": 1e-4, "warmup_iters": 100, **kw}), 2000)
 
 
 def test_lr_schedule_warmup_cosine_floor():
-    cfg = OptimConfig(lr=1e-3, min_lr=1e-4, warmup_iters=100, lr_decay_iters=2000)
-    assert get_lr(0, cfg) == pytest.approx(1e-3 / 101)
-    assert get_lr(99, cfg) == pytest.approx(1e-3 * 100 / 101)
-    assert get_lr(100, cfg) == pytest.approx(1e-3)
-    assert get_lr(1050, cfg) == pytest.approx((1e-3 + 1e-4) / 2)  # half way down the cosine
-    assert get_lr(2000, cfg) == pytest.approx(1e-4)
-    assert get_lr(5000, cfg) == pytest.approx(1e-4)
-    lrs = [get_lr(i, cfg) for i in range(100, 2001)]
+    lr = schedule()
+    assert lr(0) == pytest.approx(1e-3 / 101)
+    assert lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == pytest.approx(1e-3)
+    assert lr(1050) == pytest.approx((1e-3 + 1e-4) / 2)  # half way down the cosine
+    assert lr(2000) == pytest.approx(1e-4)
+    assert lr(5000) == pytest.approx(1e-4)
+    lrs = [lr(i) for i in range(100, 2001)]
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))  # monotone decay
 
 
 def test_constant_lr():
-    assert get_lr(7, OptimConfig(decay_lr=False, lr=0.3, min_lr=0.1)) == 0.3
+    assert schedule(decay_lr=False, lr=0.3, min_lr=0.1)(7) == 0.3
+
+
+def test_moving_the_decay_end_continues_from_the_current_lr():
+    lr = schedule()
+    at_1000 = lr(1000)
+    lr.decay_to(1000, 4000)
+    assert lr(1000) == at_1000  # no jump at the resume point
+    lrs = [lr(i) for i in range(1000, 4001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4)
+    assert lr(2500) == pytest.approx(1e-4 + 0.5 * (at_1000 - 1e-4))  # half way down the new cosine
+    finished = schedule()
+    finished.decay_to(2000, 4000)  # a finished run extended: stays at min_lr, never back up
+    assert all(finished(i) == pytest.approx(1e-4) for i in range(2000, 4001, 100))
+
+
+def test_moving_the_decay_end_during_warmup_keeps_the_warmup():
+    lr = schedule()
+    lr.decay_to(50, 4000)
+    assert lr(50) == pytest.approx(1e-3 * 51 / 101) and lr(100) == pytest.approx(1e-3)
+    assert lr(2050) == pytest.approx((1e-3 + 1e-4) / 2)
+
+
+def test_schedule_state_round_trip():
+    lr = schedule()
+    lr.decay_to(1000, 4000)
+    again = schedule()
+    again.load_state_dict(lr.state_dict())
+    assert [again(i) for i in range(0, 5000, 7)] == [lr(i) for i in range(0, 5000, 7)]
 
 
 def test_weight_decay_only_on_2d_weights():
-    model = GPT(ModelConfig(n_layer=2, n_head=2, n_embd=16, bias=True), vocab_size=50, block_size=8)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, bias=True, vocab_size=50, block_size=8))
     decay, no_decay = param_groups(model, 0.1)
     assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
     assert all(p.dim() == 2 for p in decay["params"]) and all(p.dim() == 1 for p in no_decay["params"])
@@ -34,7 +65,7 @@ def test_weight_decay_only_on_2d_weights():
 
 
 def test_optimizer_uses_the_config():
-    model = GPT(ModelConfig(n_layer=1, n_head=1, n_embd=8), vocab_size=10, block_size=4)
+    model = GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=10, block_size=4))
     opt = build_optimizer(model, OptimConfig(lr=0.01, beta1=0.8, beta2=0.95), torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.param_groups[0]["betas"] == (0.8, 0.95) and opt.param_groups[0]["lr"] == 0.01

@@ -1,6 +1,7 @@
 """Exact resume: a run stopped anywhere (SIGINT, SIGTERM, SIGKILL) and resumed gives, from the resumed
 iteration on, bit-identical losses and final weights to the run that was never stopped."""
 
+import json
 import os
 import shlex
 import signal
@@ -12,9 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2.checkpoint import load_checkpoint, save_checkpoint
+from gpt2.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from gpt2.config import OptimConfig
 from gpt2.errors import CheckpointError, NonFiniteLossError
-from gpt2.logging import read_metrics
+from gpt2.optim import LRSchedule
+from gpt2.runlog import read_metrics
 from gpt2.trainer import train
 
 from conftest import MIRROR, ROOT, TINY, read_wandb_records, tiny_config
@@ -105,6 +108,52 @@ def test_longer_run_on_resume_is_allowed(tmp_path, data_dir, corpus):
     assert summary["iters"] == 14 and [r["iter"] for r in read_metrics(tmp_path)] == list(range(15))
 
 
+def test_extending_a_finished_run_keeps_its_lr_schedule(tmp_path, data_dir, corpus, caplog):
+    """A 10-iteration run decays to min_lr at its end; resumed with trainer.max_iters=16, its LR stays
+    there (before the fix, lr_decay_iters followed max_iters and the LR jumped back up)."""
+    train(config(data_dir, corpus, "trainer.max_iters=10"), tmp_path)
+    with caplog.at_level("INFO"):
+        train(config(data_dir, corpus, "trainer.max_iters=16", "trainer.resume=auto"), tmp_path)
+    lrs = {r["iter"]: r["lr"] for r in read_metrics(tmp_path)}
+    assert [lrs[i] for i in range(11, 17)] == [1e-4] * 6 and lrs[10] >= 1e-4
+    assert "lr schedule kept from the checkpoint" in caplog.text
+    assert "trainer.max_iters=16 does not move it" in caplog.text
+
+
+def test_an_explicit_new_decay_end_continues_from_the_current_lr(tmp_path, data_dir, corpus, caplog):
+    extended = ("trainer.max_iters=40", "optim.lr_decay_iters=60", "trainer.resume=auto")
+    train(config(data_dir, corpus), tmp_path / "a", on_step=signal_at(10, signal.SIGINT))
+    with caplog.at_level("INFO"):
+        train(config(data_dir, corpus, *extended), tmp_path / "a")
+    assert "lr schedule changed at iteration 10 by optim.lr_decay_iters=60" in caplog.text
+    lrs = {r["iter"]: r["lr"] for r in read_metrics(tmp_path / "a")}
+    was = LRSchedule.from_config(OptimConfig(lr=3e-3, warmup_iters=2), 30)  # the run's own schedule
+    assert lrs[10] == was(9) and lrs[11] == pytest.approx(was(10), rel=1e-12)  # no jump at the resume point
+    assert all(lrs[i] > lrs[i + 1] for i in range(11, 40)) and lrs[40] > 1e-4  # decaying towards 60
+    # the moved schedule is in the checkpoint: stopping the extended run and resuming it is exact
+    train(config(data_dir, corpus), tmp_path / "b", on_step=signal_at(10, signal.SIGINT))
+    train(config(data_dir, corpus, *extended), tmp_path / "b", on_step=signal_at(25, signal.SIGTERM))
+    train(config(data_dir, corpus, *extended), tmp_path / "b")
+    assert_same_run(tmp_path / "b", tmp_path / "a")
+
+
+def test_a_checkpoint_from_before_the_stateful_parts_resumes(tmp_path, data_dir, corpus):
+    """tests/fixtures: a format-2 checkpoint at iteration 10 and what its run logged afterwards. The
+    training trajectory continues as it did; the logged val loss differs by design: the 44 validation
+    windows of this corpus make a batch of 32 and a short one of 12, which format-2 code averaged as
+    two equal batch means and today's code averages per token."""
+    fixtures = ROOT / "tests" / "fixtures"
+    summary = train(config(data_dir, corpus, f"trainer.resume={fixtures / 'v2_checkpoint_iter10.pt'}"), tmp_path)
+    assert summary["iters"] == 30
+    reference = [json.loads(line) for line in (fixtures / "v2_reference_metrics.jsonl").read_text().splitlines()]
+    rows = read_metrics(tmp_path)
+    assert [r["iter"] for r in rows] == [r["iter"] for r in reference] == list(range(11, 31))
+    for got, want in zip(rows, reference):
+        assert ("val_loss" in got) == ("val_loss" in want)  # its value is a mean over tokens now (below)
+        for key in ("train_loss", "grad_norm", "lr"):
+            assert got[key] == pytest.approx(want[key], rel=1e-5), (got["iter"], key)
+
+
 def test_mismatched_or_missing_checkpoints_are_refused(tmp_path, data_dir, corpus, reference):
     last = reference / "ckpt" / "last.pt"
     with pytest.raises(CheckpointError, match=r"last.pt does not match this config: model.n_embd was 32"):
@@ -123,7 +172,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     def poison(trainer):
         if trainer.progress.iters == 8:
             with torch.no_grad():
-                trainer.model.transformer.wpe.weight.fill_(float("nan"))
+                trainer.parts.model.transformer.wpe.weight.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLossError, match=r"NaN/inf at iteration 9; stopped \(the last good "
                                                  r"checkpoint, .*last.pt \(iteration 5\), is untouched"):
@@ -209,15 +258,15 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_referen
 def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     script = (
         "import sys, torch\n"
-        "from gpt2.checkpoint import save_checkpoint\n"
-        "state = {'format_version': 2, 'w': torch.randn(4_000_000)}\n"
+        "from gpt2.checkpoint import FORMAT_VERSION, save_checkpoint\n"
+        "state = {'format_version': FORMAT_VERSION, 'w': torch.randn(4_000_000)}\n"
         "print('ready', flush=True)\n"
         "i = 0\n"
         "while True:\n"
         "    state['iter'] = i; save_checkpoint(sys.argv[1], state); i += 1\n"
     )
     target = tmp_path / "last.pt"
-    save_checkpoint(target, {"format_version": 2, "iter": -1})
+    save_checkpoint(target, {"format_version": FORMAT_VERSION, "iter": -1})
     for delay in (0.05, 0.21, 0.47):
         proc = subprocess.Popen([sys.executable, "-c", script, str(target)], cwd=ROOT,
                                 stdout=subprocess.PIPE, text=True)
@@ -253,6 +302,6 @@ def test_resume_checks_the_text_not_its_path(tmp_path, data_dir, corpus, referen
     train(config(data_dir, corpus, f"data.path={moved}", "trainer.resume=auto"), stopped)
     assert_same_run(stopped, reference)  # the same text from another path continues the same run
     moved.write_text(corpus.read_text().replace("Citizen", "Citizan"))
-    with pytest.raises(CheckpointError, match="trained on another text"):
+    with pytest.raises(CheckpointError, match="trained on other data"):
         train(config(data_dir, corpus, f"data.path={moved}", f"trainer.resume={stopped / 'ckpt' / 'last.pt'}"),
               tmp_path / "other")

@@ -10,7 +10,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from gpt2.config import compose, from_hydra
-from gpt2.sweep import collect_jobs, sweep_group
+from gpt2.sweep.report import collect_jobs, sweep_group
 
 from conftest import ROOT, TINY, read_wandb_records, run_train
 
@@ -158,7 +158,7 @@ def fake_train(stop_on_call=None):
 
 
 def test_stopped_study_continues_with_the_interrupted_trial(tmp_path):
-    from gpt2.sweep import run_study
+    from gpt2.sweep.study import run_study
 
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=4",
@@ -176,7 +176,7 @@ def test_stopped_study_continues_with_the_interrupted_trial(tmp_path):
 
 
 def test_invalid_or_crashing_trials_fail_and_the_study_goes_on(tmp_path):
-    from gpt2.sweep import run_study
+    from gpt2.sweep.study import run_study
 
     cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=3", "model.n_head=4")
 

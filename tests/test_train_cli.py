@@ -6,7 +6,7 @@ import torch
 import yaml
 
 from gpt2.checkpoint import load_checkpoint
-from gpt2.logging import read_metrics
+from gpt2.runlog import read_metrics
 
 from conftest import TINY, read_wandb_records, run_train
 
@@ -21,7 +21,7 @@ def test_tiny_run_leaves_every_file(tmp_path, data_dir):
     assert "--- sample ---" in result.stdout
 
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    assert config["data"]["block_size"] == 16 and config["optim"]["lr_decay_iters"] == 20  # resolved
+    assert config["data"]["block_size"] == 16 and config["optim"]["lr_decay_iters"] is None  # follows max_iters
 
     log = (run_dir / "train.log").read_text()
     assert "iter 20: train loss" in log and "parameters" in log

@@ -3,10 +3,14 @@ import os
 import signal
 
 import pytest
+import torch
 
-from gpt2.checkpoint import load_checkpoint
-from gpt2.logging import read_metrics
-from gpt2.trainer import train
+from gpt2.checkpoint import load_checkpoint, load_model
+from gpt2.model import GPT, GPTConfig
+from gpt2.runlog import read_metrics
+from gpt2.runtime import Runtime
+from gpt2.tokenizer import tokenizer_from_state
+from gpt2.trainer import evaluate, sample_text, train
 
 from conftest import tiny_config
 
@@ -59,6 +63,7 @@ def test_sigint_finishes_the_step_saves_and_stops(data_dir, tmp_path):
     summary = train(tiny_config(data_dir, "trainer.max_iters=50"), tmp_path, on_step=interrupt)
     assert summary["stopped_by"] == "SIGINT" and summary["iters"] == 7
     assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 7
+    assert not (tmp_path / "ckpt" / "best.pt").exists() and len(summary["sample"]) > 0  # from the final weights
     assert read_metrics(tmp_path)[-1]["iter"] == 7
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
@@ -74,3 +79,31 @@ def test_char_corpus_without_a_newline_samples(data_dir, tmp_path):
     summary = train(tiny_config(data_dir, f"data.path={text}", "data.tokenizer=char",
                                 "trainer.max_iters=4", "trainer.eval_interval=2"), tmp_path / "run")
     assert summary["iters"] == 4 and len(summary["sample"]) == 16
+
+
+def test_validation_loss_is_the_mean_over_tokens():
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=30, block_size=8))
+    x, y = torch.randint(0, 30, (5, 8)), torch.randint(0, 30, (5, 8))
+    with torch.no_grad():
+        y[4] = model(x[4:], y[4:])[0][0].argmin(-1)  # the short batch: the least likely tokens, a high loss
+    batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # a full batch and a short last one
+    got = evaluate(model, batches, Runtime.create("cpu", "float32"))
+    with torch.no_grad():
+        every_token = model(x, y)[1].item()
+        per_batch = sum(model(a, b)[1].item() for a, b in batches) / 2
+    assert got == pytest.approx(every_token, rel=1e-6) and got != pytest.approx(per_batch, rel=1e-2)
+
+
+def test_the_sample_comes_from_the_best_weights(data_dir, tmp_path):
+    def spoil(trainer):  # after the last step: the final weights are much worse than the best ones
+        if trainer.progress.iters == 20:
+            with torch.no_grad():
+                trainer.parts.model.transformer.wpe.weight.mul_(50)
+
+    summary = train(tiny_config(data_dir, "data.tokenizer=char"), tmp_path, on_step=spoil)
+    best = load_checkpoint(tmp_path / "ckpt" / "best.pt")
+    assert best["iter"] == 10 and summary["final_val_loss"] > summary["best_val_loss"]
+    encoder, rt = tokenizer_from_state(best["tokenizer"], data_dir), Runtime.create("cpu", "auto")
+    assert summary["sample"] == sample_text(load_model(tmp_path / "ckpt" / "best.pt")[0], encoder, rt, 16, 1337)
+    assert summary["sample"] != sample_text(load_model(tmp_path / "ckpt" / "last.pt")[0], encoder, rt, 16, 1337)

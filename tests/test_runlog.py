@@ -5,7 +5,7 @@ import pytest
 
 from gpt2.config import LoggerConfig
 from gpt2.errors import ConfigError
-from gpt2.logging import RunLogger, read_metrics, resolve_wandb_mode, wandb_credentials_configured
+from gpt2.runlog import RunLogger, read_metrics, resolve_wandb_mode, wandb_credentials_configured
 
 from conftest import read_wandb_records
 

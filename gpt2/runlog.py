@@ -17,7 +17,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from gpt2.config import LoggerConfig
-from gpt2.download import atomic_write_bytes
+from gpt2.files import atomic_write_bytes, atomic_write_text
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -133,7 +133,7 @@ class RunLogger:
 
 
 def write_summary(run_dir: Path, summary: dict) -> None:
-    (Path(run_dir) / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(Path(run_dir) / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -1,0 +1,129 @@
+"""A run's checkpoints and how a run continues: which checkpoint `trainer.resume` means, what a run's
+checkpoint holds (`RunCheckpoints`), the check that a checkpoint fits the config it is resumed with,
+and the LR schedule a resumed run follows."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Optional
+
+from gpt2.checkpoint import (FORMAT_VERSION, LAST, Checkpointer, RNGState, load_checkpoint, save_checkpoint,
+                             save_periodic)
+from gpt2.config import Config, flatten, to_dict
+from gpt2.errors import CheckpointError
+from gpt2.files import remove_stale_temporaries
+from gpt2.optim import LRSchedule
+from gpt2.parts import Parts
+
+log = logging.getLogger(__name__)
+
+# Config keys that may differ between a checkpoint and the run resuming it: how long to run and how
+# often to log/evaluate/save, where to run it (device, threads), and where data and logs live (the data
+# itself is checked by its fingerprint); optim.lr_decay_iters is handled by `continue_schedule`.
+# Anything else (model shape, tokenizer, data order, optimizer settings) would not continue the same
+# run and is refused.
+RESUMABLE_CHANGES = (
+    "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
+    "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
+    "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads",
+    "optim.lr_decay_iters", "data.num_workers", "data.data_dir", "data.mirror", "data.path", "logger.",
+)
+
+
+def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
+    """The checkpoint trainer.resume asks for: None for a fresh start (refused where it would
+    overwrite the checkpoints of a run already in run_dir)."""
+    last = Path(run_dir) / "ckpt" / LAST
+    if resume is None:
+        if last.is_file():
+            raise CheckpointError(f"{run_dir} already holds a run ({last}): continue it with "
+                                  f"trainer.resume=auto, or start in another hydra.run.dir")
+        return None
+    if resume == "auto":
+        if not last.is_file():
+            log.info("trainer.resume=auto: no %s yet, starting fresh", last)
+            return None
+        return last
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
+    return path
+
+
+def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fingerprint: str) -> None:
+    """Refuse, naming the file and the first mismatch, a checkpoint that the config cannot continue."""
+    if state["data_fingerprint"] != fingerprint:
+        raise CheckpointError(f"{path} does not match this config: it was trained on other data "
+                              f"(sha256 {state['data_fingerprint'][:12]}..., this data {fingerprint[:12]}...)")
+    saved_tok, tok = state["tokenizer"], tokenizer
+    if saved_tok != tok:
+        what = ("the vocabulary" if saved_tok.get("name") == tok.get("name") else
+                f"tokenizer {saved_tok.get('name')!r}, the config has {tok.get('name')!r}")
+        raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
+                              f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
+    saved, now = flatten(state["config"]), flatten(config)
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
+            raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
+                                  f"when it was saved, the config says {now.get(key)!r} (only run "
+                                  f"length, intervals, device and logging may change on resume)")
+
+
+def continue_schedule(schedule: LRSchedule, config: Config, step: int) -> str:
+    """After restoring `schedule` from a checkpoint of iteration `step`: keep it, unless the config
+    sets optim.lr_decay_iters explicitly to another end (then the decay continues from the LR at
+    `step` to that end). A longer trainer.max_iters alone never changes it. Returns the log line."""
+    wanted = config.optim.lr_decay_iters
+    if wanted is not None and wanted != schedule.decay_iters:
+        before = schedule(step)
+        schedule.decay_to(step, wanted)
+        return (f"lr schedule changed at iteration {step} by optim.lr_decay_iters={wanted}: "
+                f"{schedule.describe()} (lr {before:.2e} -> {schedule(step):.2e})")
+    kept = f"lr schedule kept from the checkpoint: {schedule.describe()}"
+    if wanted is None and config.lr_decay_iters != schedule.decay_iters:
+        kept += (f" (trainer.max_iters={config.trainer.max_iters} does not move it; set "
+                 f"optim.lr_decay_iters to decay over the longer run)")
+    return kept
+
+
+class RunCheckpoints:
+    """The checkpoints of one run directory (ckpt/): each holds what identifies the run (config,
+    model_args, tokenizer, data fingerprint, W&B run id) and the state of every stateful part."""
+
+    def __init__(self, ckpt_dir: Path, config: Config, parts: Parts, progress: Any):
+        self.dir, self.config, self.parts, self.progress = Path(ckpt_dir), config, parts, progress
+        self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.dir)  # left by a save that was killed
+        self.config_dict = to_dict(config)
+        self.checkpointer = Checkpointer(model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
+                                         train_loader=parts.data.train_dl, progress=progress, rng=RNGState(),
+                                         grad_scaler=parts.runtime.scaler)
+        self.wandb_id: Optional[str] = None
+        self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
+
+    def state(self) -> dict:
+        data = self.parts.data
+        return {"format_version": FORMAT_VERSION, "config": self.config_dict,
+                "model_args": asdict(self.parts.model.config), "tokenizer": data.encoder.state(),
+                "data_fingerprint": data.source.fingerprint, "iter": self.progress.iters,
+                "best_val_loss": self.progress.best_val_loss, "wandb_id": self.wandb_id,
+                **self.checkpointer.state_dict()}
+
+    def save(self, name: str) -> None:
+        """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps."""
+        if name == LAST:
+            save_periodic(self.dir, self.state(), self.config.trainer.keep_last)
+            self.last_saved = self.progress.iters
+        else:
+            save_checkpoint(self.dir / name, self.state())
+
+    def restore(self, path: Path) -> None:
+        """Load every part from `path`, after checking that it continues this config's run."""
+        state, data = load_checkpoint(path), self.parts.data
+        check_resumable(path, state, self.config_dict, data.encoder.state(), data.source.fingerprint)
+        self.checkpointer.load_state_dict(state)
+        self.wandb_id, self.last_saved = state["wandb_id"], state["iter"]
+        log.info("resumed from %s at iteration %d", path, state["iter"])
+        log.info("%s", continue_schedule(self.parts.schedule, self.config, state["iter"]))

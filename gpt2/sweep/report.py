@@ -1,0 +1,129 @@
+"""Reading a sweep: every job's summary.json and overrides, a table sorted by best val loss, a PNG of
+val loss against each swept parameter, and how a failed job is recorded. Works on Hydra multirun
+directories (jobs 0/, 1/, ...) and Optuna studies (trial_NNN/ folders) alike."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from gpt2.errors import HarnessError
+from gpt2.runlog import write_summary
+
+log = logging.getLogger(__name__)
+
+OVERRIDES_FILE = "overrides.json"
+
+
+def write_failure(job_dir: Path, exc: Exception) -> None:
+    """Log a failed sweep job (with the traceback in train.log when it is not a user error) and mark
+    its summary.json failed, so reports list it with its one-line reason."""
+    reason = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, HarnessError):
+        log.error("%s failed: %s", job_dir.name, reason)
+    else:
+        log.exception("%s failed: %s", job_dir.name, reason)
+    write_summary(job_dir, {"status": "failed", "error": reason})
+
+
+def _job_overrides(job_dir: Path) -> list[str]:
+    hydra_file = job_dir / ".hydra" / "overrides.yaml"
+    if (job_dir / OVERRIDES_FILE).is_file():
+        return json.loads((job_dir / OVERRIDES_FILE).read_text())
+    if hydra_file.is_file():
+        return list(OmegaConf.load(hydra_file))
+    return []
+
+
+def _number(text: str) -> Any:
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            return text
+
+
+def collect_jobs(sweep_dir: Path) -> list[dict]:
+    """Every job (Hydra multirun job or Optuna trial) under sweep_dir that left a summary.json, with
+    its overrides split into {key: value}; only keys whose value differs between jobs are `swept`."""
+    jobs = []
+    for summary_file in sorted(Path(sweep_dir).rglob("summary.json")):
+        job_dir = summary_file.parent
+        summary = json.loads(summary_file.read_text())
+        overrides = dict(o.split("=", 1) for o in _job_overrides(job_dir) if "=" in o)
+        jobs.append({"job": str(job_dir.relative_to(sweep_dir)), "summary": summary,
+                     "overrides": {k.lstrip("+~"): _number(v) for k, v in overrides.items()}})
+    keys = {k for job in jobs for k in job["overrides"]}
+    swept = sorted(k for k in keys if len({repr(job["overrides"].get(k)) for job in jobs}) > 1
+                   and not k.startswith("hydra."))
+    for job in jobs:
+        job["swept"] = {k: job["overrides"].get(k) for k in swept}
+    return sorted(jobs, key=_sort_key)
+
+
+def _sort_key(job: dict):
+    value = job["summary"].get("best_val_loss")
+    failed = job["summary"].get("status") == "failed" or value is None or not math.isfinite(value)
+    return (failed, value if not failed else 0.0, job["job"])
+
+
+def format_table(jobs: list[dict]) -> str:
+    rows = [("rank", "job", "best val", "tokens/s", "wall s", "overrides")]
+    for rank, job in enumerate(jobs, 1):
+        s = job["summary"]
+        swept = " ".join(f"{k}={v}" for k, v in job["swept"].items())
+        if s.get("status") == "failed":
+            rows.append((str(rank), job["job"], "FAILED", "-", "-", f"{swept}  ({s.get('error', '')})"))
+            continue
+        rows.append((str(rank), job["job"], f"{s['best_val_loss']:.4f}", f"{s['tokens_per_sec']:.0f}",
+                     f"{s['wall_s']:.1f}", swept + ("  (stopped)" if s.get("stopped_by") else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
+
+
+def plot_sweep(jobs: list[dict], path: Path) -> None:
+    """Best val loss against each swept parameter (one panel per parameter)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [j for j in jobs if j["summary"].get("status") != "failed"
+          and math.isfinite(j["summary"].get("best_val_loss", math.inf))]
+    keys = list(jobs[0]["swept"]) if jobs else []
+    fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.5 * max(1, len(keys)), 3.8), squeeze=False)
+    for ax, key in zip(axes[0], keys or [None]):
+        if key is None:
+            ax.plot(range(len(ok)), [j["summary"]["best_val_loss"] for j in ok], "o")
+            ax.set_xlabel("job")
+        else:
+            values = [j["swept"][key] for j in ok]
+            losses = [j["summary"]["best_val_loss"] for j in ok]
+            if all(isinstance(v, (int, float)) for v in values):
+                ax.plot(values, losses, "o")
+                if values and min(values) > 0 and max(values) / min(values) >= 10:
+                    ax.set_xscale("log")
+            else:
+                labels = sorted({str(v) for v in values})
+                ax.plot([labels.index(str(v)) for v in values], losses, "o")
+                ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlabel(key)
+        ax.set_ylabel("best val loss")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def sweep_group(sweep_dir: str) -> str:
+    """A W&B group name for a sweep directory: multirun/2026-11-26/01-02-03 -> 2026-11-26_01-02-03."""
+    parts = [p for p in Path(sweep_dir).parts if p not in ("multirun", "/", ".", "..")]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", "_".join(parts[-2:]) or "sweep")

@@ -1,0 +1,21 @@
+import pytest
+
+from gpt2.files import atomic_file, atomic_write_text, remove_stale_temporaries, sha256_file
+
+
+def test_atomic_write_replaces_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "sub" / "out.txt"
+    atomic_write_text(target, "first")
+    with pytest.raises(RuntimeError):
+        with atomic_file(target) as f:
+            f.write(b"half of the second")
+            raise RuntimeError("killed mid-write")
+    assert target.read_text() == "first" and [p.name for p in target.parent.iterdir()] == ["out.txt"]
+    assert sha256_file(target) == "a7937b64b8caa58f03721bb6bacf5c78cb235febe0e70b1b84cd99541461a08e"
+
+
+def test_stale_temporaries_are_removed(tmp_path):
+    (tmp_path / ".last.pt.abc.tmp").write_text("left by a kill")
+    (tmp_path / "last.pt").write_text("kept")
+    remove_stale_temporaries(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

@@ -1,0 +1,36 @@
+"""The factory: every part of a run from a Config alone, and a Trainer over parts built outside it."""
+
+import pytest
+import torch
+
+from gpt2.parts import build, gpt_config
+from gpt2.runlog import read_metrics
+from gpt2.trainer import Trainer
+
+from conftest import tiny_config
+
+
+def test_build_needs_no_run_directory(data_dir, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    parts = build(tiny_config(data_dir, "data.tokenizer=char"))
+    assert list(tmp_path.iterdir()) == []  # nothing written where it runs
+    assert parts.model is parts.step_model and parts.runtime.device == torch.device("cpu")
+    assert parts.model.vocab_size == parts.data.encoder.vocab_size == 65
+    assert parts.optimizer.param_groups[0]["params"][0] is parts.model.lm_head.weight
+    assert parts.schedule.decay_iters == 20 and parts.schedule(2) == pytest.approx(3e-3)
+    x, y = next(iter(parts.data.train_dl))
+    assert x.shape == (4, 16) and parts.data.train_dl.state_dict()["start_batch"] == 1
+
+
+def test_the_same_config_builds_the_same_parts(data_dir):
+    a, b = build(tiny_config(data_dir)), build(tiny_config(data_dir))
+    assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_longer_context_than_the_training_windows(data_dir, tmp_path):
+    config = tiny_config(data_dir, "model.block_size=64", "trainer.max_iters=4", "trainer.eval_interval=2")
+    assert gpt_config(config, 65).block_size == 64
+    parts = build(config)
+    assert parts.model.block_size == 64 and parts.model.transformer.wpe.weight.shape[0] == 64
+    summary = Trainer(config, tmp_path, parts).fit()  # trains on 16-token windows
+    assert summary["iters"] == 4 and [r["iter"] for r in read_metrics(tmp_path)] == [0, 2, 4]
