@@ -19,7 +19,7 @@ from gpt2.config import from_hydra, register_configs
 from gpt2.errors import HarnessError
 from gpt2.sweep.report import sweep_group, write_failure
 from gpt2.sweep.study import run_study, study_fixed_overrides
-from gpt2.trainer import train
+from gpt2.trainer import Trainer, train
 
 log = logging.getLogger("train")
 register_configs()
@@ -40,10 +40,12 @@ def main(cfg: DictConfig) -> float:
                 hc.runtime.choices.get("hparams_search") if search.storage else sweep_name)
         elif multirun and cfg.logger.group is None:  # the W&B runs of one sweep share a group
             cfg.logger.group = config.logger.group = sweep_name
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         if search is not None:
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
             return study(cfg, search, run_dir, hc)
-        summary = train(config, run_dir)
+        trainer = Trainer(config, run_dir)  # a resume that does not fit is refused before any write
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        summary = trainer.fit()
     except Exception as exc:
         if multirun:  # report it and keep the other jobs going
             write_failure(run_dir, exc)

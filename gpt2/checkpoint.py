@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Optional, Protocol
 
 import torch
-import torch.nn as nn
 
 from gpt2.errors import CheckpointError
 from gpt2.files import atomic_file
@@ -31,11 +30,6 @@ class Stateful(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The module whose state_dict has plain GPT-2 names (no torch.compile `_orig_mod.` prefix)."""
-    return getattr(model, "_orig_mod", model)
 
 
 class RNGState:
@@ -68,7 +62,8 @@ class RNGState:
 
 class Checkpointer:
     """Collects the state_dict() of named stateful parts and restores them. A part given as None (the
-    loss scaler outside fp16) is saved as None; a part only one side has is skipped on restore."""
+    loss scaler outside fp16) is saved as None, and a part that one side has as None is skipped on
+    restore (fp16 may change to bf16 on resume); a part the state lacks altogether is an error."""
 
     def __init__(self, **parts: Optional[Stateful]):
         self.parts = parts
@@ -77,8 +72,11 @@ class Checkpointer:
         return {name: None if part is None else part.state_dict() for name, part in self.parts.items()}
 
     def load_state_dict(self, state: dict) -> None:
+        missing = [name for name in self.parts if name not in state]
+        if missing:
+            raise CheckpointError(f"it holds no state for {', '.join(missing)}: not a whole checkpoint")
         for name, part in self.parts.items():
-            if part is not None and state.get(name) is not None:
+            if part is not None and state[name] is not None:
                 part.load_state_dict(state[name])
 
 
@@ -141,6 +139,7 @@ def upgrade_v2(state: dict) -> dict:
     model, optim = config["model"], config["optim"]
     state["model_args"] = {**{k: model[k] for k in ("n_layer", "n_head", "n_embd", "dropout", "bias",
                                                      "vocab_multiple")}, **model_args}
+    model["block_size"] = model_args["block_size"]  # the config as format 3 records it: resolved
     state["data_fingerprint"] = state.pop("text_sha256")
     state["train_loader"] = state.pop("sampler")
     state["schedule"] = {"lr": optim["lr"], "min_lr": optim["min_lr"], "warmup_iters": optim["warmup_iters"],

@@ -207,7 +207,7 @@ class LoggerConfig:
 
 @dataclass
 class OptunaConfig:
-    """The hparams_search group: an Optuna study over config keys (see gpt2/sweep.py)."""
+    """The hparams_search group: an Optuna study over config keys (see gpt2/sweep/study.py)."""
 
     n_trials: int = 20
     """Trials the study should have in total; a continued study (same storage and name) runs the rest."""
@@ -318,17 +318,30 @@ def from_hydra(cfg: DictConfig) -> Config:
 
 
 def to_dict(config: Config) -> dict:
-    """A plain, JSON-able dict of the config (for checkpoints, W&B and the run directory)."""
-    return OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    """A plain, JSON-able dict of the config with the values a run uses: a null that follows another
+    key is replaced by what it resolves to (for checkpoints and W&B)."""
+    tree = OmegaConf.to_container(OmegaConf.structured(config), resolve=True)
+    tree["optim"]["lr_decay_iters"] = config.lr_decay_iters
+    tree["trainer"]["ckpt_interval"] = config.trainer.ckpt_every
+    tree["model"]["block_size"] = config.model_block_size
+    return tree
 
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose(*overrides: str) -> DictConfig:
-    """The config train.py would compose from conf/ with these overrides (for scripts and tests)."""
+    """The config train.py would compose from conf/ with these overrides (for scripts and tests); an
+    override Hydra refuses (unknown key or option, wrong type, bad syntax) is a one-line ConfigError."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return hydra_compose(config_name="config", overrides=list(overrides))
+        try:
+            return hydra_compose(config_name="config", overrides=list(overrides))
+        except (HydraException, OmegaConfBaseException) as exc:
+            cause = exc.__cause__
+            detail = f" ({str(cause).splitlines()[0]})" if cause is not None and str(cause) else ""
+            raise ConfigError(str(exc).splitlines()[0] + detail) from None

@@ -9,7 +9,7 @@ pretrained weights map key for key (Hugging Face stores c_attn/c_fc/c_proj trans
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -139,7 +139,7 @@ class GPT(nn.Module):
         if not 1 <= block_size <= self.config.block_size:
             raise ValueError(f"cannot crop the context to {block_size}: it must be between 1 and the "
                              f"model's block_size {self.config.block_size}")
-        self.config.block_size = block_size
+        self.config = replace(self.config, block_size=block_size)  # a copy: other models may share it
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
 
     @staticmethod

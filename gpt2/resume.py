@@ -9,11 +9,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
-from gpt2.checkpoint import (FORMAT_VERSION, LAST, Checkpointer, RNGState, load_checkpoint, save_checkpoint,
-                             save_periodic)
+import torch
+
+from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, load_checkpoint, load_model,
+                             save_checkpoint, save_periodic)
 from gpt2.config import Config, flatten, to_dict
-from gpt2.errors import CheckpointError
+from gpt2.errors import CheckpointError, ConfigError
 from gpt2.files import remove_stale_temporaries
+from gpt2.model import GPT
 from gpt2.optim import LRSchedule
 from gpt2.parts import Parts
 
@@ -68,24 +71,33 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
         if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
                                   f"when it was saved, the config says {now.get(key)!r} (only run "
-                                  f"length, intervals, device and logging may change on resume)")
+                                  f"length, intervals, device, threads, data workers and paths, logging "
+                                  f"and the end of the LR decay may change on resume)")
 
 
 def continue_schedule(schedule: LRSchedule, config: Config, step: int) -> str:
     """After restoring `schedule` from a checkpoint of iteration `step`: keep it, unless the config
-    sets optim.lr_decay_iters explicitly to another end (then the decay continues from the LR at
-    `step` to that end). A longer trainer.max_iters alone never changes it. Returns the log line."""
-    wanted = config.optim.lr_decay_iters
-    if wanted is not None and wanted != schedule.decay_iters:
-        before = schedule(step)
-        schedule.decay_to(step, wanted)
-        return (f"lr schedule changed at iteration {step} by optim.lr_decay_iters={wanted}: "
-                f"{schedule.describe()} (lr {before:.2e} -> {schedule(step):.2e})")
-    kept = f"lr schedule kept from the checkpoint: {schedule.describe()}"
-    if wanted is None and config.lr_decay_iters != schedule.decay_iters:
-        kept += (f" (trainer.max_iters={config.trainer.max_iters} does not move it; set "
-                 f"optim.lr_decay_iters to decay over the longer run)")
-    return kept
+    sets optim.lr_decay_iters explicitly to another end after `step` (then the decay continues from
+    the LR at `step` to that end). A longer trainer.max_iters alone never changes it, and the LR never
+    jumps up. Returns the log line."""
+    wanted, kept = config.optim.lr_decay_iters, f"lr schedule kept from the checkpoint: {schedule.describe()}"
+    if not schedule.decay or wanted is None or wanted == schedule.decay_iters:
+        if schedule.decay and config.lr_decay_iters != schedule.decay_iters:
+            kept += f" (trainer.max_iters={config.trainer.max_iters} does not move it; " + (
+                "the run had finished its decay, so it goes on at min_lr)" if step >= schedule.decay_iters
+                else "set optim.lr_decay_iters to decay over the longer run)")
+        return kept
+    if wanted <= step:
+        raise ConfigError(f"optim.lr_decay_iters={wanted} would end the LR decay before the resume point "
+                          f"(iteration {step}): set a later end, or leave it unset to keep the run's "
+                          f"schedule (decay ends at {schedule.decay_iters})")
+    if step >= schedule.decay_iters:
+        return kept + (f" (the run had finished its decay at iteration {schedule.decay_iters}; a new end "
+                       f"would restart nothing, the LR stays at min_lr)")
+    before = schedule(step)
+    schedule.decay_to(step, wanted)
+    return (f"lr schedule changed at iteration {step} by optim.lr_decay_iters={wanted}: "
+            f"{schedule.describe()} (lr {before:.2e} -> {schedule(step):.2e})")
 
 
 class RunCheckpoints:
@@ -102,14 +114,18 @@ class RunCheckpoints:
                                          grad_scaler=parts.runtime.scaler)
         self.wandb_id: Optional[str] = None
         self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
+        self.resumed_from: Optional[Path] = None
+
+    def identity(self) -> dict:
+        """What makes a checkpoint this run's: the model's shape, the tokenizer, the data."""
+        data = self.parts.data
+        return {"model_args": asdict(self.parts.model.config), "tokenizer": data.encoder.state(),
+                "data_fingerprint": data.source.fingerprint}
 
     def state(self) -> dict:
-        data = self.parts.data
-        return {"format_version": FORMAT_VERSION, "config": self.config_dict,
-                "model_args": asdict(self.parts.model.config), "tokenizer": data.encoder.state(),
-                "data_fingerprint": data.source.fingerprint, "iter": self.progress.iters,
-                "best_val_loss": self.progress.best_val_loss, "wandb_id": self.wandb_id,
-                **self.checkpointer.state_dict()}
+        return {"format_version": FORMAT_VERSION, "config": self.config_dict, **self.identity(),
+                "iter": self.progress.iters, "best_val_loss": self.progress.best_val_loss,
+                "wandb_id": self.wandb_id, **self.checkpointer.state_dict()}
 
     def save(self, name: str) -> None:
         """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps."""
@@ -123,7 +139,26 @@ class RunCheckpoints:
         """Load every part from `path`, after checking that it continues this config's run."""
         state, data = load_checkpoint(path), self.parts.data
         check_resumable(path, state, self.config_dict, data.encoder.state(), data.source.fingerprint)
-        self.checkpointer.load_state_dict(state)
-        self.wandb_id, self.last_saved = state["wandb_id"], state["iter"]
+        try:
+            self.checkpointer.load_state_dict(state)
+        except CheckpointError as exc:
+            raise CheckpointError(f"{path}: {exc}") from None
+        self.wandb_id, self.last_saved, self.resumed_from = state["wandb_id"], state["iter"], Path(path)
         log.info("resumed from %s at iteration %d", path, state["iter"])
         log.info("%s", continue_schedule(self.parts.schedule, self.config, state["iter"]))
+
+    def best_model(self, device: torch.device) -> Optional[tuple[GPT, Path]]:
+        """The model of this run's best validation loss and its file: ckpt/best.pt, or the best.pt
+        beside the checkpoint the run resumed from; None when neither is this run's (same model,
+        tokenizer and data, and the best_val_loss the run reached)."""
+        candidates = [self.dir / BEST] + ([self.resumed_from.parent / BEST] if self.resumed_from else [])
+        for path in candidates:
+            try:
+                model, state = load_model(path, device) if path.is_file() else (None, None)
+            except CheckpointError as exc:
+                log.warning("not sampling from %s: %s", path, exc)
+                continue
+            mine = {key: state[key] for key in self.identity()} if state else None
+            if mine == self.identity() and state["best_val_loss"] == self.progress.best_val_loss:
+                return model, path
+        return None

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import BEST, LAST, load_model
+from gpt2.checkpoint import BEST, LAST
 from gpt2.config import Config, TrainerConfig
 from gpt2.errors import NonFiniteLossError
 from gpt2.model import GPT
@@ -170,7 +170,7 @@ class Trainer:
                 run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
             self.loop(run_log, stop, on_step)
             self.save(LAST)
-            sample = sample_best(self.ckpts.dir / BEST, self.parts, self.config.trainer)
+            sample = sample_best(self.ckpts, self.parts, self.config.trainer)
             (self.run_dir / "sample.txt").write_text(sample)
             summary = run_summary(self, time.perf_counter() - wall_start, stop.signal_name, sample)
             run_log.finish(summary)
@@ -224,13 +224,14 @@ class Trainer:
         return row
 
 
-def sample_best(best: Path, parts: Parts, tc: TrainerConfig) -> str:
-    """trainer.sample_tokens of text from the best weights (ckpt/best.pt), or the final ones when the
-    run directory has no best.pt (a run stopped before its first evaluation)."""
+def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
+    """trainer.sample_tokens of text from the weights of the run's best validation loss (its best.pt),
+    or the final weights when there is no best.pt of this run (see RunCheckpoints.best_model)."""
     if not tc.sample_tokens:
         return ""
-    model = load_model(best, parts.runtime.device)[0] if best.is_file() else parts.model
-    log.info("sampling %d tokens from %s", tc.sample_tokens, best if best.is_file() else "the final weights")
+    best = ckpts.best_model(parts.runtime.device)
+    model, source = best if best is not None else (parts.model, "the final weights (no best.pt of this run)")
+    log.info("sampling %d tokens from %s", tc.sample_tokens, source)
     return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed)
 
 

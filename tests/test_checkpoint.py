@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from gpt2.checkpoint import (FORMAT_VERSION, Checkpointer, RNGState, load_checkpoint, load_model, save_checkpoint,
-                             save_periodic, unwrap)
+                             save_periodic)
 from gpt2.errors import CheckpointError
 from gpt2.model import GPT, GPTConfig
 from gpt2.resume import check_resumable
@@ -81,7 +81,10 @@ def test_checkpointer_collects_and_restores_each_part(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), other.state_dict().values()))
     moments = [o.state_dict()["state"][0]["exp_avg"] for o in (optimizer, other_optimizer)]
     assert torch.equal(*moments)
-    assert scaler.get_scale() == 8.0  # a part the checkpoint does not have keeps its own state
+    assert scaler.get_scale() == 8.0  # a part the checkpoint saved as None keeps its own state
+    del saved["optimizer"]  # a part missing altogether: never a silent fresh start of that part
+    with pytest.raises(CheckpointError, match="it holds no state for optimizer: not a whole checkpoint"):
+        Checkpointer(model=other, optimizer=other_optimizer).load_state_dict(saved)
 
 
 def test_a_model_builds_from_its_checkpoint_alone(tmp_path):
@@ -97,18 +100,6 @@ def test_a_model_builds_from_its_checkpoint_alone(tmp_path):
     torch.manual_seed(0)
     reference = GPT(MODEL).eval()
     assert torch.equal(model(x, x)[0], reference(x, x)[0])
-
-
-def test_compiled_model_unwraps_to_plain_names():
-    model = GPT(MODEL)
-
-    class Compiled(torch.nn.Module):  # what torch.compile returns: the module under _orig_mod
-        def __init__(self, inner):
-            super().__init__()
-            self._orig_mod = inner
-
-    assert unwrap(Compiled(model)) is model
-    assert all(not k.startswith("_orig_mod") for k in unwrap(Compiled(model)).state_dict())
 
 
 def test_truncated_checkpoint(tmp_path):

@@ -1,6 +1,5 @@
 
 import pytest
-from hydra.errors import ConfigCompositionException
 
 import yaml
 from omegaconf import OmegaConf
@@ -93,10 +92,15 @@ def test_model_context_must_hold_a_training_window():
         Config(model=ModelConfig(block_size=0))
 
 
-def test_misspelled_key_fails_at_composition():
-    with pytest.raises(ConfigCompositionException) as err:
-        compose_config("data.block_szie=64")
-    assert "block_szie" in str(err.value.__cause__ or err.value)
+@pytest.mark.parametrize("override,message", [
+    ("data.block_szie=64", "Could not override 'data.block_szie'. (Key 'block_szie' not in 'DataConfig')"),
+    ("model=bigg", "In 'config': Could not find 'model/bigg'"),
+    ("trainer.max_iters=abc", "Value 'abc' of type 'str' could not be converted to Integer"),
+])
+def test_composition_errors_are_one_line_config_errors(override, message):
+    with pytest.raises(ConfigError) as err:
+        compose_config(override)
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 @pytest.mark.parametrize("override,message", [

@@ -50,6 +50,14 @@ def test_crop_block_size_keeps_the_first_positions():
         model.crop_block_size(16)
 
 
+def test_cropping_one_model_leaves_another_with_the_same_config():
+    config = GPTConfig(n_layer=1, n_head=2, n_embd=32, vocab_size=50, block_size=32)
+    a, b = GPT(config), GPT(config)
+    a.crop_block_size(8)
+    assert (a.block_size, b.block_size, config.block_size) == (8, 32, 32)
+    b(torch.zeros((1, 16), dtype=torch.long))
+
+
 def test_gpt2_small_parameter_count():
     with torch.device("meta"):
         model = GPT(GPTConfig())

@@ -14,11 +14,13 @@ import pytest
 import torch
 
 from gpt2.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from gpt2.config import OptimConfig
-from gpt2.errors import CheckpointError, NonFiniteLossError
+from gpt2.config import Config, OptimConfig, TrainerConfig
+from gpt2.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gpt2.optim import LRSchedule
+from gpt2.parts import build
+from gpt2.resume import RunCheckpoints, continue_schedule
 from gpt2.runlog import read_metrics
-from gpt2.trainer import train
+from gpt2.trainer import Progress, train
 
 from conftest import MIRROR, ROOT, TINY, read_wandb_records, tiny_config
 
@@ -117,7 +119,68 @@ def test_extending_a_finished_run_keeps_its_lr_schedule(tmp_path, data_dir, corp
     lrs = {r["iter"]: r["lr"] for r in read_metrics(tmp_path)}
     assert [lrs[i] for i in range(11, 17)] == [1e-4] * 6 and lrs[10] >= 1e-4
     assert "lr schedule kept from the checkpoint" in caplog.text
-    assert "trainer.max_iters=16 does not move it" in caplog.text
+    assert "trainer.max_iters=16 does not move it; the run had finished its decay" in caplog.text
+
+
+def test_what_a_new_decay_end_may_do_on_resume():
+    def resumed(decay_iters=None, step=50, decay_lr=True, max_iters=300):
+        schedule = LRSchedule.from_config(OptimConfig(decay_lr=decay_lr), 100)  # a 100-iteration run
+        config = Config(optim=OptimConfig(lr_decay_iters=decay_iters, decay_lr=decay_lr),
+                        trainer=TrainerConfig(max_iters=max_iters))
+        return schedule, continue_schedule(schedule, config, step)
+
+    schedule, line = resumed()
+    assert schedule.decay_iters == 100 and "set optim.lr_decay_iters to decay over the longer run" in line
+    schedule, line = resumed(200)
+    assert schedule.decay_iters == 200 and line.startswith("lr schedule changed at iteration 50")
+    with pytest.raises(ConfigError, match=r"optim.lr_decay_iters=40 would end the LR decay before the resume "
+                                          r"point \(iteration 50\).*decay ends at 100"):
+        resumed(40)
+    schedule, line = resumed(200, step=120)  # finished: nothing to continue, never back up
+    assert schedule.decay_iters == 100 and "the LR stays at min_lr" in line
+    schedule, line = resumed(200, decay_lr=False)
+    assert line == "lr schedule kept from the checkpoint: constant 1.00e-03" and schedule(150) == 1e-3
+
+
+def test_checkpoints_record_resolved_values_and_plain_names(tmp_path, data_dir, corpus):
+    """A null that follows another key is saved as the value the run used (so an explicit equal value
+    resumes), and the model's names are GPT-2's even when the step model is compiled."""
+    train(config(data_dir, corpus, "trainer.max_iters=4"), tmp_path)
+    saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")["config"]
+    assert (saved["optim"]["lr_decay_iters"], saved["trainer"]["ckpt_interval"], saved["model"]["block_size"]) == (
+        4, 5, 16)
+    summary = train(config(data_dir, corpus, "trainer.max_iters=6", "model.block_size=16", "trainer.resume=auto"),
+                    tmp_path)
+    assert summary["iters"] == 6
+    parts = build(config(data_dir, corpus))
+    parts.step_model = torch.compile(parts.model)  # compiles lazily: nothing runs here
+    state = RunCheckpoints(tmp_path / "c", config(data_dir, corpus), parts, Progress()).state()
+    assert set(state["model"]) == set(parts.model.state_dict()) and not any("_orig_mod" in k for k in state["model"])
+
+
+def test_the_sample_never_comes_from_another_runs_best(tmp_path, data_dir, corpus, caplog):
+    # a killed run left best.pt (and no last.pt); a fresh start here stops before its first evaluation
+    train(config(data_dir, corpus, "trainer.max_iters=10"), tmp_path / "old")
+    (tmp_path / "run" / "ckpt").mkdir(parents=True)
+    (tmp_path / "old" / "ckpt" / "best.pt").rename(tmp_path / "run" / "ckpt" / "best.pt")
+    with caplog.at_level("INFO"):
+        summary = train(config(data_dir, corpus), tmp_path / "run", on_step=signal_at(3, signal.SIGINT))
+    assert summary["stopped_by"] == "SIGINT" and summary["sample"]
+    assert "from the final weights (no best.pt of this run)" in caplog.text
+
+
+def test_resumed_elsewhere_the_sample_comes_from_the_runs_best(tmp_path, data_dir, corpus, caplog):
+    train(config(data_dir, corpus), tmp_path / "a", on_step=signal_at(20, signal.SIGINT))
+
+    def spoil(trainer):  # the resumed step makes the model worse: no new best in b
+        with torch.no_grad():
+            trainer.parts.model.transformer.wpe.weight.mul_(50)
+
+    with caplog.at_level("INFO"):
+        train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'a' / 'ckpt' / 'last.pt'}",
+                     "trainer.max_iters=21"), tmp_path / "b", on_step=spoil)
+    assert not (tmp_path / "b" / "ckpt" / "best.pt").exists()
+    assert f"sampling 16 tokens from {tmp_path / 'a' / 'ckpt' / 'best.pt'}" in caplog.text
 
 
 def test_an_explicit_new_decay_end_continues_from_the_current_lr(tmp_path, data_dir, corpus, caplog):
@@ -148,6 +211,7 @@ def test_a_checkpoint_from_before_the_stateful_parts_resumes(tmp_path, data_dir,
     reference = [json.loads(line) for line in (fixtures / "v2_reference_metrics.jsonl").read_text().splitlines()]
     rows = read_metrics(tmp_path)
     assert [r["iter"] for r in rows] == [r["iter"] for r in reference] == list(range(11, 31))
+    # on the machines that made the fixture these are bit-identical; the tolerance is for other CPUs
     for got, want in zip(rows, reference):
         assert ("val_loss" in got) == ("val_loss" in want)  # its value is a mean over tokens now (below)
         for key in ("train_loss", "grad_norm", "lr"):

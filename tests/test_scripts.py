@@ -42,7 +42,13 @@ def test_sweep_report_of_a_directory_without_runs_is_one_line(tmp_path):
     assert result.stderr.strip() == f"error: no summary.json under {tmp_path}: is it a sweep directory?"
 
 
-def test_bench_checkpoint_with_a_bad_override_is_one_line(tmp_path):
-    result = run_script("bench_checkpoint.py", "model.n_head=5", cwd=tmp_path)
+@pytest.mark.parametrize("override,message", [
+    ("model.n_head=5", "error: model.n_head: model.n_embd (128) must be divisible by model.n_head (5)"),
+    ("model.nosuch=3", "error: Could not override 'model.nosuch'. (Key 'nosuch' not in 'ModelConfig')"),
+    ("experiment=nosuch", "error: In 'config': Could not find 'experiment/nosuch'"),
+])
+def test_bench_checkpoint_with_a_bad_override_is_one_line(tmp_path, override, message):
+    result = run_script("bench_checkpoint.py", override, cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1].startswith("error: model.n_head: model.n_embd (128) must be")
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(message), lines

@@ -71,3 +71,13 @@ def test_bad_text_file_is_one_clear_error(tmp_path):
     assert result.returncode == 1
     assert "bad.txt is not UTF-8 text" in result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_refused_resume_leaves_the_run_untouched(tmp_path, data_dir):
+    run_dir = tmp_path / "run"
+    assert run_train(run_dir, *TINY, f"data.data_dir={data_dir}", "logger=none").returncode == 0
+    before = {name: (run_dir / name).read_bytes() for name in ("config.yaml", "metrics.jsonl", "summary.json")}
+    result = run_train(run_dir, *TINY, f"data.data_dir={data_dir}", "logger=none", "model.n_embd=64",
+                       "trainer.resume=auto", "trainer.max_iters=30")
+    assert result.returncode == 1 and "model.n_embd was 32" in result.stdout + result.stderr
+    assert {name: (run_dir / name).read_bytes() for name in before} == before
