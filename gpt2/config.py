@@ -155,8 +155,8 @@ class TrainerConfig:
     """CPU threads for torch (torch.set_num_threads); 0 keeps torch's default. Parallel sweep jobs on
     one machine want jobs x threads <= cores."""
     sample_tokens: int = 200
-    """Tokens of text sampled at the end of the run (0 skips it), from the weights of the best
-    validation loss (ckpt/best.pt), or the final weights when this run directory has no best.pt."""
+    """Tokens of text sampled at the end of the run (0 skips it), from the weights of the run's best
+    validation loss (its best.pt), or the final weights when there is no best.pt of this run."""
     progress: bool = True
     """Show a progress bar (only when stderr is a terminal)."""
     resume: Optional[str] = None

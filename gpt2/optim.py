@@ -65,7 +65,7 @@ class LRSchedule:
 
     def decay_to(self, step: int, decay_iters: int) -> None:
         """End the decay at decay_iters instead, continuing from this schedule's LR at `step`."""
-        if step >= self.warmup_iters and step >= (self.anchor_iter or 0):
+        if step >= self.warmup_iters:  # in warmup the LR does not depend on the decay end
             self.anchor_iter, self.anchor_lr = step, self(step)
         self.decay_iters = decay_iters
 

@@ -17,7 +17,7 @@ from typing import Optional
 from urllib.parse import urlparse
 
 from gpt2.config import LoggerConfig
-from gpt2.files import atomic_write_bytes, atomic_write_text
+from gpt2.files import atomic_write_text
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -95,8 +95,7 @@ class RunLogger:
         self.rows: list[dict] = []
         if resume_from is not None:
             self.rows = [r for r in read_metrics(self.run_dir) if r["iter"] <= resume_from]
-            atomic_write_bytes(self.run_dir / METRICS_FILE,
-                               "".join(json.dumps(r) + "\n" for r in self.rows).encode())
+            atomic_write_text(self.run_dir / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
         # a fresh start replaces rows that a run killed before its first checkpoint left behind
         self._metrics = open(self.run_dir / METRICS_FILE, "a" if resume_from is not None else "w",
                              encoding="utf-8")

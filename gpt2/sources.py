@@ -82,10 +82,17 @@ def _tokenize_cached(cfg: DataConfig, path: Path, corpus: str, text_sha256: str
     return tokens, encoder
 
 
+def _read_and_tokenize(cfg: DataConfig) -> tuple[Path, str, str, torch.Tensor, Tokenizer]:
+    """(path, corpus, text sha256, tokens, tokenizer) of the configured text."""
+    path = source_path(cfg)
+    corpus, text_sha256 = read_text(path)
+    return (path, corpus, text_sha256, *_tokenize_cached(cfg, path, corpus, text_sha256))
+
+
 def load_tokens(cfg: DataConfig) -> tuple[str, torch.Tensor, Tokenizer]:
     """(corpus, tokens, encoder): the text, its tokens as a 1-D int64 tensor, and the tokenizer."""
-    source = TextSource(cfg)
-    return source.corpus, source.tokens, source.tokenizer
+    _, corpus, _, tokens, encoder = _read_and_tokenize(cfg)
+    return corpus, tokens, encoder
 
 
 def train_valid_split(tokens: torch.Tensor, train_frac: float = 0.9) -> tuple[torch.Tensor, torch.Tensor]:
@@ -95,12 +102,11 @@ def train_valid_split(tokens: torch.Tensor, train_frac: float = 0.9) -> tuple[to
 
 
 class TextSource:
-    """A UTF-8 text file, tokenized in memory (through the token cache) and split contiguously."""
+    """A UTF-8 text file, tokenized in memory (through the token cache) and split contiguously. Only
+    the tokens are kept: the text itself is not held for the length of a run."""
 
     def __init__(self, cfg: DataConfig):
-        self.path = source_path(cfg)
-        self.corpus, self.fingerprint = read_text(self.path)
-        self.tokens, self.tokenizer = _tokenize_cached(cfg, self.path, self.corpus, self.fingerprint)
+        self.path, _, self.fingerprint, self.tokens, self.tokenizer = _read_and_tokenize(cfg)
         self.train_frac = cfg.train_frac
 
     def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
