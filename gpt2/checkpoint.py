@@ -111,6 +111,19 @@ def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def checkpoint_iteration(path: Path) -> int:
+    """The iteration a checkpoint was saved at: from an iter_NNNNNNN.pt name, else read from the file
+    (memory-mapped: the weights are not read)."""
+    path = Path(path)
+    if m := NUMBERED.match(path.name):
+        return int(m.group(1))
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iter"])
+    except Exception as exc:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0]}): move "
+                              f"it away (or resume from another checkpoint of the run)") from None
+
+
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
     path = Path(path)
     if not path.is_file():

@@ -267,7 +267,11 @@ GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
 
 
 def register_configs() -> None:
-    """Store the root schema and one schema per group; conf/*.yaml extend them by name."""
+    """Store the root schema and one schema per group (conf/*.yaml extend them by name), and the
+    `${unique_tag:}` resolver of default run directories."""
+    from gpt2.rundir import unique_tag
+
+    OmegaConf.register_new_resolver("unique_tag", unique_tag, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, schema in GROUPS.items():
@@ -334,14 +338,34 @@ def compose(*overrides: str) -> DictConfig:
     """The config train.py would compose from conf/ with these overrides (for scripts and tests); an
     override Hydra refuses (unknown key or option, wrong type, bad syntax) is a one-line ConfigError."""
     from hydra import compose as hydra_compose, initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
     register_configs()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         try:
             return hydra_compose(config_name="config", overrides=list(overrides))
-        except (HydraException, OmegaConfBaseException) as exc:
-            cause = exc.__cause__
-            detail = f" ({str(cause).splitlines()[0]})" if cause is not None and str(cause) else ""
-            raise ConfigError(str(exc).splitlines()[0] + detail) from None
+        except Exception as exc:
+            line = hydra_error_line(exc)
+            if line is None:
+                raise
+            raise ConfigError(line) from None
+
+
+def hydra_error_line(exc: BaseException) -> Optional[str]:
+    """One line for an error Hydra or OmegaConf raise while composing (an unknown key or option, a
+    wrong type, bad override syntax), or None for any other exception."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if not isinstance(exc, (HydraException, OmegaConfBaseException)):
+        return None
+    text = str(exc)
+    line = text.splitlines()[0] if text else type(exc).__name__
+    options = re.search(r"Available options in '[^']*':\n((?:\t.*\n?)+)", text)
+    if options:
+        line += f" (options: {', '.join(o.strip() for o in options.group(1).splitlines() if o.strip())})"
+    if isinstance(getattr(exc, "override", None), str):  # bad override syntax: say which override
+        line = f"{exc.override}: {line}"
+    cause = exc.__cause__
+    if cause is not None and str(cause):
+        line += f" ({str(cause).splitlines()[0]})"
+    return line

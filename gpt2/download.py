@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import urllib.request
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from gpt2.errors import DataError
 from gpt2.files import atomic_file, atomic_write_bytes, sha256_bytes, sha256_file
@@ -46,6 +47,17 @@ def _verified(path: Path, remote: Remote) -> bool:
     return path.is_file() and sha256_file(path) == remote.sha256
 
 
+@contextmanager
+def writing(target: Path) -> Iterator[None]:
+    """An OSError while storing a download in data_dir (read-only, a file in the way, a full disk)
+    becomes one DataError."""
+    try:
+        yield
+    except OSError as exc:
+        raise DataError(f"{target} cannot be written ({exc.strerror}): set data.data_dir to a writable "
+                        f"directory") from None
+
+
 def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = None,
           timeout: float = 30.0) -> Path:
     """Return a verified local copy of `remote` in data_dir: already there, copied from the mirror,
@@ -63,7 +75,7 @@ def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = N
         if not _verified(source, remote):
             raise DataError(f"{source} has the wrong sha256 (expected {remote.sha256}); "
                             f"replace it with the file from {remote.url}")
-        with atomic_file(target) as f, open(source, "rb") as src:  # parallel jobs never see half a file
+        with writing(target), atomic_file(target) as f, open(source, "rb") as src:  # never half a file
             shutil.copyfileobj(src, f)
         return target
     try:
@@ -76,5 +88,6 @@ def fetch(remote: Remote, data_dir: str | Path, mirror: Optional[str | Path] = N
     if sha256_bytes(data) != remote.sha256:
         raise DataError(f"the download of {remote.url} has the wrong sha256 (expected {remote.sha256}); "
                         f"nothing was saved. Try again, or {MIRROR_HINT} to a verified copy")
-    atomic_write_bytes(target, data)
+    with writing(target):
+        atomic_write_bytes(target, data)
     return target

@@ -1,7 +1,9 @@
 """Errors a user can cause and fix: train.py and the scripts print their one-line message and exit 1."""
 
+import argparse
+import errno
 import sys
-from typing import Callable
+from typing import Callable, Optional
 
 
 class HarnessError(Exception):
@@ -20,14 +22,43 @@ class CheckpointError(HarnessError):
     """A checkpoint that cannot be read or does not match the config."""
 
 
+class RunDirError(HarnessError):
+    """The run directory belongs to another run (in use, or holding its checkpoints): nothing may be
+    written there."""
+
+
 class NonFiniteLossError(HarnessError):
     """The training loss became NaN or inf; the message names the iteration and the last checkpoint."""
 
 
+def error_line(exc: BaseException) -> Optional[str]:
+    """The one line a user sees for an error they can fix (a HarnessError, or an OSError such as a
+    full disk or a path that is a file), or None for a bug (whose traceback must be shown)."""
+    if isinstance(exc, HarnessError):
+        return str(exc)
+    if isinstance(exc, OSError) and exc.strerror:
+        paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
+        hint = " (free some space, or write somewhere else)" if exc.errno == errno.ENOSPC else ""
+        return f"{exc.strerror}: {paths}{hint}" if paths else f"{exc.strerror}{hint}"
+    return None
+
+
+def require_positive(args: argparse.Namespace, *options: str) -> None:
+    """Refuse a script's integer options below 1: '--batches: must be at least 1, got 0'."""
+    for option in options:
+        value = getattr(args, option.lstrip("-").replace("-", "_"))
+        if value < 1:
+            raise ConfigError(f"{option}: must be at least 1, got {value}")
+
+
 def run_script(main: Callable[[], None]) -> None:
-    """Run a script's main(): a HarnessError becomes one line on stderr and exit status 1."""
+    """Run a script's main(): a user error (see error_line) becomes one line on stderr and exit
+    status 1."""
     try:
         main()
-    except HarnessError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(f"error: {line}", file=sys.stderr)
         sys.exit(1)

@@ -11,14 +11,15 @@ from typing import Any, Optional
 
 import torch
 
-from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, load_checkpoint, load_model,
-                             save_checkpoint, save_periodic)
+from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, checkpoint_iteration,
+                             load_checkpoint, load_model, numbered_checkpoints, save_checkpoint, save_periodic)
 from gpt2.config import Config, flatten, to_dict
 from gpt2.errors import CheckpointError, ConfigError
 from gpt2.files import remove_stale_temporaries
 from gpt2.model import GPT
 from gpt2.optim import LRSchedule
 from gpt2.parts import Parts
+from gpt2.rundir import RunDirTaken
 
 log = logging.getLogger(__name__)
 
@@ -35,23 +36,40 @@ RESUMABLE_CHANGES = (
 )
 
 
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints a run left in run_dir/ckpt: last.pt, best.pt, iter_*.pt (those that exist)."""
+    ckpt = Path(run_dir) / "ckpt"
+    return [p for p in (ckpt / LAST, ckpt / BEST) if p.is_file()] + numbered_checkpoints(ckpt)
+
+
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint trainer.resume asks for: None for a fresh start (refused where it would
-    overwrite the checkpoints of a run already in run_dir)."""
-    last = Path(run_dir) / "ckpt" / LAST
+    """The checkpoint trainer.resume asks for: None for a fresh start. Never one that would overwrite
+    the checkpoints of another run: a fresh start, or a checkpoint from elsewhere, needs a run_dir
+    without checkpoints; `auto` continues the newest checkpoint in run_dir (best.pt when the run was
+    killed before its first last.pt); a checkpoint of run_dir itself must be its newest."""
+    held = run_checkpoints(run_dir)
+    names = ", ".join(p.name for p in held)
     if resume is None:
-        if last.is_file():
-            raise CheckpointError(f"{run_dir} already holds a run ({last}): continue it with "
+        if held:
+            raise RunDirTaken(f"{run_dir} already holds a run (ckpt/: {names}): continue it with "
                                   f"trainer.resume=auto, or start in another hydra.run.dir")
         return None
     if resume == "auto":
-        if not last.is_file():
-            log.info("trainer.resume=auto: no %s yet, starting fresh", last)
+        if not held:
+            log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", Path(run_dir) / "ckpt")
             return None
-        return last
+        return max(held, key=checkpoint_iteration)  # the first of equals: last.pt before best.pt
     path = Path(resume).expanduser()
     if not path.is_file():
         raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
+    if held and path.resolve().parent != (Path(run_dir) / "ckpt").resolve():
+        raise RunDirTaken(f"trainer.resume={resume}: {run_dir} already holds another run (ckpt/: {names}), "
+                              f"which resuming there would overwrite: resume into a new hydra.run.dir")
+    newer = [p.name for p in held if checkpoint_iteration(p) > checkpoint_iteration(path)]
+    if newer:
+        raise RunDirTaken(f"trainer.resume={resume} is at iteration {checkpoint_iteration(path)}, but "
+                              f"{run_dir} holds later checkpoints ({', '.join(newer)}) that continuing from it "
+                              f"would overwrite: resume it into a new hydra.run.dir")
     return path
 
 

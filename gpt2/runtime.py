@@ -1,8 +1,8 @@
-"""Where and how training runs: device and precision (Runtime), and stop signals (StopRequest)."""
+"""Where and how training runs: device and precision (Runtime), and what running out of memory looks like."""
 
 from __future__ import annotations
 
-import signal
+import logging
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Optional
@@ -10,6 +10,8 @@ from typing import Optional
 import torch
 
 from gpt2.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -56,6 +58,9 @@ class Runtime:
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
             torch.backends.cudnn.allow_tf32 = True
+        if device.type == "cpu" and dtype == torch.float16:
+            log.warning("trainer.dtype=float16 on the CPU is far slower than float32 (few CPUs have fp16 "
+                        "kernels): use trainer.dtype=float32 (or bfloat16) there")
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
         return cls(device, dtype, scaler)
 
@@ -68,30 +73,10 @@ class Runtime:
         return x.to(self.device, non_blocking=True)  # async from pinned memory on CUDA
 
 
-class StopRequest:
-    """SIGINT/SIGTERM set a flag; the loop finishes its step, saves and stops. A second Ctrl-C
-    raises KeyboardInterrupt as usual."""
-
-    def __init__(self) -> None:
-        self.signal_name: Optional[str] = None
-        self._previous: dict = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal_name is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
-
-    def __enter__(self) -> "StopRequest":
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self._previous[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread: no signal handling
-                pass
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A CUDA/MPS out-of-memory error, or a CPU allocation that failed."""
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -51,8 +51,13 @@ def source_path(cfg: DataConfig) -> Path:
 
 
 def read_text(path: Path) -> tuple[str, str]:
-    """The file's text and the sha256 of its bytes; an empty or non-UTF-8 file is a DataError."""
-    raw = path.read_bytes()
+    """The file's text and the sha256 of its bytes; an unreadable, empty or non-UTF-8 file is a
+    DataError."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path} cannot be read ({exc.strerror}): check its permissions, or point "
+                        f"data.path at a readable text file") from None
     if not raw.strip():
         raise DataError(f"{path} is empty: there is no text to train on")
     try:
@@ -75,9 +80,13 @@ def _tokenize_cached(cfg: DataConfig, path: Path, corpus: str, text_sha256: str
             log.warning("ignoring unreadable token cache %s (%s)", cache, exc)
     encoder = build_tokenizer(cfg.tokenizer, corpus, cfg.data_dir, cfg.mirror)
     tokens = torch.tensor(encoder.encode(corpus), dtype=torch.int64)
-    with atomic_file(cache) as f:
-        torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
-                    "tokenizer": encoder.state(), "source": str(path)}, f)
+    try:
+        with atomic_file(cache) as f:
+            torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
+                        "tokenizer": encoder.state(), "source": str(path)}, f)
+    except OSError as exc:
+        raise DataError(f"the token cache {cache} cannot be written ({exc.strerror}): set data.data_dir to "
+                        f"a writable directory") from None
     log.info("tokenized %s: %d tokens with %s, cached in %s", path, len(tokens), encoder.name, cache)
     return tokens, encoder
 

@@ -21,12 +21,15 @@ from tqdm import tqdm
 
 from gpt2.checkpoint import BEST, LAST
 from gpt2.config import Config, TrainerConfig
-from gpt2.errors import NonFiniteLossError
+from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
+from gpt2.files import atomic_write_text
 from gpt2.model import GPT
 from gpt2.parts import Parts, build
 from gpt2.resume import RunCheckpoints, resume_path
-from gpt2.runlog import RunLogger
-from gpt2.runtime import Runtime, StopRequest, dtype_name
+from gpt2.rundir import RunDirLock
+from gpt2.runlog import RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
+from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, resolve_device
+from gpt2.signals import STOP, Interrupted, StopSignals
 
 log = logging.getLogger(__name__)
 
@@ -129,8 +132,9 @@ class Trainer:
 
     def __init__(self, config: Config, run_dir: Path, parts: Optional[Parts] = None):
         self.config, self.run_dir = config, Path(run_dir)
-        self.resumed_from = resume_path(config.trainer.resume, self.run_dir)  # before any slow work
-        self.parts = p = parts or build(config)
+        self.resumed_from = resume_path(config.trainer.resume, self.run_dir)  # before any slow work,
+        check_wandb_env(config.logger)  # as the W&B settings are
+        self.parts = p = parts or build_or_explain(config)
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
@@ -152,7 +156,17 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
-        self.ckpts.save(name)
+        try:
+            self.ckpts.save(name)
+        except OSError as exc:  # a full disk, a vanished directory: the atomic write left the old file
+            raise CheckpointError(f"could not save {self.ckpts.dir / name} at iteration {self.progress.iters} "
+                                  f"({exc.strerror}); {self.intact()}") from None
+
+    def intact(self) -> str:
+        """Which checkpoint a stop or an error leaves intact."""
+        last = self.ckpts.last_saved
+        return (f"{self.ckpts.dir / LAST} (iteration {last}) is intact: resume with trainer.resume=auto"
+                if last is not None else "no checkpoint had been saved yet")
 
     def evaluate(self) -> float:
         return evaluate(self.parts.step_model, self.parts.data.valid_dl, self.parts.runtime)
@@ -162,27 +176,45 @@ class Trainer:
         with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
         wall_start = time.perf_counter()
         resume_from = self.progress.iters if self.resumed_from is not None else None
+        if resume_from is not None:
+            adopt_history(self.resumed_from, self.run_dir, resume_from)
         with RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from,
-                       self.ckpts.wandb_id) as run_log, StopRequest() as stop:
+                       self.ckpts.wandb_id) as run_log, STOP.deferred() as stop:
             self.ckpts.wandb_id = run_log.wandb_id
-            if resume_from is None:
-                self.progress.last_val_loss = self.evaluate()
-                run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
-            self.loop(run_log, stop, on_step)
-            self.save(LAST)
-            sample = sample_best(self.ckpts, self.parts, self.config.trainer)
-            (self.run_dir / "sample.txt").write_text(sample)
-            summary = run_summary(self, time.perf_counter() - wall_start, stop.signal_name, sample)
+            try:
+                sample = self.run(run_log, stop, on_step)
+            except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
+                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, exc.signal_name, ""))
+                raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
+                                                   f"{self.intact()}") from None
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}") from None
+            # a stop during the final evaluation or sample of a finished run does not make it unfinished
+            stopped_by = stop.received if self.progress.iters < self.config.trainer.max_iters else None
+            summary = run_summary(self, time.perf_counter() - wall_start, stopped_by, sample)
             run_log.finish(summary)
         return summary
 
-    def loop(self, run_log: RunLogger, stop: StopRequest, on_step: Optional[Callable]) -> None:
+    def run(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> str:
+        """The evaluation at step 0 (fresh runs), the loop, the last checkpoint; returns the sample."""
+        if self.resumed_from is None:
+            self.progress.last_val_loss = self.evaluate()
+            run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
+        self.loop(run_log, stop, on_step)
+        self.save(LAST)
+        sample = sample_best(self.ckpts, self.parts, self.config.trainer)
+        atomic_write_text(self.run_dir / "sample.txt", sample)
+        return sample
+
+    def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
         tc, p, parts = self.config.trainer, self.progress, self.parts
         bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
                    disable=not (tc.progress and sys.stderr.isatty()))
         batches = parts.data.train_dl.forever()
         p.window_start = time.perf_counter()
-        while p.iters < tc.max_iters and stop.signal_name is None:
+        while p.iters < tc.max_iters and stop.received is None:
             lr = parts.schedule(p.iters)
             loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
                                     tc.grad_accum, self.config.optim.grad_clip)
@@ -193,7 +225,7 @@ class Trainer:
             if on_step is not None:
                 on_step(self)
             with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-            if with_eval or p.iters % tc.log_interval == 0 or stop.signal_name:
+            if with_eval or p.iters % tc.log_interval == 0 or stop.received:
                 row = self.log_row(run_log, loss, norm, lr, with_eval)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
             if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
@@ -238,14 +270,54 @@ def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
 def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], sample: str) -> dict:
     """What summary.json holds."""
     p, parts, per_step = trainer.progress, trainer.parts, trainer.tokens_per_step
-    return {"best_val_loss": p.best_val_loss, "final_val_loss": p.last_val_loss,
+    # stopped before the first evaluation of training: the best measured is the one at step 0
+    best = p.best_val_loss if math.isfinite(p.best_val_loss) else p.last_val_loss
+    return {"best_val_loss": best, "final_val_loss": p.last_val_loss,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
             "dtype": dtype_name(parts.runtime.dtype), "stopped_by": stopped_by, "sample": sample}
 
 
-def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None) -> dict:
-    """Train as the config says, writing everything into run_dir; returns the summary dict.
-    `on_step(trainer)` is called after every optimizer step (tests use it to send signals)."""
-    return Trainer(config, run_dir).fit(on_step)
+def build_or_explain(config: Config) -> Parts:
+    """build(config), with running out of memory told in one line."""
+    try:
+        return build(config)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise out_of_memory(config, "while building the model") from None
+
+
+def out_of_memory(config: Config, when: str) -> HarnessError:
+    """One line for running out of memory: where, the sizes that matter, and what to lower."""
+    m, d = config.model, config.data
+    sizes = f"model {m.n_layer} layers x {m.n_embd} wide, ~{12 * m.n_layer * m.n_embd ** 2 / 1e6:.0f}M parameters"
+    if when == "while building the model":
+        fix = "lower model.n_layer / model.n_embd"
+    else:
+        sizes += f", batch {d.batch_size} x {d.block_size} tokens"
+        fix = ("lower data.batch_size (raise trainer.grad_accum to keep the batch), data.block_size, or "
+               "model.n_layer / model.n_embd")
+    return HarnessError(f"out of memory on {resolve_device(config.trainer.device)} {when} ({sizes}): {fix}")
+
+
+def adopt_history(checkpoint: Path, run_dir: Path, upto: int) -> None:
+    """A run resumed from another directory's checkpoint starts its metrics.jsonl with that run's rows
+    up to the checkpoint (none if it has no metrics.jsonl), never with rows run_dir held before."""
+    source_dir = Path(checkpoint).resolve().parent.parent
+    if source_dir != Path(run_dir).resolve():
+        write_metrics(run_dir, [r for r in read_metrics(source_dir) if r["iter"] <= upto])
+
+
+def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None,
+          on_start: Optional[Callable[[], None]] = None) -> dict:
+    """Train as the config says, writing everything into run_dir, which this process owns meanwhile
+    (RunDirLock); returns the summary dict. `on_start()` runs once the directory and the resume are
+    accepted, before training (train.py writes config.yaml there); `on_step(trainer)` after every
+    optimizer step (tests use it to send signals)."""
+    with RunDirLock(run_dir):
+        trainer = Trainer(config, run_dir)
+        if on_start is not None:
+            on_start()
+        return trainer.fit(on_step)

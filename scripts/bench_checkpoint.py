@@ -16,7 +16,7 @@ from pathlib import Path
 
 from gpt2.checkpoint import LAST
 from gpt2.config import compose, from_hydra
-from gpt2.errors import run_script
+from gpt2.errors import require_positive, run_script
 from gpt2.parts import build
 from gpt2.resume import RunCheckpoints
 from gpt2.trainer import Progress, train_step
@@ -27,6 +27,7 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", default=["experiment=shakespeare_char", "trainer.device=cpu"])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
+    require_positive(args, "--repeats")
     config = from_hydra(compose(*args.overrides, "logger=none"))
     parts = build(config)
     train_step(parts.model, parts.optimizer, parts.data.train_dl.forever(), parts.runtime, parts.schedule(0),

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 
 from gpt2.config import DataConfig
 from gpt2.data import LMSequenceDataset, make_dataloader
-from gpt2.errors import run_script
+from gpt2.errors import require_positive, run_script
 from gpt2.sources import load_tokens, train_valid_split
 
 
@@ -78,10 +78,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--mirror", default=None, help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
     args = parser.parse_args()
+    require_positive(args, "--batch-size", "--block-size", "--batches", "--repeats")
 
     cfg = DataConfig(block_size=args.block_size, batch_size=args.batch_size, mirror=args.mirror)
     _, tokens, _ = load_tokens(cfg)
     train_tokens, _ = train_valid_split(tokens, cfg.train_frac)
+    our_batches = ours(cfg)  # built first: refuses, in one line, a block or batch size the data cannot fill
     B, T, n, r = args.batch_size, args.block_size, args.batches, args.repeats
     print(f"Tiny Shakespeare, GPT-2 BPE: {len(train_tokens):,} train tokens; B={B}, T={T}; "
           f"{torch.get_num_threads()} threads; median of {r} x {n} batches")
@@ -90,7 +92,7 @@ def main() -> None:
             "per-window loader (num_workers=1)": batches_per_sec(textbook_loader(train_tokens, B, T, 1), n, r),
             "per-window loader, num_workers=0": batches_per_sec(textbook_loader(train_tokens, B, T, 0), n, r),
             "nanoGPT get_batch": batches_per_sec(nanogpt_get_batch(train_tokens, B, T, Path(tmp)), n, r),
-            "ours (train_dl)": batches_per_sec(ours(cfg), n, r),
+            "ours (train_dl)": batches_per_sec(our_batches, n, r),
         }
     mine = results["ours (train_dl)"]
     print(f"{'loader':34s} {'batches/s':>10s} {'ours is':>9s}")

@@ -2,10 +2,12 @@
 
 Usage: python scripts/sweep_report.py MULTIRUN_DIR [--png PATH]
 Works on Hydra multirun directories (jobs 0/, 1/, ...) and Optuna studies (trial_NNN/ folders); the
-'overrides' column shows only the parameters whose values differ between jobs.
+'overrides' column shows only the parameters whose values differ between jobs. A job whose summary.json
+is damaged is left out with a warning on stderr; the others are still reported.
 """
 
 import argparse
+import logging
 from pathlib import Path
 
 from gpt2.errors import HarnessError, run_script
@@ -17,12 +19,18 @@ def main() -> None:
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--png", type=Path, default=None, help="default: SWEEP_DIR/sweep_report.png")
     args = parser.parse_args()
+    logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # damaged jobs' files
+    if not args.sweep_dir.is_dir():
+        state = "is not a directory" if args.sweep_dir.exists() else "does not exist"
+        raise HarnessError(f"{args.sweep_dir} {state}: give the sweep's multirun (or Optuna study) directory")
+    png = args.png or args.sweep_dir / "sweep_report.png"
+    if png.suffix.lower() != ".png" or png.is_dir() or not png.parent.is_dir():
+        raise HarnessError(f"--png {png}: give a .png file path in an existing directory")
     jobs = collect_jobs(args.sweep_dir)
     if not jobs:
         raise HarnessError(f"no summary.json under {args.sweep_dir}: is it a sweep directory?")
     print(format_table(jobs))
-    png = args.png or args.sweep_dir / "sweep_report.png"
-    plot_sweep(jobs, png)
+    plot_sweep(jobs, png)  # any other OSError (a read-only disk...) is one line too, from run_script
     print(f"plot: {png}")
 
 

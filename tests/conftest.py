@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+
 from gpt2.config import Config, compose, from_hydra, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,3 +75,23 @@ def read_wandb_records(run_dir: Path, run: Path | None = None) -> list[dict]:
                          text=True, timeout=60, check=True, stdin=subprocess.DEVNULL).stdout
     records = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     return records
+
+
+def start_train(run_dir, *overrides, cwd=ROOT):
+    """train.py in the background (stdout and stderr piped), for tests that send it signals."""
+    command = [sys.executable, str(ROOT / "train.py"), *([f"hydra.run.dir={run_dir}"] if run_dir else []), *overrides]
+    return subprocess.Popen(command, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for_iter(proc, run_dir, iteration, timeout=120):
+    """Wait until run_dir/metrics.jsonl has a row at `iteration` or later."""
+    from gpt2.runlog import read_metrics
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and proc.poll() is None:
+        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
+        if rows and rows[-1]["iter"] >= iteration:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"never reached iteration {iteration}: {proc.poll()}")

@@ -12,6 +12,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import (
+    MIRROR,
+    ROOT,
+    TINY,
+    read_wandb_records,
+    start_train,
+    tiny_config,
+    wait_for_iter,
+)
 
 from gpt2.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from gpt2.config import Config, OptimConfig, TrainerConfig
@@ -21,8 +30,6 @@ from gpt2.parts import build
 from gpt2.resume import RunCheckpoints, continue_schedule
 from gpt2.runlog import read_metrics
 from gpt2.trainer import Progress, train
-
-from conftest import MIRROR, ROOT, TINY, read_wandb_records, tiny_config
 
 # 600 characters: 540 train tokens, 524 windows, 16 batches of 32 per epoch, so 30 steps cross an
 # epoch boundary at step 16. Dropout on, so the RNG state matters too.
@@ -87,8 +94,8 @@ def test_resume_twice_and_from_a_path(tmp_path, data_dir, corpus, reference):
     resumed = train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'a' / 'ckpt' / 'last.pt'}"),
                     tmp_path / "b")
     assert resumed["iters"] == 30
-    rows = trajectory(tmp_path / "b")
-    assert rows == trajectory(reference)[24:]  # rows 24..30: what b logged itself
+    # b's metrics.jsonl starts with a's rows up to the checkpoint (iteration 23), then its own
+    assert trajectory(tmp_path / "b") == trajectory(reference)
     assert torch.equal(load_checkpoint(tmp_path / "b" / "ckpt" / "last.pt")["model"]["lm_head.weight"],
                        load_checkpoint(reference / "ckpt" / "last.pt")["model"]["lm_head.weight"])
 
@@ -159,12 +166,26 @@ def test_checkpoints_record_resolved_values_and_plain_names(tmp_path, data_dir, 
 
 
 def test_the_sample_never_comes_from_another_runs_best(tmp_path, data_dir, corpus, caplog):
-    # a killed run left best.pt (and no last.pt); a fresh start here stops before its first evaluation
+    # a killed run left best.pt (and no last.pt): a fresh start there is refused, the file kept
     train(config(data_dir, corpus, "trainer.max_iters=10"), tmp_path / "old")
     (tmp_path / "run" / "ckpt").mkdir(parents=True)
-    (tmp_path / "old" / "ckpt" / "best.pt").rename(tmp_path / "run" / "ckpt" / "best.pt")
+    foreign = tmp_path / "run" / "ckpt" / "best.pt"
+    (tmp_path / "old" / "ckpt" / "best.pt").rename(foreign)
+    saved = foreign.read_bytes()
+    with pytest.raises(CheckpointError, match=r"already holds a run \(ckpt/: best.pt\)"):
+        train(config(data_dir, corpus), tmp_path / "run")
+    assert foreign.read_bytes() == saved
+    # and should another run's best.pt appear while a run stops before its first evaluation, the
+    # sample still comes from the run's own final weights
+    foreign.rename(tmp_path / "foreign.pt")
+
+    def plant_and_stop(trainer):
+        if trainer.progress.iters == 3:
+            (tmp_path / "foreign.pt").rename(tmp_path / "run" / "ckpt" / "best.pt")
+            os.kill(os.getpid(), signal.SIGINT)
+
     with caplog.at_level("INFO"):
-        summary = train(config(data_dir, corpus), tmp_path / "run", on_step=signal_at(3, signal.SIGINT))
+        summary = train(config(data_dir, corpus), tmp_path / "run", on_step=plant_and_stop)
     assert summary["stopped_by"] == "SIGINT" and summary["sample"]
     assert "from the final weights (no best.pt of this run)" in caplog.text
 
@@ -261,22 +282,6 @@ def test_wandb_run_is_resumed_not_duplicated(tmp_path, data_dir, corpus):
 
 
 # ------------------------------------------------------------------- real processes, real signals
-def start_train(run_dir, *overrides):
-    command = [sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={run_dir}", *overrides]
-    return subprocess.Popen(command, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def wait_for_iter(proc, run_dir, iteration, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["iter"] >= iteration:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never reached iteration {iteration}: {proc.poll()}")
-
-
 @pytest.fixture(scope="module")
 def cli_reference(tmp_path_factory, data_dir, corpus):
     run_dir = tmp_path_factory.mktemp("cli_reference")

@@ -4,8 +4,9 @@ import math
 import pytest
 
 from gpt2.config import LoggerConfig
-from gpt2.errors import ConfigError
-from gpt2.runlog import RunLogger, read_metrics, resolve_wandb_mode, wandb_credentials_configured
+from gpt2.errors import ConfigError, DataError
+from gpt2.runlog import (RunLogger, WandbRun, check_wandb_env, read_metrics, resolve_wandb_mode,
+                         wandb_credentials_configured, wandb_mode)
 
 from conftest import read_wandb_records
 
@@ -68,3 +69,99 @@ def test_logger_none_writes_files_only(tmp_path):
         run_log.finish({"best_val_loss": math.inf})
     assert not (tmp_path / "wandb").exists()
     assert read_metrics(tmp_path) == [{"iter": 1, "train_loss": 2.0}]
+
+
+STRICT = {"parse_constant": lambda name: pytest.fail(f"non-standard JSON literal {name}")}
+
+
+@pytest.mark.parametrize("name,value,message", [
+    ("WANDB_MODE", "bogus", ("WANDB_MODE='bogus' is not valid: use online, offline, shared, disabled, dryrun "
+                             "or run (or unset it)")),
+    ("WANDB_SILENT", "maybe", "WANDB_SILENT='maybe' is not valid: use true or false (or unset it)"),
+    ("WANDB_CONSOLE", "x", ("WANDB_CONSOLE='x' is not valid: use auto, off, wrap, redirect, wrap_raw or "
+                            "wrap_emu (or unset it)")),
+    ("WANDB_INIT_TIMEOUT", "soon", ("WANDB_INIT_TIMEOUT='soon' is not valid: Input should be a valid number, "
+                                    "unable to parse string as a number (or unset it)")),
+    ("WANDB_PROJECT", "team/p", ("WANDB_PROJECT='team/p' is not valid: Invalid project name 'team/p': cannot "
+                                 "contain characters '/,\\\\,#,?,%,:', found '/' (or unset it)")),
+])
+def test_a_bad_wandb_variable_is_one_line_naming_it(monkeypatch, name, value, message):
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as info:
+        check_wandb_env(LoggerConfig(mode="offline"))
+    assert str(info.value) == message
+    check_wandb_env(LoggerConfig(backend="none"))  # nothing is checked when W&B does not log
+    check_wandb_env(LoggerConfig(mode="disabled"))
+
+
+def test_a_bad_logger_value_for_wandb_is_one_line():
+    with pytest.raises(ConfigError) as info:
+        check_wandb_env(LoggerConfig(mode="offline", project="team/p"))
+    assert str(info.value) == ("logger.project='team/p' is not valid: Invalid project name 'team/p': cannot "
+                               "contain characters '/,\\\\,#,?,%,:', found '/'")
+
+
+def test_a_refused_wandb_setup_leaves_the_run_files_alone(monkeypatch, tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iter": 0, "val_loss": 4.0}\n')
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    with pytest.raises(ConfigError, match="^WANDB_MODE='bogus' is not valid: use online, offline"):
+        RunLogger(LoggerConfig(mode="offline"), tmp_path, {})
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"iter": 0, "val_loss": 4.0}\n'
+    # wandb.setup itself, reached without the check, gives the same line instead of a ValidationError
+    import wandb
+
+    wandb.teardown()  # a W&B session already set up in this process would ignore the environment
+    with pytest.raises(ConfigError, match="^WANDB_MODE='bogus' is not valid: use online, offline"):
+        WandbRun(LoggerConfig(mode="offline"), tmp_path, {}, mode="offline")
+
+
+def test_auto_mode_follows_wandb_mode_and_an_explicit_mode_wins(monkeypatch, tmp_path):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    with RunLogger(LoggerConfig(mode="auto"), tmp_path, {}) as run_log:
+        assert run_log.wandb is None and run_log.wandb_id is None
+    assert not (tmp_path / "wandb").exists()
+    monkeypatch.setenv("WANDB_MODE", "dryrun")
+    assert wandb_mode(LoggerConfig(mode="auto")) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "online")
+    with pytest.raises(ConfigError, match=r"^WANDB_MODE: 'online' needs W&B credentials \(set WANDB_API_KEY"):
+        check_wandb_env(LoggerConfig(mode="auto"))
+    assert wandb_mode(LoggerConfig(mode="offline")) == "offline"
+
+
+@pytest.mark.parametrize("line,problem", [
+    ('{"iter": 5, "train_loss": 3.', "is not JSON (damaged?)"),
+    ("[5, 3.0]", 'is not a metrics row (a JSON object with an integer "iter")'),
+    ('{"train_loss": 3.0}', 'is not a metrics row (a JSON object with an integer "iter")'),
+    ('{"iter": "5", "train_loss": 3.0}', 'is not a metrics row (a JSON object with an integer "iter")'),
+])
+def test_resuming_with_a_damaged_metrics_line_is_one_line(tmp_path, line, problem):
+    text = '{"iter": 0, "val_loss": 4.0}\n\n' + line + '\n{"iter": 10, "train_loss": 2.0}\n'
+    (tmp_path / "metrics.jsonl").write_text(text)
+    with pytest.raises(DataError) as info:
+        RunLogger(LoggerConfig(backend="none"), tmp_path, {}, resume_from=10)
+    assert str(info.value) == (f"{tmp_path / 'metrics.jsonl'} line 3 {problem}: repair or delete the line, "
+                               f"or move the file away to resume with a fresh log")
+    assert (tmp_path / "metrics.jsonl").read_text() == text  # left for the user to look at
+
+
+def test_a_last_row_that_is_json_but_not_a_row_is_damage(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"iter": 0, "val_loss": 4.0}\nnull\n')
+    with pytest.raises(DataError, match="metrics.jsonl line 2 is not a metrics row"):
+        read_metrics(tmp_path)
+    (tmp_path / "metrics.jsonl").write_text('{"iter": 0, "val_loss": 4.0}\n{"iter": 5, "tr\n\n')
+    assert read_metrics(tmp_path) == [{"iter": 0, "val_loss": 4.0}]  # a line cut by a kill is dropped
+
+
+def test_non_finite_values_are_written_as_null(tmp_path):
+    with RunLogger(LoggerConfig(backend="none"), tmp_path, {}) as run_log:
+        run_log.log({"iter": 0, "val_loss": math.inf, "lr": 1e-4})
+        run_log.log({"iter": 5, "train_loss": 3.5, "grad_norm": math.nan, "lr": 5e-4})
+        run_log.finish({"best_val_loss": math.inf, "losses": {"last": [-math.inf, 3.5]}, "iters": 5})
+    lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line, **STRICT) for line in lines] == [
+        {"iter": 0, "val_loss": None, "lr": 1e-4}, {"iter": 5, "train_loss": 3.5, "grad_norm": None, "lr": 5e-4}]
+    assert json.loads((tmp_path / "summary.json").read_text(), **STRICT) == {
+        "best_val_loss": None, "losses": {"last": [None, 3.5]}, "iters": 5}
+    with RunLogger(LoggerConfig(backend="none"), tmp_path, {}, resume_from=5) as run_log:  # reads the nulls back
+        run_log.finish({"best_val_loss": 3.5})
+    assert (tmp_path / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -52,3 +52,76 @@ def test_bench_checkpoint_with_a_bad_override_is_one_line(tmp_path, override, me
     assert result.returncode == 1 and "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(message), lines
+
+
+def one_error_line(result) -> str:
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    return lines[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--batches", "0"], "error: --batches: must be at least 1, got 0"),
+    (["--repeats", "-1"], "error: --repeats: must be at least 1, got -1"),
+    (["--batch-size", "0"], "error: --batch-size: must be at least 1, got 0"),
+    (["--block-size", "400000"], ("error: 304222 tokens are not enough to build one block of block_size=400000 "
+                                  "(need at least 400001)")),
+])
+def test_bench_data_with_an_invalid_value_is_one_line(tmp_path, args, message):
+    line = one_error_line(run_script("bench_data.py", *args, cwd=tmp_path))
+    assert line.startswith(message), line
+
+
+def test_bench_checkpoint_with_no_repeats_is_one_line(tmp_path):
+    result = run_script("bench_checkpoint.py", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
+                        "data=shakespeare_char", "data.block_size=16", "--repeats", "0", cwd=tmp_path)
+    assert one_error_line(result) == "error: --repeats: must be at least 1, got 0"
+
+
+@pytest.mark.parametrize("where,state", [("missing", "does not exist"), ("file", "is not a directory")])
+def test_sweep_report_of_a_missing_or_file_path_is_one_line(tmp_path, where, state):
+    (tmp_path / "file").write_text("not a sweep")
+    result = run_script("sweep_report.py", str(tmp_path / where))
+    assert one_error_line(result) == (f"error: {tmp_path / where} {state}: give the sweep's multirun "
+                                      f"(or Optuna study) directory")
+
+
+def write_job(job_dir, summary: str, overrides_file: str = "", overrides: str = ""):
+    job_dir.mkdir(parents=True)
+    (job_dir / "summary.json").write_text(summary)
+    if overrides_file:
+        (job_dir / overrides_file).parent.mkdir(exist_ok=True)
+        (job_dir / overrides_file).write_text(overrides)
+
+
+def test_sweep_report_leaves_out_damaged_jobs_with_a_warning(tmp_path):
+    good = '{"best_val_loss": %s, "tokens_per_sec": 1000.0, "wall_s": 3.0}'
+    write_job(tmp_path / "0", good % 2.5, ".hydra/overrides.yaml", "- optim.lr=1e-3\n- tag=${oc.env:NOPE}\n")
+    write_job(tmp_path / "1", good % 2.0, ".hydra/overrides.yaml", "- [optim.lr=3e-3\n")
+    write_job(tmp_path / "2", good % 2.2, "overrides.json", '["optim.lr=2e-3"')
+    write_job(tmp_path / "3", '{"best_val_loss": 2.')
+    write_job(tmp_path / "4", "[2.1]")
+    result = run_script("sweep_report.py", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    unlisted = "is not a list of overrides (damaged?): the job is reported without them"
+    assert result.stderr.strip().splitlines() == [
+        f"warning: {tmp_path}/1/.hydra/overrides.yaml {unlisted}",
+        f"warning: {tmp_path}/2/overrides.json {unlisted}",
+        f"warning: {tmp_path}/3/summary.json is not a JSON object (damaged?): the job is left out of the report",
+        f"warning: {tmp_path}/4/summary.json is not a JSON object (damaged?): the job is left out of the report"]
+    jobs = [line.split()[:3] for line in result.stdout.splitlines()[1:-1]]
+    assert jobs == [["1", "1", "2.0000"], ["2", "2", "2.2000"], ["3", "0", "2.5000"]]
+    assert "optim.lr=0.001 tag=${oc.env:NOPE}" in result.stdout  # written overrides, not resolved ones
+    assert (tmp_path / "sweep_report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("png", ["no-dir/report.png", "file/report.png", "dir.png", "report.jpg"])
+def test_sweep_report_with_an_unwritable_png_is_one_line(tmp_path, png):
+    write_job(tmp_path / "sweep" / "0", '{"best_val_loss": 2.5, "tokens_per_sec": 1000.0, "wall_s": 3.0}')
+    (tmp_path / "file").write_text("a file, not a directory")
+    (tmp_path / "dir.png").mkdir()
+    result = run_script("sweep_report.py", str(tmp_path / "sweep"), "--png", str(tmp_path / png))
+    assert one_error_line(result) == (f"error: --png {tmp_path / png}: give a .png file path in an "
+                                      f"existing directory")
+    assert result.stdout == ""

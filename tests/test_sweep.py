@@ -1,8 +1,12 @@
 """Sweeps: Hydra multirun, the Optuna study, the W&B sweep spec, and the sweep report."""
 
 import json
+import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from gpt2.config import compose, from_hydra
+from gpt2.runlog import read_metrics
 from gpt2.sweep.report import collect_jobs, sweep_group
 
 from conftest import ROOT, TINY, read_wandb_records, run_train
@@ -77,6 +82,7 @@ def test_a_failing_job_is_reported_and_the_others_kept(tmp_path, data_dir):
     ok = json.loads((tmp_path / "0" / "summary.json").read_text())
     failed = json.loads((tmp_path / "1" / "summary.json").read_text())
     assert ok["iters"] == 20 and rows["0"]["objective"] == ok["best_val_loss"]
+    assert rows["0"]["status"] == "COMPLETED" and rows["1"]["status"] == "FAILED" and rows["1"]["objective"] is None
     assert failed == {"status": "failed",
                       "error": "model.n_head: model.n_embd (32) must be divisible by model.n_head (3)"}
     assert "FAILED" in result.stdout and "1 of 2 jobs failed" in result.stdout
@@ -190,3 +196,67 @@ def test_invalid_or_crashing_trials_fail_and_the_study_goes_on(tmp_path):
     assert result["completed"] == 2 and result["best_val_loss"] == 3.0
     failed = json.loads((tmp_path / "trial_001" / "summary.json").read_text())
     assert failed == {"status": "failed", "error": "RuntimeError: CUDA out of memory"}
+
+
+def test_a_signal_between_trials_keeps_the_finished_trial_and_the_study_continues(tmp_path):
+    import optuna
+
+    from gpt2.sweep.study import run_study
+
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=3",
+                  f"hparams_search.storage={storage}", "hparams_search.study_name=s")
+    search = from_hydra(cfg).hparams_search
+    train_fn, calls = fake_train()
+
+    def then_sigterm(config, run_dir):
+        summary = train_fn(config, run_dir)
+        os.kill(os.getpid(), signal.SIGTERM)  # the trial has finished: the signal comes between trials
+        return summary
+
+    first = run_study(cfg, search, tmp_path / "a", then_sigterm, from_hydra, [])
+    assert first["stopped_by"] == "SIGTERM" and len(calls) == 1 and first["completed"] == 1
+    states = [t.state.name for t in optuna.load_study(study_name="s", storage=storage).trials]
+    assert states == ["COMPLETE"]  # told, not left RUNNING
+    second = run_study(cfg, search, tmp_path / "b", train_fn, from_hydra, [])
+    assert len(calls) == 3 and second["completed"] == 3 and second["stopped_by"] is None
+
+
+def test_a_study_that_cannot_complete_a_trial_or_open_its_storage_exits_1(tmp_path, data_dir):
+    common = [*FAST, f"data.data_dir={data_dir}", "hparams_search=shakespeare_optuna", "hparams_search.n_trials=2"]
+    bad_storage = multirun(tmp_path / "a", *common, "hparams_search.storage=nosuchdb://x")
+    assert bad_storage.returncode == 1
+    last = (bad_storage.stdout + bad_storage.stderr).strip().splitlines()[-1]
+    assert last.split(" - ", 1)[-1].startswith("hparams_search.storage='nosuchdb://x' cannot be opened (")
+    # every trial's width (64, 128 or 192) fails to divide by 5 heads
+    none_completed = multirun(tmp_path / "b", *common, "model.n_head=5", "model.n_embd=40")
+    assert none_completed.returncode == 1
+    assert "no trial completed" in (none_completed.stdout + none_completed.stderr).strip().splitlines()[-1]
+    assert "Traceback" not in bad_storage.stderr + none_completed.stderr
+
+
+def test_a_stopped_sweep_says_how_to_continue_and_continues(tmp_path, data_dir):
+    from conftest import wait_for_iter
+
+    sweep = tmp_path / "sweep"
+    overrides = [*FAST, f"data.data_dir={data_dir}", "logger=none", "trainer.max_iters=400",
+                 "trainer.log_interval=1", "optim.lr=1e-3,2e-3,3e-3"]
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-m", f"hydra.sweep.dir={sweep}", *overrides],
+                            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    while not (sweep / "1" / "metrics.jsonl").exists() and proc.poll() is None:
+        time.sleep(0.05)
+    wait_for_iter(proc, sweep / "1", 5)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 1
+    line = stderr.strip().splitlines()[-1]
+    assert [r["job"] for r in results(sweep)] == ["0"]  # what finished is recorded
+    command = shlex.split(line.split("Continue the sweep with: ", 1)[1])
+    assert command[:3] == ["python", "train.py", "-m"] and "trainer.resume=auto" in command
+    again = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    rows = results(sweep)
+    assert sorted(r["job"] for r in rows) == ["0", "1", "2"] and {r["status"] for r in rows} == {"COMPLETED"}
+    assert [r["iter"] for r in read_metrics(sweep / "1")] == list(range(401))  # job 1 resumed, not restarted

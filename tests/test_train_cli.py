@@ -1,14 +1,17 @@
 """End to end: `python train.py` as a user runs it, and everything a run leaves behind."""
 
 import json
+import subprocess
+import sys
 
+import pytest
 import torch
 import yaml
 
 from gpt2.checkpoint import load_checkpoint
 from gpt2.runlog import read_metrics
 
-from conftest import TINY, read_wandb_records, run_train
+from conftest import ROOT, TINY, read_wandb_records, run_train
 
 
 def test_tiny_run_leaves_every_file(tmp_path, data_dir):
@@ -81,3 +84,67 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path, data_dir):
                        "trainer.resume=auto", "trainer.max_iters=30")
     assert result.returncode == 1 and "model.n_embd was 32" in result.stdout + result.stderr
     assert {name: (run_dir / name).read_bytes() for name in before} == before
+
+
+def one_line(result) -> str:
+    """The single line a refused run prints (after the log prefix), asserting there is only one."""
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0].split("] - ", 1)[-1]
+
+
+@pytest.mark.parametrize("override,expected", [
+    ("data.batch_size=abc", "error: Error merging override data.batch_size=abc (Value 'abc' of type 'str' "
+                            "could not be converted to Integer)"),
+    ("model=nope", "error: In 'config': Could not find 'model/nope' (options: baby, gpt2, tiny)"),
+    ("data.batch_size=[", "error: data.batch_size=[: no viable alternative at input '['"),
+])
+def test_hydra_composition_errors_are_one_line(tmp_path, override, expected):
+    assert one_line(run_train(tmp_path / "run", override)) == expected
+
+
+def test_a_run_directory_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "file").write_text("not a directory")
+    assert one_line(run_train(tmp_path / "file", *TINY)) == (
+        f"error: hydra.run.dir={tmp_path / 'file'}: File exists: {tmp_path / 'file'}")
+    assert one_line(run_train(tmp_path / "file" / "run", *TINY)) == (
+        f"error: hydra.run.dir={tmp_path / 'file' / 'run'}: Not a directory: {tmp_path / 'file' / 'run'}")
+
+
+def test_an_unwritable_data_dir_or_token_cache_is_one_line(tmp_path, data_dir):
+    (tmp_path / "file").write_text("x")
+    line = one_line(run_train(tmp_path / "a", *TINY, f"data.data_dir={tmp_path / 'file'}", "logger=none"))
+    assert line == (f"{tmp_path / 'file' / 'tinyshakespeare' / 'input.txt'} cannot be written (Not a directory): "
+                    f"set data.data_dir to a writable directory")
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "cache").write_text("a file where the cache directory goes")
+    line = one_line(run_train(tmp_path / "b", *TINY, f"data.data_dir={tmp_path / 'd'}", "logger=none"))
+    assert line.startswith(f"the token cache {tmp_path / 'd' / 'cache'}/") and "set data.data_dir" in line
+
+
+def test_an_invalid_wandb_variable_is_refused_before_any_data_is_read(tmp_path):
+    result = run_train(tmp_path / "run", *TINY, f"data.data_dir={tmp_path / 'nothing'}", "logger=wandb",
+                       env={"WANDB_MODE": "bogus", "GPT2_DATA_MIRROR": str(tmp_path / "no-mirror")})
+    assert one_line(result).startswith("WANDB_MODE='bogus' is not valid: use online, offline")
+    assert not (tmp_path / "nothing").exists()  # refused before the data was looked for
+
+
+def test_out_of_memory_building_the_model_is_one_line(tmp_path, data_dir):
+    line = one_line(run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none",
+                              "model.n_embd=65536"))  # a 51 GB attention weight
+    assert line == ("out of memory on cpu while building the model (model 1 layers x 65536 wide, ~51540M "
+                    "parameters): lower model.n_layer / model.n_embd")
+
+
+def test_help_and_cfg(tmp_path):
+    shown = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
+                           timeout=120, stdin=subprocess.DEVNULL)
+    assert shown.returncode == 0 and "model: baby, gpt2, tiny" in shown.stdout
+    assert "schema" not in shown.stdout  # the internal group the options extend
+    invalid = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cfg", "job", "data.batch_size=0"],
+                             capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert invalid.returncode == 1 and invalid.stderr.strip() == "error: data.batch_size: must be >= 1, got 0"
+    assert invalid.stdout == ""
+    valid = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cfg", "job", "trainer.max_iters=7"],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert valid.returncode == 0 and yaml.safe_load(valid.stdout)["trainer"]["max_iters"] == 7

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gpt2.checkpoint import load_checkpoint, load_model
+from gpt2.errors import CheckpointError, DataError, HarnessError
 from gpt2.model import GPT, GPTConfig
 from gpt2.runlog import read_metrics
 from gpt2.runtime import Runtime
@@ -107,3 +108,60 @@ def test_the_sample_comes_from_the_best_weights(data_dir, tmp_path):
     encoder, rt = tokenizer_from_state(best["tokenizer"], data_dir), Runtime.create("cpu", "auto")
     assert summary["sample"] == sample_text(load_model(tmp_path / "ckpt" / "best.pt")[0], encoder, rt, 16, 1337)
     assert summary["sample"] != sample_text(load_model(tmp_path / "ckpt" / "last.pt")[0], encoder, rt, 16, 1337)
+
+
+def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
+    import errno
+
+    import gpt2.checkpoint
+
+    saves = []
+    real_save = torch.save
+
+    def save_until_the_disk_is_full(state, f):
+        saves.append(state.get("iter"))
+        if len(saves) > 1:  # the first save (iteration 10) fits, the next does not
+            f.write(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(state, f)
+
+    monkeypatch.setattr(gpt2.checkpoint.torch, "save", save_until_the_disk_is_full)
+    with pytest.raises(CheckpointError) as failed:
+        train(tiny_config(data_dir, "trainer.ckpt_interval=10", "trainer.eval_interval=20"), tmp_path)
+    assert str(failed.value) == (f"could not save {tmp_path / 'ckpt' / 'best.pt'} at iteration 20 (No space left on "
+                                 f"device); {tmp_path / 'ckpt' / 'last.pt'} (iteration 10) is intact: resume with "
+                                 f"trainer.resume=auto")
+    monkeypatch.setattr(gpt2.checkpoint.torch, "save", real_save)
+    assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 10
+    assert not list((tmp_path / "ckpt").glob(".*.tmp"))  # no half-written file left
+
+
+def test_out_of_memory_in_a_step_is_one_line(data_dir, tmp_path, monkeypatch):
+    forward = GPT.forward
+
+    def forward_out_of_memory(self, idx, targets=None):
+        if self.training:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return forward(self, idx, targets)
+
+    monkeypatch.setattr(GPT, "forward", forward_out_of_memory)
+    with pytest.raises(HarnessError) as failed:
+        train(tiny_config(data_dir), tmp_path)
+    assert str(failed.value) == (
+        "out of memory on cpu in iteration 1 (model 1 layers x 32 wide, ~0M parameters, batch 4 x 16 tokens): "
+        "lower data.batch_size (raise trainer.grad_accum to keep the batch), data.block_size, or "
+        "model.n_layer / model.n_embd")
+
+
+def test_an_unreadable_text_is_one_data_error(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from gpt2.sources import read_text
+
+    def refuse(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    (tmp_path / "text.txt").write_text("hello")
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    with pytest.raises(DataError, match=r"text.txt cannot be read \(Permission denied\): check its permissions"):
+        read_text(tmp_path / "text.txt")

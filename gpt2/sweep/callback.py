@@ -4,13 +4,45 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from gpt2.files import atomic_write_text
+from gpt2.signals import STOP
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
+
+
+# the command that continues the running sweep (set when it starts; train.py prints it on a stop)
+continue_command = "the same command with trainer.resume=auto and hydra.sweep.dir=<the sweep dir>"
+
+
+def job_failure(job_dir: Path) -> Optional[str]:
+    """The error a job's summary.json records (train.py marks failed jobs there), or None (also for a
+    job without one: an Optuna study's job writes best_params.json instead)."""
+    try:
+        summary = json.loads((job_dir / "summary.json").read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return "summary.json is not readable JSON"
+    if not isinstance(summary, dict):
+        return "summary.json is not an object"
+    return summary.get("error", "failed") if summary.get("status") == "failed" else None
+
+
+def read_results(path: Path) -> list[dict]:
+    """The rows of a results.jsonl (a damaged line is dropped: the file is rewritten whole each time)."""
+    rows = []
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            continue
+    return [r for r in rows if isinstance(r, dict)]
 
 
 class SweepReport(Callback):
@@ -18,18 +50,29 @@ class SweepReport(Callback):
     <sweep dir>/results.jsonl and, when a multirun ends, prints the sorted table and writes
     sweep_report.png there (what scripts/sweep_report.py does for any sweep directory)."""
 
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        global continue_command
+        sweep_dir = config.hydra.sweep.dir
+        overrides = [shlex.quote(o) for o in config.hydra.overrides.task if not o.startswith("trainer.resume=")]
+        continue_command = " ".join(["python train.py -m", *overrides, "trainer.resume=auto",
+                                     shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
+        STOP.context = (f"during sweep {sweep_dir} (the jobs that finished are in its results.jsonl): continue "
+                        f"it with: {continue_command}")
+
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         hydra_cfg = job_return.hydra_cfg.hydra
         if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
             return
-        ok = job_return.status.name == "COMPLETED"
+        job_dir = Path(hydra_cfg.runtime.output_dir)
+        failure = job_failure(job_dir) if job_return.status.name == "COMPLETED" else str(job_return._return_value)
         value = job_return._return_value
-        row = {"job": Path(hydra_cfg.runtime.output_dir).name, "overrides": list(job_return.overrides),
-               "status": job_return.status.name,
-               "objective": value if ok and isinstance(value, float) and math.isfinite(value) else None,
-               "error": None if ok else str(value)}
-        with open(Path(hydra_cfg.sweep.dir) / "results.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
+        row = {"job": job_dir.name, "overrides": list(job_return.overrides),
+               "status": "FAILED" if failure else "COMPLETED",
+               "objective": value if not failure and isinstance(value, float) and math.isfinite(value) else None,
+               "error": failure}
+        results = Path(hydra_cfg.sweep.dir) / "results.jsonl"
+        rows = [r for r in read_results(results) if r.get("job") != row["job"]]  # a continued sweep's rerun replaces it
+        atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows + [row]))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -11,9 +11,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import OmegaConf
 
 from gpt2.errors import HarnessError
+from gpt2.files import atomic_file
 from gpt2.runlog import write_summary
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,34 @@ def write_failure(job_dir: Path, exc: Exception) -> None:
 
 
 def _job_overrides(job_dir: Path) -> list[str]:
-    hydra_file = job_dir / ".hydra" / "overrides.yaml"
-    if (job_dir / OVERRIDES_FILE).is_file():
-        return json.loads((job_dir / OVERRIDES_FILE).read_text())
-    if hydra_file.is_file():
-        return list(OmegaConf.load(hydra_file))
-    return []
+    """The job's overrides, as written (interpolations unresolved); [] without a file, and [] with a
+    warning naming it when the file is damaged (the job is still reported)."""
+    path = job_dir / OVERRIDES_FILE
+    if not path.is_file():
+        path = job_dir / ".hydra" / "overrides.yaml"
+        if not path.is_file():
+            return []
+    try:
+        overrides = (json.loads(path.read_text()) if path.suffix == ".json"
+                     else OmegaConf.to_container(OmegaConf.load(path)))
+    except (OSError, ValueError, yaml.YAMLError):
+        overrides = None
+    if not isinstance(overrides, list) or not all(isinstance(o, str) for o in overrides):
+        log.warning("%s is not a list of overrides (damaged?): the job is reported without them", path)
+        return []
+    return overrides
+
+
+def _job_summary(summary_file: Path) -> dict | None:
+    """The job's summary.json, or None with a warning naming it when it is not a JSON object."""
+    try:
+        summary = json.loads(summary_file.read_text())
+    except (OSError, ValueError):
+        summary = None
+    if not isinstance(summary, dict):
+        log.warning("%s is not a JSON object (damaged?): the job is left out of the report", summary_file)
+        return None
+    return summary
 
 
 def _number(text: str) -> Any:
@@ -57,7 +81,9 @@ def collect_jobs(sweep_dir: Path) -> list[dict]:
     jobs = []
     for summary_file in sorted(Path(sweep_dir).rglob("summary.json")):
         job_dir = summary_file.parent
-        summary = json.loads(summary_file.read_text())
+        summary = _job_summary(summary_file)
+        if summary is None:
+            continue
         overrides = dict(o.split("=", 1) for o in _job_overrides(job_dir) if "=" in o)
         jobs.append({"job": str(job_dir.relative_to(sweep_dir)), "summary": summary,
                      "overrides": {k.lstrip("+~"): _number(v) for k, v in overrides.items()}})
@@ -71,8 +97,14 @@ def collect_jobs(sweep_dir: Path) -> list[dict]:
 
 def _sort_key(job: dict):
     value = job["summary"].get("best_val_loss")
-    failed = job["summary"].get("status") == "failed" or value is None or not math.isfinite(value)
+    failed = (job["summary"].get("status") == "failed" or not isinstance(value, (int, float))
+              or not math.isfinite(value))
     return (failed, value if not failed else 0.0, job["job"])
+
+
+def _fmt(value: Any, spec: str) -> str:
+    """A number of a summary, or '-' where it is missing or null (not measured)."""
+    return format(value, spec) if isinstance(value, (int, float)) else "-"
 
 
 def format_table(jobs: list[dict]) -> str:
@@ -83,8 +115,8 @@ def format_table(jobs: list[dict]) -> str:
         if s.get("status") == "failed":
             rows.append((str(rank), job["job"], "FAILED", "-", "-", f"{swept}  ({s.get('error', '')})"))
             continue
-        rows.append((str(rank), job["job"], f"{s['best_val_loss']:.4f}", f"{s['tokens_per_sec']:.0f}",
-                     f"{s['wall_s']:.1f}", swept + ("  (stopped)" if s.get("stopped_by") else "")))
+        rows.append((str(rank), job["job"], _fmt(s.get("best_val_loss"), ".4f"), _fmt(s.get("tokens_per_sec"), ".0f"),
+                     _fmt(s.get("wall_s"), ".1f"), swept + ("  (stopped)" if s.get("stopped_by") else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
 
@@ -96,8 +128,7 @@ def plot_sweep(jobs: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [j for j in jobs if j["summary"].get("status") != "failed"
-          and math.isfinite(j["summary"].get("best_val_loss", math.inf))]
+    ok = [j for j in jobs if not _sort_key(j)[0]]
     keys = list(jobs[0]["swept"]) if jobs else []
     fig, axes = plt.subplots(1, max(1, len(keys)), figsize=(4.5 * max(1, len(keys)), 3.8), squeeze=False)
     for ax, key in zip(axes[0], keys or [None]):
@@ -119,7 +150,8 @@ def plot_sweep(jobs: list[dict], path: Path) -> None:
         ax.set_ylabel("best val loss")
         ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_file(path) as out:  # never half a PNG
+        fig.savefig(out, format="png", dpi=100)
     plt.close(fig)
 
 

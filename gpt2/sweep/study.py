@@ -18,7 +18,9 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import OptunaConfig, flatten
-from gpt2.errors import HarnessError
+from gpt2.errors import ConfigError, HarnessError
+from gpt2.files import atomic_write_text
+from gpt2.signals import STOP
 from gpt2.sweep.report import OVERRIDES_FILE, write_failure
 
 log = logging.getLogger(__name__)
@@ -37,36 +39,66 @@ def override_line(params: dict) -> str:
     return " ".join(f"{key}={value}" for key, value in params.items())
 
 
+def open_study(search: OptunaConfig):
+    """The study (created, or loaded from hparams_search.storage); a storage that cannot be opened is
+    one ConfigError."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.create_study(study_name=search.study_name, storage=search.storage,
+                                   load_if_exists=True, direction=search.direction)
+    except Exception as exc:  # sqlalchemy, optuna and OS errors alike, by URL and by damage
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"hparams_search.storage={search.storage!r} cannot be opened ({detail}); use a "
+                          f"URL such as sqlite:///optuna.db") from None
+
+
 def run_study(cfg: DictConfig, search: OptunaConfig, run_dir: Path, train_fn: Callable[[Any, Path], dict],
               from_hydra: Callable[[DictConfig], Any], fixed: list[str]) -> dict:
     """Run the trials still missing from the study; returns the best trial as a dict, with
     `stopped_by` set when a stop signal interrupted it. `fixed` are the overrides that reproduce the
-    study's trial config (they start the best-trial override line)."""
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=search.study_name, storage=search.storage,
-                                load_if_exists=True, direction=search.direction)
+    study's trial config (they start the best-trial override line). A signal at any moment leaves
+    every trial it started told (an interrupted one as FAIL, so a continued study runs it again)."""
+    study = open_study(search)
     # seeded, but offset by the trials so far: a continued study does not redraw its first trials
-    study.sampler = optuna.samplers.TPESampler(seed=search.seed + len(study.trials))
+    study.sampler = optuna_sampler(search.seed + len(study.trials))
     done = sum(counts_as_done(t) for t in study.trials)
     log.info("study %r: %d of %d trials done, running %d", study.study_name, done, search.n_trials,
              max(0, search.n_trials - done))
     stopped_by = None
-    for _ in range(max(0, search.n_trials - done)):
-        trial = study.ask()
+    with STOP.deferred():  # a signal between trials ends the study after telling it what finished
+        while done < search.n_trials and not stopped_by:
+            _, stopped_by = run_told_trial(study, search, cfg, run_dir, train_fn, from_hydra)
+            done += stopped_by is None
+            stopped_by = stopped_by or STOP.received  # also a signal after a trial's last iteration
+    return {**report_best(study, run_dir, fixed, stopped_by), "stopped_by": stopped_by}
+
+
+def optuna_sampler(seed: int):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def run_told_trial(study, search: OptunaConfig, cfg: DictConfig, run_dir: Path, train_fn, from_hydra
+                   ) -> tuple[Optional[float], Optional[str]]:
+    """Ask for a trial, train it and tell the study how it went, whatever stops it (see run_trial)."""
+    import optuna
+
+    trial = study.ask()
+    value, stopped_by, finished = None, None, False
+    try:
         params = {key: suggest(trial, key, dict(spec)) for key, spec in search.params.items()}
-        trial_dir = run_dir / f"trial_{trial.number:03d}"
-        value, stopped_by = run_trial(cfg, params, trial_dir, study.study_name, train_fn, from_hydra)
-        if stopped_by:  # not a failure of these parameters: a continued study runs the trial again
-            trial.set_user_attr("interrupted", stopped_by)
-        if value is None:
-            study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        else:
-            study.tell(trial, value)
-        if stopped_by:
-            break
-    return {**report_best(study, run_dir, fixed), "stopped_by": stopped_by}
+        value, stopped_by = run_trial(cfg, params, trial_dir=run_dir / f"trial_{trial.number:03d}",
+                                      group=study.study_name, train_fn=train_fn, from_hydra=from_hydra)
+        finished = True
+    finally:
+        interrupted = stopped_by if finished else (STOP.received or "an interruption")
+        if interrupted:  # not a failure of these parameters: a continued study runs the trial again
+            trial.set_user_attr("interrupted", interrupted)
+        study.tell(trial, value) if value is not None else study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    return value, stopped_by
 
 
 def counts_as_done(trial) -> bool:
@@ -83,10 +115,10 @@ def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_
     trial_cfg.logger.group = trial_cfg.logger.group or group
     trial_cfg.logger.name = trial_cfg.logger.name or f"{group}-{trial_dir.name}"
     trial_dir.mkdir(parents=True, exist_ok=True)
-    (trial_dir / OVERRIDES_FILE).write_text(json.dumps([f"{k}={v}" for k, v in params.items()]))
+    atomic_write_text(trial_dir / OVERRIDES_FILE, json.dumps([f"{k}={v}" for k, v in params.items()]))
     try:
         config = from_hydra(trial_cfg)
-        (trial_dir / "config.yaml").write_text(OmegaConf.to_yaml(trial_cfg, resolve=True))
+        atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(trial_cfg, resolve=True))
         summary = train_fn(config, trial_dir)
     except Exception as exc:  # an invalid combination, a NaN, an out-of-memory: this trial fails
         write_failure(trial_dir, exc)
@@ -98,19 +130,22 @@ def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_
     return value, None
 
 
-def report_best(study, run_dir: Path, fixed: list[str]) -> dict:
+def report_best(study, run_dir: Path, fixed: list[str], stopped_by: Optional[str] = None) -> dict:
+    """Print and save the best trial. No completed trial is an error, unless a stop came first."""
     import optuna
 
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:
+        if stopped_by:
+            return {"study": study.study_name, "best_val_loss": math.inf, "completed": 0}
         raise HarnessError(f"study {study.study_name!r}: no trial completed (see the trial_* folders in {run_dir})")
     best = study.best_trial
     line = " ".join([*fixed, override_line(best.params)])
     result = {"study": study.study_name, "best_trial": best.number, "best_val_loss": best.value,
               "params": best.params, "overrides": line, "trials": len(study.trials),
               "completed": len(complete)}
-    (run_dir / "best_params.json").write_text(json.dumps(result, indent=2) + "\n")
-    (run_dir / "best_overrides.txt").write_text(line + "\n")
+    atomic_write_text(run_dir / "best_params.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run_dir / "best_overrides.txt", line + "\n")
     print(f"best trial {best.number} of {len(study.trials)}: best val loss {best.value:.4f}\n"
           f"  python train.py {line}\n  (saved in {run_dir / 'best_overrides.txt'})")
     return result

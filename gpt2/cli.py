@@ -1,0 +1,143 @@
+"""train.py's command line around Hydra: every error a user can cause ends in one line and exit 1.
+
+Hydra prints its own errors (a composition error, a run directory it cannot create) as several lines
+or a shortened traceback; `run_entry` asks Hydra to raise them instead (HYDRA_FULL_ERROR, unless the
+user set it) and prints one line. `--help` hides the internal `schema` group, `--cfg` validates the
+config as a run does, and the run's files that Hydra would write before the run owns its directory
+(`.hydra/`) are written by `save_run_files` once it does. `fail` and `report` end a run on the console:
+one line for an error, the result, and for a stopped run the command that continues it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+from omegaconf import DictConfig, OmegaConf
+
+from gpt2.config import compose, from_hydra, hydra_error_line
+from gpt2.errors import RunDirError, error_line
+from gpt2.files import atomic_write_text
+from gpt2.signals import STOP
+from gpt2.sweep import callback
+
+log = logging.getLogger("train")
+
+CFG_FLAGS = ("--cfg", "-c")
+FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                    "--config-dir", "-cd", "--experimental-rerun", "--info")
+
+
+def save_run_files(cfg: DictConfig, run_dir: Path) -> None:
+    """config.yaml (resolved) and Hydra's .hydra/{config,hydra,overrides}.yaml, written atomically
+    (conf/config.yaml sets hydra.output_subdir=null so that Hydra does not write them itself before
+    the run owns its directory: a refused second run would replace the first one's)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    hc = HydraConfig.instance().cfg
+    atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
+    if hc is not None:
+        for name, node in (("config", cfg), ("hydra", hc), ("overrides", hc.hydra.overrides.task)):
+            atomic_write_text(run_dir / ".hydra" / f"{name}.yaml", OmegaConf.to_yaml(node))
+
+
+def overrides_of(argv: list[str]) -> list[str]:
+    """The key=value overrides on a Hydra command line (its flags and their values left out)."""
+    found, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in FLAGS_WITH_VALUE:
+            skip = True
+        elif not arg.startswith("-"):
+            found.append(arg)
+    return found
+
+
+def explain(exc: BaseException, argv: list[str]) -> Optional[str]:
+    """The one line for an error before or around the run, naming the override it comes from."""
+    line = hydra_error_line(exc) or error_line(exc)
+    if line is not None and isinstance(exc, OSError) and exc.filename is not None:
+        for override in overrides_of(argv):  # e.g. hydra.run.dir=... that is an existing file
+            key, _, value = override.partition("=")
+            if value and str(exc.filename).startswith(os.path.abspath(os.path.expanduser(value))):
+                return f"{key}={value}: {line}"
+    return line
+
+
+def show_help(main: Callable[[], None]) -> None:
+    """Hydra's --help without the `schema` group (the schemas the group options extend)."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        try:
+            main()
+        except SystemExit as exc:
+            if exc.code not in (0, None):
+                raise
+    print("".join(line for line in out.getvalue().splitlines(keepends=True) if not line.startswith("schema:")),
+          end="")
+
+
+def run_entry(main: Callable[[], None]) -> None:
+    """Run the Hydra app `main` with one-line errors (a bug still shows its traceback)."""
+    argv = sys.argv[1:]
+    ours = "HYDRA_FULL_ERROR" not in os.environ
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing
+    try:
+        if "--help" in argv or "-h" in argv:
+            return show_help(main)
+        if any(flag in argv for flag in CFG_FLAGS) and not {"-m", "--multirun"} & set(argv):
+            from_hydra(compose(*overrides_of(argv)))  # validate as a run would, then let Hydra print
+        main()
+    except Exception as exc:
+        line = explain(exc, argv)
+        if line is None or not ours:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+def fail(exc: Exception, run_dir: Path) -> None:
+    """One line on the console (and in train.log, unless the directory is another run's), exit 1; a
+    bug keeps its traceback."""
+    line = error_line(exc)
+    if line is None:
+        raise exc
+    if isinstance(exc, RunDirError):  # do not write into the other run's train.log
+        for handler in logging.getLogger().handlers[:]:
+            if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
+                logging.getLogger().removeHandler(handler)
+    log.error("%s", line)
+    sys.exit(1)
+
+
+def report(summary: dict, run_dir: Path, multirun: bool) -> None:
+    """Print a run's result; a stopped run exits 1 with the line that continues it."""
+    print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
+          f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
+    if summary["sample"]:
+        print(f"--- sample ---\n{summary['sample']}\n--------------")
+    if summary["stopped_by"]:
+        message = (f"stopped by {summary['stopped_by']} at iteration {summary['iters']}; checkpoint saved "
+                   f"to {run_dir / 'ckpt' / 'last.pt'}. " + continue_hint(run_dir, multirun))
+        log.warning("%s", message)
+        sys.exit(message)
+    if STOP.received and not multirun:
+        log.warning("%s arrived after the last iteration: the run is complete", STOP.received)
+
+
+def continue_hint(run_dir: Path, multirun: bool) -> str:
+    """How to continue: this run's command line with trainer.resume=auto and its directory."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if multirun:
+        return f"Continue the sweep with: {callback.continue_command}"
+    overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
+    return (f"Resume with: python train.py {' '.join(overrides)} trainer.resume=auto "
+            f"{shlex.quote(f'hydra.run.dir={run_dir}')}")
