@@ -111,6 +111,14 @@ def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
+def _reason(exc: Exception, limit: int = 100) -> str:
+    """The start of torch's (often paragraph-long) message for a file it cannot load."""
+    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if first.startswith("Weights only load failed"):
+        return "it holds Python objects, not only tensors"
+    return first if len(first) <= limit else first[:limit].rstrip() + "..."
+
+
 def checkpoint_iteration(path: Path) -> int:
     """The iteration a checkpoint was saved at: from an iter_NNNNNNN.pt name, else read from the file
     (memory-mapped: the weights are not read)."""
@@ -120,7 +128,7 @@ def checkpoint_iteration(path: Path) -> int:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iter"])
     except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({str(exc).splitlines()[0]}): move "
+        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(exc)}): move "
                               f"it away (or resume from another checkpoint of the run)") from None
 
 
@@ -132,7 +140,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # torch raises RuntimeError, OSError, UnpicklingError, ... by damage
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
-                              f"{str(exc).splitlines()[0]})") from None
+                              f"{_reason(exc)})") from None
     version = state.get("format_version") if isinstance(state, dict) else None
     try:
         if version == 2:

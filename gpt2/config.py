@@ -364,7 +364,9 @@ def hydra_error_line(exc: BaseException) -> Optional[str]:
     if options:
         line += f" (options: {', '.join(o.strip() for o in options.group(1).splitlines() if o.strip())})"
     if isinstance(getattr(exc, "override", None), str):  # bad override syntax: say which override
-        line = f"{exc.override}: {line}"
+        key, _, value = exc.override.partition("=")
+        detail = "cannot be parsed" if exc.override in line else line
+        line = f"{exc.override}: {detail} (a value with special characters needs quotes: '{key}=\"{value}\"')"
     cause = exc.__cause__
     if cause is not None and str(cause):
         line += f" ({str(cause).splitlines()[0]})"

@@ -97,7 +97,10 @@ def one_line(result) -> str:
     ("data.batch_size=abc", "error: Error merging override data.batch_size=abc (Value 'abc' of type 'str' "
                             "could not be converted to Integer)"),
     ("model=nope", "error: In 'config': Could not find 'model/nope' (options: baby, gpt2, tiny)"),
-    ("data.batch_size=[", "error: data.batch_size=[: no viable alternative at input '['"),
+    ("data.batch_size=[", "error: data.batch_size=[: no viable alternative at input '[' (a value with special "
+                          "characters needs quotes: 'data.batch_size=\"[\"')"),
+    ("data.path=~/corpus.txt", "error: data.path=~/corpus.txt: cannot be parsed (a value with special characters "
+                               "needs quotes: 'data.path=\"~/corpus.txt\"')"),
 ])
 def test_hydra_composition_errors_are_one_line(tmp_path, override, expected):
     assert one_line(run_train(tmp_path / "run", override)) == expected
