@@ -22,7 +22,7 @@ from gpt2.cli import fail, report, run_entry, save_run_files  # noqa: E402
 from gpt2.config import from_hydra, register_configs  # noqa: E402
 from gpt2.errors import RunDirError  # noqa: E402
 from gpt2.resume import run_checkpoints  # noqa: E402
-from gpt2.rundir import RunDirLock  # noqa: E402
+from gpt2.rundir import RunDirLock, RunDirTaken  # noqa: E402
 from gpt2.sweep.report import sweep_group, write_failure  # noqa: E402
 from gpt2.sweep.study import run_study, study_fixed_overrides  # noqa: E402
 from gpt2.trainer import train  # noqa: E402
@@ -65,6 +65,7 @@ def study(cfg: DictConfig, search, run_dir: Path, hc) -> float:
         hc.runtime.choices.get("hparams_search") if search.storage else sweep_group(hc.sweep.dir))
     STOP.context = f"during study {search.study_name!r}: rerun the same command to continue it"
     with RunDirLock(run_dir):
+        refuse_foreign_study(run_dir, search.storage)
         save_run_files(cfg, run_dir)
         fixed = study_fixed_overrides(cfg, list(hc.overrides.task))
         result = run_study(cfg, search, run_dir, train, from_hydra, fixed)
@@ -74,6 +75,14 @@ def study(cfg: DictConfig, search, run_dir: Path, hc) -> float:
         log.warning("%s", message)
         sys.exit(message)
     return result["best_val_loss"]
+
+
+def refuse_foreign_study(run_dir: Path, storage) -> None:
+    """A study's directory holds nothing but that study: no run, and no trials unless they come from
+    its storage (an in-memory study numbers its trials from 0 again)."""
+    if run_checkpoints(run_dir) or (storage is None and any(run_dir.glob("trial_*"))):
+        raise RunDirTaken(f"{run_dir} already holds a run or another study's trials: use another "
+                          f"hydra.sweep.dir" + ("" if storage else " (or hparams_search.storage to continue a study)"))
 
 
 if __name__ == "__main__":

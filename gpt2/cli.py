@@ -63,11 +63,17 @@ def overrides_of(argv: list[str]) -> list[str]:
 def explain(exc: BaseException, argv: list[str]) -> Optional[str]:
     """The one line for an error before or around the run, naming the override it comes from."""
     line = hydra_error_line(exc) or error_line(exc)
+    if isinstance(exc, ValueError) and str(exc).startswith("Only one of --run, --multirun"):
+        line = str(exc)  # Hydra's own check of its flags
     if line is not None and isinstance(exc, OSError) and exc.filename is not None:
-        for override in overrides_of(argv):  # e.g. hydra.run.dir=... that is an existing file
+        matches = []  # the override whose path holds the file, e.g. hydra.run.dir=... that is a file
+        for override in overrides_of(argv):
             key, _, value = override.partition("=")
-            if value and str(exc.filename).startswith(os.path.abspath(os.path.expanduser(value))):
-                return f"{key}={value}: {line}"
+            path = os.path.abspath(os.path.expanduser(value)) if value else None
+            if path and (str(exc.filename) == path or str(exc.filename).startswith(path + os.sep)):
+                matches.append((len(path), override))
+        if matches:
+            return f"{max(matches)[1]}: {line}"
     return line
 
 

@@ -271,7 +271,7 @@ def register_configs() -> None:
     `${unique_tag:}` resolver of default run directories."""
     from gpt2.rundir import unique_tag
 
-    OmegaConf.register_new_resolver("unique_tag", unique_tag, replace=True)
+    OmegaConf.register_new_resolver("unique_tag", unique_tag, replace=True, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, schema in GROUPS.items():

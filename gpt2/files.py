@@ -10,6 +10,10 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -26,6 +30,7 @@ def atomic_file(path: Path) -> Iterator[BinaryIO]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it 0600)
         with os.fdopen(fd, "wb") as f:
             yield f
             f.flush()

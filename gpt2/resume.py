@@ -4,6 +4,7 @@ and the LR schedule a resumed run follows."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -19,6 +20,7 @@ from gpt2.files import remove_stale_temporaries
 from gpt2.model import GPT
 from gpt2.optim import LRSchedule
 from gpt2.parts import Parts
+from gpt2.runlog import SUMMARY_FILE
 from gpt2.rundir import RunDirTaken
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,25 @@ def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
                               f"{run_dir} holds later checkpoints ({', '.join(newer)}) that continuing from it "
                               f"would overwrite: resume it into a new hydra.run.dir")
     return path
+
+
+def finished_run(config: Config, run_dir: Path) -> Optional[dict]:
+    """The summary of the run in run_dir when trainer.resume=auto could only finish it again (it ran
+    its trainer.max_iters, was not stopped, and the config continues it): the caller keeps its files
+    as they are. None otherwise."""
+    try:
+        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text()) if config.trainer.resume == "auto" else None
+        held = run_checkpoints(run_dir)
+        if (not isinstance(summary, dict) or summary.get("status") == "failed" or summary.get("stopped_by")
+                or not isinstance(summary.get("iters"), int) or summary["iters"] < config.trainer.max_iters
+                or not held):
+            return None
+        state = torch.load(max(held, key=checkpoint_iteration), map_location="cpu", weights_only=True, mmap=True)
+    except (OSError, ValueError, CheckpointError, RuntimeError):
+        return None  # the normal resume says what is wrong
+    saved, now = flatten(state["config"]), flatten(to_dict(config))
+    changed = [k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES)]
+    return summary if state.get("iter") == summary["iters"] and not changed else None
 
 
 def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fingerprint: str) -> None:

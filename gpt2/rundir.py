@@ -15,18 +15,20 @@ import secrets
 import socket
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 from gpt2.errors import CheckpointError, HarnessError, RunDirError
 
 LOCK_FILE = ".lock"
-_TAG = secrets.token_hex(2)
+TAG_ENV = "GPT2_RUN_TAG"
 
 
 def unique_tag() -> str:
-    """A short random tag, the same for the whole process (resolver `${unique_tag:}` in conf/)."""
-    return _TAG
+    """A short random tag (resolver `${unique_tag:}` in conf/), the same for the whole process and the
+    processes it starts (a joblib launcher's workers resolve the sweep directory again)."""
+    return os.environ.setdefault(TAG_ENV, secrets.token_hex(2))
 
 
 class RunDirBusy(RunDirError):
@@ -88,6 +90,18 @@ class RunDirLock:
             self.path.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the inode
             os.close(self._fd)
             self._fd = None
+
+
+@contextmanager
+def exclusive(path: Path) -> Iterator[None]:
+    """Wait for, then hold, an exclusive flock on `path` (created if needed): for a read-modify-write
+    of a file that parallel processes share."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _same_file(fd: int, path: Path) -> bool:

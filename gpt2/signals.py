@@ -9,12 +9,13 @@ traceback is printed. Standard library only, so train.py installs it before its 
 
 from __future__ import annotations
 
+import os
 import signal
 from contextlib import contextmanager
 from typing import Iterator, Optional
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
-START_UP = "during start-up, before training began (nothing to resume): run the command again"
+START_UP = "during start-up, before training began (nothing was saved): run the command again"
 
 
 class Interrupted(SystemExit):
@@ -33,17 +34,20 @@ class StopSignals:
         self.context = START_UP  # where a signal raising Interrupted now would stop the process
         self._deferring = False
         self._installed = False
+        self._pid = os.getpid()
 
     def install(self) -> None:
         """Handle SIGINT/SIGTERM from now on (a no-op outside the main thread)."""
         try:
             for sig in SIGNALS:
                 signal.signal(sig, self._handle)
-            self._installed = True
+            self._installed, self._pid = True, os.getpid()
         except ValueError:  # not the main thread: signals stay as they are
             pass
 
     def _handle(self, signum, frame) -> None:
+        if os.getpid() != self._pid:  # a forked DataLoader worker: its parent stops it
+            return
         name = signal.Signals(signum).name
         again = self.received is not None
         self.received = self.received or name

@@ -25,7 +25,7 @@ from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
 from gpt2.model import GPT
 from gpt2.parts import Parts, build
-from gpt2.resume import RunCheckpoints, resume_path
+from gpt2.resume import RunCheckpoints, finished_run, resume_path
 from gpt2.rundir import RunDirLock
 from gpt2.runlog import RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
 from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, resolve_device
@@ -183,19 +183,22 @@ class Trainer:
             self.ckpts.wandb_id = run_log.wandb_id
             try:
                 sample = self.run(run_log, stop, on_step)
+                summary = run_summary(self, time.perf_counter() - wall_start, self.stopped_by(stop.received), sample)
+                run_log.finish(summary)
             except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
-                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, exc.signal_name, ""))
+                stopped_by = self.stopped_by(exc.signal_name)
+                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
                 raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
                                                    f"{self.intact()}") from None
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
                 raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}") from None
-            # a stop during the final evaluation or sample of a finished run does not make it unfinished
-            stopped_by = stop.received if self.progress.iters < self.config.trainer.max_iters else None
-            summary = run_summary(self, time.perf_counter() - wall_start, stopped_by, sample)
-            run_log.finish(summary)
         return summary
+
+    def stopped_by(self, signal_name: Optional[str]) -> Optional[str]:
+        """A stop during the final evaluation or sample of a finished run does not make it unfinished."""
+        return signal_name if self.progress.iters < self.config.trainer.max_iters else None
 
     def run(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> str:
         """The evaluation at step 0 (fresh runs), the loop, the last checkpoint; returns the sample."""
@@ -317,6 +320,11 @@ def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], N
     accepted, before training (train.py writes config.yaml there); `on_step(trainer)` after every
     optimizer step (tests use it to send signals)."""
     with RunDirLock(run_dir):
+        finished = finished_run(config, run_dir)
+        if finished is not None:  # e.g. a finished job of a continued sweep: keep its files as they are
+            log.info("%s holds a finished run (%d iterations, best val loss %.4f): kept as it is",
+                     run_dir, finished["iters"], finished["best_val_loss"])
+            return finished
         trainer = Trainer(config, run_dir)
         if on_start is not None:
             on_start()

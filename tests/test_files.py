@@ -19,3 +19,13 @@ def test_stale_temporaries_are_removed(tmp_path):
     (tmp_path / "last.pt").write_text("kept")
     remove_stale_temporaries(tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_atomic_writes_honour_the_umask(tmp_path):
+    import os
+    import stat
+
+    atomic_write_text(tmp_path / "shared.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600

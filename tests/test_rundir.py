@@ -46,6 +46,7 @@ def test_two_processes_in_one_directory(tmp_path, data_dir):
         lines = (second.stdout + second.stderr).strip().splitlines()
         assert len(lines) == 1 and f"is in use by pid {first.pid}" in lines[0], lines
         assert "is in use" not in (run_dir / "train.log").read_text()  # nothing written into the other run
+        wait_for_iter(first, run_dir, 21)  # past the checkpoint at iteration 20
         first.send_signal(signal.SIGKILL)  # a killed owner leaves nothing stuck
         first.wait(timeout=60)
         rows = read_metrics(run_dir)
@@ -57,7 +58,8 @@ def test_two_processes_in_one_directory(tmp_path, data_dir):
         first.kill()
 
 
-def test_default_run_directories_are_unique(tmp_path, data_dir):
+def test_default_run_directories_are_unique(tmp_path, data_dir, monkeypatch):
+    monkeypatch.delenv("GPT2_RUN_TAG", raising=False)  # as two shells would start them
     overrides = [*TINY, f"data.data_dir={data_dir}", "logger=none", "trainer.max_iters=2",
                  "trainer.sample_tokens=0"]
     procs = [start_train(None, *overrides, cwd=tmp_path) for _ in range(2)]  # started in the same second

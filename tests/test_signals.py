@@ -74,5 +74,5 @@ def test_a_signal_during_start_up_is_one_line(tmp_path, data_dir, sig):
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 1
     assert stderr.strip().splitlines() == [
-        f"stopped by {signal.Signals(sig).name} during start-up, before training began (nothing to resume): "
+        f"stopped by {signal.Signals(sig).name} during start-up, before training began (nothing was saved): "
         f"run the command again"]

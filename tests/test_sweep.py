@@ -143,6 +143,20 @@ def test_wandb_sweep_spec_is_valid_for_train_py(tmp_path, data_dir):
     assert summary["iters"] == 4
 
 
+def test_parallel_jobs_in_the_default_sweep_directory(tmp_path, data_dir, monkeypatch):
+    """joblib's workers resolve the sweep directory again: it must be the one the sweep announced."""
+    monkeypatch.delenv("GPT2_RUN_TAG", raising=False)
+    result = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", *FAST, f"data.data_dir={data_dir}",
+                             "logger=none", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "trainer.num_threads=1", "trainer.seed=1,2"], cwd=tmp_path, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    sweeps = list((tmp_path / "multirun").glob("*/*"))
+    assert len(sweeps) == 1, sweeps
+    assert sorted(r["job"] for r in results(sweeps[0])) == ["0", "1"]
+    assert (sweeps[0] / "0" / "summary.json").is_file() and (sweeps[0] / "1" / "summary.json").is_file()
+
+
 def test_parallel_jobs_with_the_joblib_launcher(tmp_path, data_dir):
     result = multirun(tmp_path, *FAST, f"data.data_dir={data_dir}", "logger=none", "hydra/launcher=joblib",
                       "hydra.launcher.n_jobs=2", "trainer.num_threads=1", "optim.lr=1e-3,3e-3")
@@ -252,6 +266,7 @@ def test_a_stopped_sweep_says_how_to_continue_and_continues(tmp_path, data_dir):
     assert proc.returncode == 1
     line = stderr.strip().splitlines()[-1]
     assert [r["job"] for r in results(sweep)] == ["0"]  # what finished is recorded
+    finished = (sweep / "0" / "summary.json").read_bytes()
     command = shlex.split(line.split("Continue the sweep with: ", 1)[1])
     assert command[:3] == ["python", "train.py", "-m"] and "trainer.resume=auto" in command
     again = subprocess.run([sys.executable, *command[1:]], cwd=ROOT, stdin=subprocess.DEVNULL,
@@ -260,3 +275,25 @@ def test_a_stopped_sweep_says_how_to_continue_and_continues(tmp_path, data_dir):
     rows = results(sweep)
     assert sorted(r["job"] for r in rows) == ["0", "1", "2"] and {r["status"] for r in rows} == {"COMPLETED"}
     assert [r["iter"] for r in read_metrics(sweep / "1")] == list(range(401))  # job 1 resumed, not restarted
+    assert (sweep / "0" / "summary.json").read_bytes() == finished  # the finished job is kept as it was
+
+
+def test_a_sweep_or_study_never_overwrites_another_in_its_directory(tmp_path, data_dir):
+    common = [*FAST, f"data.data_dir={data_dir}", "logger=none", "trainer.max_iters=5"]
+    assert multirun(tmp_path / "sweep", *common, "optim.lr=1e-3").returncode == 0
+    files = [tmp_path / "sweep" / "multirun.yaml", *(p for p in (tmp_path / "sweep" / "0").rglob("*") if p.is_file())]
+    before = {p: p.read_bytes() for p in files}
+    again = multirun(tmp_path / "sweep", *common, "optim.lr=5e-3")
+    assert again.returncode == 1 and again.stderr.strip().splitlines() == [
+        f"error: hydra.sweep.dir={tmp_path / 'sweep'} already holds a sweep's runs "
+        f"({tmp_path / 'sweep' / '0' / 'ckpt' / 'best.pt'}, ...): continue it with trainer.resume=auto, or use "
+        f"another hydra.sweep.dir"]
+    assert {p: p.read_bytes() for p in files} == before
+    study = [*common, "hparams_search=shakespeare_optuna", "hparams_search.n_trials=1"]
+    assert multirun(tmp_path / "study", *study).returncode == 0
+    trial = tmp_path / "study" / "0" / "trial_000"
+    files = [tmp_path / "study" / "0" / "config.yaml", *(p for p in trial.rglob("*") if p.is_file())]
+    before = {p: p.read_bytes() for p in files}
+    other = multirun(tmp_path / "study", *study, "hparams_search.seed=7")
+    assert other.returncode == 1 and "already holds a run or another study's trials" in other.stdout
+    assert {p: p.read_bytes() for p in before} == before

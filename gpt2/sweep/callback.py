@@ -12,6 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gpt2.files import atomic_write_text
+from gpt2.rundir import exclusive
 from gpt2.signals import STOP
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 
@@ -53,6 +54,11 @@ class SweepReport(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         global continue_command
         sweep_dir = config.hydra.sweep.dir
+        held = sorted(Path(sweep_dir).glob("*/ckpt/*.pt"))
+        if held and config.trainer.resume is None:  # refused before Hydra rewrites its multirun.yaml
+            # Hydra turns a callback's exception into a warning: end the process here, in one line
+            raise SystemExit(f"error: hydra.sweep.dir={sweep_dir} already holds a sweep's runs ({held[0]}, ...): "
+                             f"continue it with trainer.resume=auto, or use another hydra.sweep.dir")
         overrides = [shlex.quote(o) for o in config.hydra.overrides.task if not o.startswith("trainer.resume=")]
         continue_command = " ".join(["python train.py -m", *overrides, "trainer.resume=auto",
                                      shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
@@ -70,9 +76,10 @@ class SweepReport(Callback):
                "status": "FAILED" if failure else "COMPLETED",
                "objective": value if not failure and isinstance(value, float) and math.isfinite(value) else None,
                "error": failure}
-        results = Path(hydra_cfg.sweep.dir) / "results.jsonl"
-        rows = [r for r in read_results(results) if r.get("job") != row["job"]]  # a continued sweep's rerun replaces it
-        atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows + [row]))
+        results = Path(config.hydra.sweep.dir) / "results.jsonl"  # resolved as the job's directory was
+        with exclusive(results.with_name(".results.lock")):  # parallel jobs (joblib) write it too
+            rows = [r for r in read_results(results) if r.get("job") != row["job"]]  # a rerun replaces its row
+            atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows + [row]))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)

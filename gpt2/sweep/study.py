@@ -18,8 +18,9 @@ from typing import Any, Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import OptunaConfig, flatten
-from gpt2.errors import ConfigError, HarnessError
+from gpt2.errors import ConfigError, HarnessError, RunDirError
 from gpt2.files import atomic_write_text
+from gpt2.rundir import RunDirTaken
 from gpt2.signals import STOP
 from gpt2.sweep.report import OVERRIDES_FILE, write_failure
 
@@ -114,12 +115,17 @@ def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_
     trial_cfg.hparams_search = None
     trial_cfg.logger.group = trial_cfg.logger.group or group
     trial_cfg.logger.name = trial_cfg.logger.name or f"{group}-{trial_dir.name}"
+    if trial_dir.is_dir() and any(trial_dir.iterdir()):  # another study's trial of the same number
+        raise RunDirTaken(f"{trial_dir} already holds a trial of another study: run this study in another "
+                          f"hydra.sweep.dir")
     trial_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(trial_dir / OVERRIDES_FILE, json.dumps([f"{k}={v}" for k, v in params.items()]))
     try:
         config = from_hydra(trial_cfg)
         atomic_write_text(trial_dir / "config.yaml", OmegaConf.to_yaml(trial_cfg, resolve=True))
         summary = train_fn(config, trial_dir)
+    except RunDirError:
+        raise  # not this trial's failure: nothing may be written into that directory
     except Exception as exc:  # an invalid combination, a NaN, an out-of-memory: this trial fails
         write_failure(trial_dir, exc)
         return None, None
