@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gpt2.cli import fail, report, run_entry, save_run_files  # noqa: E402
+from gpt2.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
 from gpt2.config import from_hydra, register_configs  # noqa: E402
 from gpt2.errors import RunDirError  # noqa: E402
 from gpt2.resume import run_checkpoints  # noqa: E402
@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> float:
     hc = HydraConfig.get()
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
+    quiet_other_ranks()
     if STOP.received:  # a signal during the end of the previous sweep job: the sweep stops here
         raise Interrupted(STOP.received, STOP.context)
     started = []

@@ -22,6 +22,8 @@ from typing import Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import compose, from_hydra, hydra_error_line
+from gpt2 import trainer
+from gpt2.distributed import Dist, is_peer_failure
 from gpt2.errors import RunDirError, error_line
 from gpt2.files import atomic_write_text
 from gpt2.signals import STOP
@@ -32,6 +34,18 @@ log = logging.getLogger("train")
 CFG_FLAGS = ("--cfg", "-c")
 FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                     "--config-dir", "-cd", "--experimental-rerun", "--info")
+
+
+def quiet_other_ranks() -> None:
+    """Under torchrun, only rank 0 logs (to the console and train.log); the others log warnings and
+    errors to the console only."""
+    if Dist.from_env().is_main:
+        return
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if isinstance(handler, logging.FileHandler):
+            root.removeHandler(handler)
+    root.setLevel(logging.WARNING)
 
 
 def save_run_files(cfg: DictConfig, run_dir: Path) -> None:
@@ -112,9 +126,19 @@ def run_entry(main: Callable[[], None]) -> None:
 def fail(exc: Exception, run_dir: Path) -> None:
     """One line on the console (and in train.log, unless the directory is another run's), exit 1; a
     bug keeps its traceback."""
+    dist = Dist.from_env()
+    if dist.enabled and is_peer_failure(exc):  # the failing process shows its own error
+        if not dist.is_main:
+            sys.exit(1)
+        log.error("stopped: another process of this torchrun run failed (its error is shown by it)")
+        sys.exit(1)
     line = error_line(exc)
     if line is None:
         raise exc
+    if not dist.is_main:  # an error every rank meets alike is shown by rank 0 only
+        if not trainer.training_started:
+            sys.exit(1)
+        line = f"rank {dist.rank}: {line}"
     if isinstance(exc, RunDirError):  # do not write into the other run's train.log
         for handler in logging.getLogger().handlers[:]:
             if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
@@ -124,7 +148,11 @@ def fail(exc: Exception, run_dir: Path) -> None:
 
 
 def report(summary: dict, run_dir: Path, multirun: bool) -> None:
-    """Print a run's result; a stopped run exits 1 with the line that continues it."""
+    """Print a run's result; a stopped run exits 1 with the line that continues it. Under torchrun
+    rank 0 does; the other ranks end quietly with status 0, so that torchrun does not end rank 0
+    before it has said it."""
+    if not Dist.from_env().is_main:
+        return
     print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
     if summary["sample"]:
@@ -145,5 +173,7 @@ def continue_hint(run_dir: Path, multirun: bool) -> str:
     if multirun:
         return f"Continue the sweep with: {callback.continue_command}"
     overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
-    return (f"Resume with: python train.py {' '.join(overrides)} trainer.resume=auto "
+    dist = Dist.from_env()
+    launch = f"torchrun --standalone --nproc_per_node={dist.world_size}" if dist.enabled else "python"
+    return (f"Resume with: {launch} train.py {' '.join(overrides)} trainer.resume=auto "
             f"{shlex.quote(f'hydra.run.dir={run_dir}')}")

@@ -269,9 +269,10 @@ GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
 def register_configs() -> None:
     """Store the root schema and one schema per group (conf/*.yaml extend them by name), and the
     `${unique_tag:}` resolver of default run directories."""
-    from gpt2.rundir import unique_tag
+    from gpt2.rundir import run_stamp, unique_tag
 
     OmegaConf.register_new_resolver("unique_tag", unique_tag, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)
     cs = ConfigStore.instance()
     cs.store(name="config_schema", node=Config)
     for group, schema in GROUPS.items():

@@ -65,8 +65,18 @@ def _mix(seed: int, epoch: int) -> int:
     return (seed * 0x9E3779B97F4A7C15 + epoch * 0xBF58476D1CE4E5B9) % (2**63 - 1)
 
 
+def shard(batch: torch.Tensor, rank: int, world_size: int) -> torch.Tensor:
+    """Rank `rank`'s contiguous slice of a global batch of window starts (every window to one rank)."""
+    if world_size == 1:
+        return batch
+    per = -(-len(batch) // world_size)
+    return batch[rank * per: (rank + 1) * per]
+
+
 class WindowBatchSampler(Sampler[torch.Tensor]):
-    """Yields one LongTensor of batch_size window starts per batch, one epoch per `iter()`.
+    """Yields one LongTensor of batch_size window starts per batch, one epoch per `iter()`. Under
+    torchrun batch_size is the global batch and each rank yields its slice of it (`shard`): the
+    same windows, whatever the number of processes.
 
     The order is a function of (seed, epoch) only, drawn from a private torch.Generator: the same
     seed gives the same batches whatever num_workers is and whatever else draws random numbers. Its
@@ -74,7 +84,7 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
     and a distributed variant can shard the same permutation."""
 
     def __init__(self, num_windows: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                 drop_last: bool = True):
+                 drop_last: bool = True, rank: int = 0, world_size: int = 1):
         if drop_last and num_windows < batch_size:
             raise ValueError(f"only {num_windows} windows, fewer than one batch of {batch_size}: "
                              f"lower data.batch_size or data.block_size, or use more text")
@@ -83,6 +93,7 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start_batch = 0
 
@@ -110,7 +121,8 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
     def __iter__(self) -> Iterator[torch.Tensor]:
         # the order and the start are read now, when iteration begins, not at the first batch
         order, size = self.order(), self.batch_size
-        return (order[b * size: (b + 1) * size] for b in range(self.start_batch, len(self)))
+        return (shard(order[b * size: (b + 1) * size], self.rank, self.world_size)
+                for b in range(self.start_batch, len(self)))
 
 
 class FixedBatchSampler(Sampler[torch.Tensor]):
@@ -121,13 +133,15 @@ class FixedBatchSampler(Sampler[torch.Tensor]):
     every validation token is scored exactly once."""
 
     def __init__(self, num_windows: int, batch_size: int, block_size: int,
-                 num_batches: Optional[int] = None):
+                 num_batches: Optional[int] = None, rank: int = 0, world_size: int = 1):
         if num_batches is None:
             starts = torch.arange(0, num_windows, block_size)
         else:
             count = min(num_batches * batch_size, num_windows)
             starts = torch.linspace(0, num_windows - 1, count).round().long()
-        self.batches = list(starts.split(batch_size))
+        # under torchrun each rank scores its slice of every batch (the losses are summed over ranks)
+        slices = (shard(batch, rank, world_size) for batch in starts.split(batch_size))
+        self.batches = [batch for batch in slices if len(batch)]
 
     def __len__(self) -> int:
         return len(self.batches)
@@ -212,11 +226,12 @@ class DataLoaders:
 
 
 def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
-                    device: str | torch.device = "cpu") -> DataLoaders:
+                    device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1) -> DataLoaders:
     """The train and validation loaders of the configured data. Batches are (x, y), each (B, T) int64.
 
     valid_dl yields eval_iters fixed batches (or, without eval_iters, one pass of non-overlapping
-    windows: every validation token once). Batches are pinned only when `device` is CUDA."""
+    windows: every validation token once). Batches are pinned only when `device` is CUDA. With
+    world_size > 1, cfg.batch_size is the global batch and this rank's loaders yield its slices."""
     source = make_source(cfg)
     train_tokens, valid_tokens = source.splits()
     pin = torch.device(device).type == "cuda"
@@ -225,12 +240,12 @@ def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
         train_ds = LMSequenceDataset(train_tokens, cfg.block_size, pin_memory=pin and in_main)
         valid_ds = LMSequenceDataset(valid_tokens, cfg.block_size, pin_memory=pin and in_main)
         train_sampler = WindowBatchSampler(len(train_ds), cfg.batch_size, shuffle=cfg.shuffle,
-                                           seed=cfg.seed)
+                                           seed=cfg.seed, rank=rank, world_size=world_size)
     except ValueError as exc:
         total = len(train_tokens) + len(valid_tokens)
         raise DataError(f"{exc} (corpus: {total} tokens, train_frac={cfg.train_frac}: "
                         f"{len(train_tokens)} train, {len(valid_tokens)} valid)") from None
-    valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters)
+    valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters, rank, world_size)
     return DataLoaders(train_dl=TrainLoader(train_ds, train_sampler, cfg, pin),
                        valid_dl=WindowLoader(valid_ds, valid_sampler, cfg, pin),
                        encoder=source.tokenizer, source=source)

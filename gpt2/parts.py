@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
 
 from gpt2.config import Config
 from gpt2.data import DataLoaders, make_dataloader
@@ -26,7 +27,8 @@ class Parts:
     model: GPT
     """The plain module: checkpoints hold its state_dict (GPT-2 names)."""
     step_model: nn.Module
-    """What the training step calls: torch.compile(model) with trainer.compile, else model."""
+    """What the training step calls: torch.compile(model) with trainer.compile, else model; wrapped in
+    DistributedDataParallel under torchrun (its `.module` is what evaluation calls)."""
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
 
@@ -42,10 +44,26 @@ def gpt_config(config: Config, vocab_size: int) -> GPTConfig:
 def build(config: Config) -> Parts:
     tc = config.trainer
     runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads)
-    torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator)
-    data = make_dataloader(config.data, eval_iters=tc.eval_iters, device=runtime.device)
+    torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
+    data = load_data(config, runtime)
     model = GPT(gpt_config(config, data.encoder.vocab_size)).to(runtime.device)
     optimizer = build_optimizer(model, config.optim, runtime.device)
-    return Parts(runtime=runtime, data=data, model=model,
-                 step_model=torch.compile(model) if tc.compile else model, optimizer=optimizer,
+    step_model = torch.compile(model) if tc.compile else model
+    if runtime.dist.enabled:  # averages gradients over ranks in backward
+        step_model = DistributedDataParallel(step_model, device_ids=(
+            [runtime.device.index] if runtime.device.type == "cuda" else None))
+    return Parts(runtime=runtime, data=data, model=model, step_model=step_model, optimizer=optimizer,
                  schedule=LRSchedule.from_config(config.optim, config.lr_decay_iters))
+
+
+def load_data(config: Config, runtime: Runtime) -> DataLoaders:
+    """This rank's loaders. Under torchrun rank 0 downloads and tokenizes first, so the others read
+    its token cache instead of building the same one at the same time."""
+    dist = runtime.dist
+    if not dist.is_main:
+        dist.barrier()
+    data = make_dataloader(config.data, eval_iters=config.trainer.eval_iters, device=runtime.device,
+                           rank=dist.rank, world_size=dist.world_size)
+    if dist.is_main:
+        dist.barrier()
+    return data

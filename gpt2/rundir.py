@@ -23,12 +23,23 @@ from gpt2.errors import CheckpointError, HarnessError, RunDirError
 
 LOCK_FILE = ".lock"
 TAG_ENV = "GPT2_RUN_TAG"
+STAMP_ENV = "GPT2_RUN_STAMP"
 
 
 def unique_tag() -> str:
     """A short random tag (resolver `${unique_tag:}` in conf/), the same for the whole process and the
     processes it starts (a joblib launcher's workers resolve the sweep directory again)."""
     return os.environ.setdefault(TAG_ENV, secrets.token_hex(2))
+
+
+def run_stamp() -> str:
+    """DATE/TIME-TAG, the default run directory under outputs/ (resolver `${run_stamp:}`). Under
+    torchrun every rank resolves it on its own, so it is then `torchrun/<run id>`, the id all ranks
+    share (`--standalone` draws one per launch; multi-node launches pass `--rdzv_id`)."""
+    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
+    if run_id != "none":
+        return f"torchrun/{run_id}"
+    return os.environ.setdefault(STAMP_ENV, f"{time.strftime('%Y-%m-%d/%H-%M-%S')}-{unique_tag()}")
 
 
 class RunDirBusy(RunDirError):

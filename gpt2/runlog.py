@@ -225,6 +225,24 @@ class RunLogger:
             self.wandb.abort()
 
 
+class NoLogger:
+    """RunLogger's stand-in on the other ranks of a torchrun run: only rank 0 writes and logs."""
+
+    wandb_id = None
+
+    def log(self, row: dict) -> None:
+        pass
+
+    def finish(self, summary: dict) -> None:
+        pass
+
+    def __enter__(self) -> "NoLogger":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
 def finite_or_none(value: Any) -> Any:
     """`value` with every non-finite float, in dicts and lists at any depth, replaced by None."""
     if isinstance(value, float) and not math.isfinite(value):

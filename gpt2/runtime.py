@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Optional
 
 import torch
 
+from gpt2.distributed import Dist
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -47,13 +48,18 @@ class Runtime:
     device: torch.device
     dtype: torch.dtype
     scaler: Optional[torch.amp.GradScaler]
+    dist: Dist = field(default_factory=Dist)
+    """This process's place among torchrun's processes (world 1 without torchrun)."""
 
     @classmethod
     def create(cls, device_name: str, dtype_name: str, num_threads: int = 0) -> "Runtime":
-        """num_threads > 0 sets torch's CPU threads (for this process)."""
+        """num_threads > 0 sets torch's CPU threads (for this process). Under torchrun, joins the
+        process group (NCCL on CUDA, one device per local rank; gloo on the CPU)."""
         if num_threads:
             torch.set_num_threads(num_threads)
-        device = resolve_device(device_name)
+        dist = Dist.from_env()
+        device = dist.device(resolve_device(device_name))
+        dist.init(device)
         dtype = resolve_dtype(dtype_name, device)
         if device.type == "cuda":
             torch.backends.cuda.matmul.allow_tf32 = True
@@ -62,7 +68,7 @@ class Runtime:
             log.warning("trainer.dtype=float16 on the CPU is far slower than float32 (few CPUs have fp16 "
                         "kernels): use trainer.dtype=float32 (or bfloat16) there")
         scaler = torch.amp.GradScaler(device.type) if dtype == torch.float16 else None
-        return cls(device, dtype, scaler)
+        return cls(device, dtype, scaler, dist)
 
     def autocast(self):
         if self.dtype == torch.float32:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Optional
@@ -27,11 +29,13 @@ from gpt2.model import GPT
 from gpt2.parts import Parts, build
 from gpt2.resume import RunCheckpoints, finished_run, resume_path
 from gpt2.rundir import RunDirLock
-from gpt2.runlog import RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
+from gpt2.runlog import NoLogger, RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
+from gpt2.distributed import Dist
 from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, resolve_device
 from gpt2.signals import STOP, Interrupted, StopSignals
 
 log = logging.getLogger(__name__)
+training_started = False
 
 
 # ----------------------------------------------------------------------------------- the steps
@@ -42,12 +46,14 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = torch.zeros((), device=rt.device)
-    for _ in range(grad_accum):
+    for micro in range(grad_accum):
         x, y = next(batches)
-        with rt.autocast():
+        # under DDP, gradients are all-reduced in the last micro-step's backward only
+        last = micro == grad_accum - 1 or not hasattr(model, "no_sync")
+        with rt.autocast(), (nullcontext() if last else model.no_sync()):
             _, loss = model(rt.to_device(x), rt.to_device(y))
-        loss = loss / grad_accum
-        (rt.scaler.scale(loss) if rt.scaler else loss).backward()
+            loss = loss / grad_accum
+            (rt.scaler.scale(loss) if rt.scaler else loss).backward()
         total += loss.detach()
     if rt.scaler:
         rt.scaler.unscale_(optimizer)
@@ -64,16 +70,18 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, rt: Runtime) -> float:
     """The mean loss per validation token over the loader's fixed batches (a short batch counts for
-    its tokens, not as much as a full one)."""
+    its tokens, not as much as a full one); under torchrun each rank scores its slices and the sums
+    are reduced, so every validation window counts once."""
     model.eval()
-    total, tokens = torch.zeros((), device=rt.device), 0
+    sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens
     for x, y in loader:
         with rt.autocast():
             _, loss = model(rt.to_device(x), rt.to_device(y))
-        total += loss.float() * y.numel()
-        tokens += y.numel()
+        sums[0] += loss.double() * y.numel()
+        sums[1] += y.numel()
     model.train()
-    return (total / tokens).item()
+    total, tokens = rt.dist.sum_(sums).tolist()
+    return total / tokens
 
 
 def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
@@ -121,9 +129,11 @@ class FiniteGuard:
     def update(self, loss: torch.Tensor, iteration: int) -> None:
         self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), iteration, self.first_bad)
 
-    def first(self) -> Optional[int]:
+    def first(self, dist: Dist = Dist()) -> Optional[int]:
+        """The first bad iteration on any rank (a collective under torchrun: every rank asks at once)."""
         bad = int(self.first_bad.item())
-        return bad if bad >= 0 else None
+        bad = -dist.max_int(-bad if bad >= 0 else -(2**62), self.first_bad.device)
+        return bad if bad < 2**62 else None
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -136,18 +146,20 @@ class Trainer:
         check_wandb_env(config.logger)  # as the W&B settings are
         self.parts = p = parts or build_or_explain(config)
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
+        self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.resumed_from is not None:
             self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
         else:
             log.info("lr schedule: %s", p.schedule.describe())
+        log.info("%s", describe_batch(config, p.runtime.dist))
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), context %d, "
                  "device %s, %s", p.model.num_params(False) / 1e6, p.model.num_params(), p.model.vocab_size,
                  p.model.padded_vocab_size, p.model.block_size, p.runtime.device, dtype_name(p.runtime.dtype))
 
     def check_finite(self) -> None:
-        bad = self.guard.first()
+        bad = self.guard.first(self.parts.runtime.dist)
         if bad is not None:
             last = self.ckpts.last_saved
             kept = (f"the last good checkpoint, {self.ckpts.dir / LAST} (iteration {last}), is untouched"
@@ -156,6 +168,8 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
+        if not self.parts.runtime.dist.is_main:  # the model and every state are the same on each rank
+            return
         try:
             self.ckpts.save(name)
         except OSError as exc:  # a full disk, a vanished directory: the atomic write left the old file
@@ -169,25 +183,31 @@ class Trainer:
                 if last is not None else "no checkpoint had been saved yet")
 
     def evaluate(self) -> float:
-        return evaluate(self.parts.step_model, self.parts.data.valid_dl, self.parts.runtime)
+        model = getattr(self.parts.step_model, "module", self.parts.step_model)  # not DDP's wrapper
+        return evaluate(model, self.parts.data.valid_dl, self.parts.runtime)
 
     def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
         """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
         with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
-        wall_start = time.perf_counter()
+        global training_started
+        training_started = True  # errors from here on may differ between torchrun's ranks
+        wall_start, main = time.perf_counter(), self.parts.runtime.dist.is_main
         resume_from = self.progress.iters if self.resumed_from is not None else None
-        if resume_from is not None:
+        if resume_from is not None and main:
             adopt_history(self.resumed_from, self.run_dir, resume_from)
-        with RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from,
-                       self.ckpts.wandb_id) as run_log, STOP.deferred() as stop:
+        logger = (RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from, self.ckpts.wandb_id)
+                  if main else NoLogger())
+        with logger as run_log, STOP.deferred() as stop:
             self.ckpts.wandb_id = run_log.wandb_id
             try:
                 sample = self.run(run_log, stop, on_step)
-                summary = run_summary(self, time.perf_counter() - wall_start, self.stopped_by(stop.received), sample)
+                stopped_by = self.stopped_by(self.stopping or stop.received)
+                summary = run_summary(self, time.perf_counter() - wall_start, stopped_by, sample)
                 run_log.finish(summary)
             except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
                 stopped_by = self.stopped_by(exc.signal_name)
-                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
+                if main:
+                    write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
                 raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
                                                    f"{self.intact()}") from None
             except Exception as exc:
@@ -207,17 +227,29 @@ class Trainer:
             run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
         self.loop(run_log, stop, on_step)
         self.save(LAST)
+        if not self.parts.runtime.dist.is_main:
+            return ""
         sample = sample_best(self.ckpts, self.parts, self.config.trainer)
         atomic_write_text(self.run_dir / "sample.txt", sample)
         return sample
 
+    def poll_stop(self, stop: StopSignals) -> Optional[str]:
+        """The stop signal any rank has received: under torchrun every rank gets the same answer at
+        the same step (one small all-reduce per step), so all stop together."""
+        dist = self.parts.runtime.dist
+        if not dist.enabled:
+            return stop.received
+        code = dist.max_int(signal.Signals[stop.received].value if stop.received else 0, self.parts.runtime.device)
+        return signal.Signals(code).name if code else None
+
     def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
         tc, p, parts = self.config.trainer, self.progress, self.parts
         bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
-                   disable=not (tc.progress and sys.stderr.isatty()))
+                   disable=not (tc.progress and sys.stderr.isatty() and parts.runtime.dist.is_main))
         batches = parts.data.train_dl.forever()
         p.window_start = time.perf_counter()
-        while p.iters < tc.max_iters and stop.received is None:
+        self.stopping = self.poll_stop(stop)
+        while p.iters < tc.max_iters and self.stopping is None:
             lr = parts.schedule(p.iters)
             loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
                                     tc.grad_accum, self.config.optim.grad_clip)
@@ -227,8 +259,9 @@ class Trainer:
             bar.update(1)
             if on_step is not None:
                 on_step(self)
+            self.stopping = self.poll_stop(stop)
             with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-            if with_eval or p.iters % tc.log_interval == 0 or stop.received:
+            if with_eval or p.iters % tc.log_interval == 0 or self.stopping:
                 row = self.log_row(run_log, loss, norm, lr, with_eval)
                 bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
             if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
@@ -242,7 +275,7 @@ class Trainer:
         """Log this step's row (syncs the device); evaluates and saves best.pt when asked."""
         self.check_finite()
         p = self.progress
-        p.last_train_loss = loss.item()
+        p.last_train_loss = self.parts.runtime.dist.mean(loss).item()  # over ranks too
         elapsed = time.perf_counter() - p.window_start
         p.train_seconds += elapsed
         row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
@@ -319,13 +352,28 @@ def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], N
     (RunDirLock); returns the summary dict. `on_start()` runs once the directory and the resume are
     accepted, before training (train.py writes config.yaml there); `on_step(trainer)` after every
     optimizer step (tests use it to send signals)."""
-    with RunDirLock(run_dir):
+    dist = Dist.from_env()
+    dist.check_batch(config.data.batch_size)  # before any work
+    with RunDirLock(run_dir) if dist.is_main else nullcontext():  # rank 0 owns the directory
         finished = finished_run(config, run_dir)
         if finished is not None:  # e.g. a finished job of a continued sweep: keep its files as they are
             log.info("%s holds a finished run (%d iterations, best val loss %.4f): kept as it is",
                      run_dir, finished["iters"], finished["best_val_loss"])
             return finished
-        trainer = Trainer(config, run_dir)
-        if on_start is not None:
-            on_start()
-        return trainer.fit(on_step)
+        try:
+            trainer = Trainer(config, run_dir)
+            if on_start is not None and dist.is_main:
+                on_start()
+            summary = trainer.fit(on_step)
+            dist.barrier()  # rank 0 has written everything before any rank leaves
+            return summary
+        finally:
+            dist.close()
+
+
+def describe_batch(config: Config, dist: Dist) -> str:
+    """The global batch of a step and how the processes share it."""
+    d, accum = config.data, config.trainer.grad_accum
+    share = f" ({d.batch_size // dist.world_size} per process x {dist.world_size} processes)" if dist.enabled else ""
+    return (f"batch: {d.batch_size} windows per micro-step{share} x grad_accum {accum} = {d.batch_size * accum} "
+            f"windows = {d.batch_size * accum * d.block_size} tokens per step")

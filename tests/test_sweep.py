@@ -297,3 +297,13 @@ def test_a_sweep_or_study_never_overwrites_another_in_its_directory(tmp_path, da
     other = multirun(tmp_path / "study", *study, "hparams_search.seed=7")
     assert other.returncode == 1 and "already holds a run or another study's trials" in other.stdout
     assert {p: p.read_bytes() for p in before} == before
+
+
+def test_the_submitit_local_launcher_runs_the_sweep(tmp_path, data_dir):
+    """The path a Slurm sweep takes (hydra/launcher=submitit_slurm), on one machine without Slurm."""
+    result = multirun(tmp_path, *FAST, f"data.data_dir={data_dir}", "logger=none", "hydra/launcher=submitit_local",
+                      "optim.lr=1e-3,3e-3")
+    assert result.returncode == 0, result.stderr
+    rows = results(tmp_path)
+    assert sorted(r["job"] for r in rows) == ["0", "1"] and {r["status"] for r in rows} == {"COMPLETED"}
+    assert all(json.loads((tmp_path / j / "summary.json").read_text())["iters"] == 20 for j in "01")

@@ -1,0 +1,99 @@
+"""Data-parallel training across processes (torchrun + DistributedDataParallel).
+
+torchrun starts one process per device and sets RANK, LOCAL_RANK and WORLD_SIZE; `Dist.from_env()`
+reads them (a plain `python train.py` is world 1 and nothing here does anything). The process group
+uses NCCL on CUDA (one device per local rank) and gloo on the CPU.
+
+What the rest of the harness asks of it: every rank computes the same global batch split into
+disjoint slices (data.py), gradients are averaged by DDP, logged losses are reduced over ranks, a
+stop or a NaN on any rank stops every rank at the same step (`any_stop`, `first_bad`), and only rank 0
+writes files or talks to W&B.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+
+from gpt2.errors import ConfigError
+
+# a collective that waits this long means a peer is gone (torchrun ends the others sooner)
+TIMEOUT = datetime.timedelta(minutes=10)
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world_size: int = 1
+
+    @classmethod
+    def from_env(cls) -> "Dist":
+        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
+                   int(os.environ.get("WORLD_SIZE", 1)))
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def check_batch(self, batch_size: int) -> None:
+        """data.batch_size is the global batch: each of the world_size processes takes a slice."""
+        if batch_size % self.world_size:
+            raise ConfigError(f"data.batch_size={batch_size} is the global batch (windows per micro-step over "
+                              f"all processes) and must divide by the {self.world_size} processes: use a "
+                              f"multiple of {self.world_size}")
+
+    def device(self, device: torch.device) -> torch.device:
+        """One CUDA device per local rank."""
+        if self.enabled and device.type == "cuda":
+            return torch.device("cuda", self.local_rank)
+        return device
+
+    def init(self, device: torch.device) -> None:
+        if self.enabled and not torch_dist.is_initialized():
+            if device.type == "cuda":
+                torch.cuda.set_device(device)
+            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT,
+                                          device_id=device if device.type == "cuda" else None)
+
+    def close(self) -> None:
+        if torch_dist.is_initialized():
+            torch_dist.destroy_process_group()
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch_dist.barrier()
+
+    def sum_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum `tensor` over ranks, in place (the tensor on every rank)."""
+        if self.enabled:
+            torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.SUM)
+        return tensor
+
+    def mean(self, tensor: torch.Tensor) -> torch.Tensor:
+        return self.sum_(tensor.detach().clone()) / self.world_size
+
+    def max_int(self, value: int, device: torch.device) -> int:
+        """The largest of every rank's value (the same answer on every rank)."""
+        if not self.enabled:
+            return value
+        tensor = torch.tensor(value, dtype=torch.long, device=device)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        return int(tensor.item())
+
+
+def is_peer_failure(exc: BaseException) -> bool:
+    """A collective that failed because another rank died or left (its own error is shown there)."""
+    if isinstance(exc, getattr(torch_dist, "DistBackendError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and any(
+        marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL"))
