@@ -167,10 +167,14 @@ class TrainerConfig:
     null: every eval_interval."""
     keep_last: int = 2
     """Also keep the newest this many periodic checkpoints as ckpt/iter_NNNNNNN.pt (0: none)."""
+    parallel: str = "ddp"
+    """Under torchrun: ddp (a whole replica per process, gradients all-reduced) or fsdp (FSDP2's
+    fully_shard: parameters, gradients and AdamW state sharded over the processes)."""
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
                   "grad_accum")
+        _check(self.parallel in ("ddp", "fsdp"), "trainer.parallel", f"must be ddp or fsdp, got {self.parallel!r}")
         _check(bool(DEVICE_RE.match(self.device)), "trainer.device",
                f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",

@@ -139,9 +139,9 @@ class FixedBatchSampler(Sampler[torch.Tensor]):
         else:
             count = min(num_batches * batch_size, num_windows)
             starts = torch.linspace(0, num_windows - 1, count).round().long()
-        # under torchrun each rank scores its slice of every batch (the losses are summed over ranks)
-        slices = (shard(batch, rank, world_size) for batch in starts.split(batch_size))
-        self.batches = [batch for batch in slices if len(batch)]
+        # under torchrun each rank scores its slice of every batch (the losses are summed over ranks);
+        # every rank has as many batches (a slice of a short last batch may be empty)
+        self.batches = [shard(batch, rank, world_size) for batch in starts.split(batch_size)]
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -97,3 +97,52 @@ def is_peer_failure(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, RuntimeError) and any(
         marker in text for marker in ("Connection closed by peer", "Connection reset by peer", "gloo", "NCCL"))
+
+
+def is_sharded(model: torch.nn.Module) -> bool:
+    """A model whose parameters FSDP2 (`fully_shard`) split over the ranks."""
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
+
+
+def _whole():
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+class WholeModelState:
+    """A sharded model's state as one whole state dict with the plain names (what a checkpoint holds):
+    gathered from every rank (a collective: all ranks call it; rank 0 gets it), loaded into the shards."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.model = model
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        return get_model_state_dict(self.model, options=_whole())
+
+    def load_state_dict(self, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_model_state_dict
+
+        set_model_state_dict(self.model, state, options=_whole())
+
+
+class WholeOptimizerState(WholeModelState):
+    """The same for the optimizer of a sharded model (its state keyed by parameter names)."""
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer):
+        super().__init__(model)
+        self.optimizer = optimizer
+
+    def state_dict(self) -> dict:
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        return get_optimizer_state_dict(self.model, self.optimizer, options=_whole())
+
+    def load_state_dict(self, state: dict) -> None:
+        from torch.distributed.checkpoint.state_dict import set_optimizer_state_dict
+
+        set_optimizer_state_dict(self.model, self.optimizer, state, options=_whole())

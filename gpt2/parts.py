@@ -7,10 +7,12 @@ data (its sampler has its own generator) -> model init -> optimizer.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
 from gpt2.config import Config
@@ -47,9 +49,16 @@ def build(config: Config) -> Parts:
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
     data = load_data(config, runtime)
     model = GPT(gpt_config(config, data.encoder.vocab_size)).to(runtime.device)
-    optimizer = build_optimizer(model, config.optim, runtime.device)
+    fsdp = runtime.dist.enabled and tc.parallel == "fsdp"
+    if fsdp:  # each block's parameters sharded over the ranks, gathered for its forward and backward
+        # our forward returns the logits as a view, never changed in place: FSDP's warning does not apply
+        warnings.filterwarnings("ignore", message="FSDP2-wrapped module .* returned a view tensor")
+        for block in model.transformer.h:
+            fully_shard(block)
+        fully_shard(model)
+    optimizer = build_optimizer(model, config.optim, runtime.device)  # over the shards under fsdp
     step_model = torch.compile(model) if tc.compile else model
-    if runtime.dist.enabled:  # averages gradients over ranks in backward
+    if runtime.dist.enabled and not fsdp:  # averages gradients over ranks in backward
         step_model = DistributedDataParallel(step_model, device_ids=(
             [runtime.device.index] if runtime.device.type == "cuda" else None))
     return Parts(runtime=runtime, data=data, model=model, step_model=step_model, optimizer=optimizer,

@@ -15,6 +15,7 @@ import torch
 from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, checkpoint_iteration,
                              load_checkpoint, load_model, numbered_checkpoints, save_checkpoint, save_periodic)
 from gpt2.config import Config, flatten, to_dict
+from gpt2.distributed import WholeModelState, WholeOptimizerState, is_sharded
 from gpt2.errors import CheckpointError, ConfigError
 from gpt2.files import remove_stale_temporaries
 from gpt2.model import GPT
@@ -106,6 +107,8 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
     saved, now = flatten(state["config"]), flatten(config)
+    added = {k: v for k, v in flatten(to_dict(Config())).items() if k not in saved}  # keys newer than the file
+    saved.update(added)  # a key the checkpoint predates counts as its default
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
@@ -148,7 +151,10 @@ class RunCheckpoints:
         self.dir.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(self.dir)  # left by a save that was killed
         self.config_dict = to_dict(config)
-        self.checkpointer = Checkpointer(model=parts.model, optimizer=parts.optimizer, schedule=parts.schedule,
+        self.sharded = is_sharded(parts.model)  # FSDP: the whole state is gathered from every rank
+        model, optimizer = ((WholeModelState(parts.model), WholeOptimizerState(parts.model, parts.optimizer))
+                            if self.sharded else (parts.model, parts.optimizer))
+        self.checkpointer = Checkpointer(model=model, optimizer=optimizer, schedule=parts.schedule,
                                          train_loader=parts.data.train_dl, progress=progress, rng=RNGState(),
                                          grad_scaler=parts.runtime.scaler)
         self.wandb_id: Optional[str] = None
@@ -167,12 +173,16 @@ class RunCheckpoints:
                 "wandb_id": self.wandb_id, **self.checkpointer.state_dict()}
 
     def save(self, name: str) -> None:
-        """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps."""
+        """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps. Under
+        torchrun every rank calls it (a sharded model's state is gathered from all), rank 0 writes."""
+        state = self.state()
+        if not self.parts.runtime.dist.is_main:
+            return
         if name == LAST:
-            save_periodic(self.dir, self.state(), self.config.trainer.keep_last)
+            save_periodic(self.dir, state, self.config.trainer.keep_last)
             self.last_saved = self.progress.iters
         else:
-            save_checkpoint(self.dir / name, self.state())
+            save_checkpoint(self.dir / name, state)
 
     def restore(self, path: Path) -> None:
         """Load every part from `path`, after checking that it continues this config's run."""

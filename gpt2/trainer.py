@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import BEST, LAST
+from gpt2.checkpoint import BEST, LAST, load_model
 from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
@@ -39,6 +39,16 @@ training_started = False
 
 
 # ----------------------------------------------------------------------------------- the steps
+def grad_sync(model: nn.Module, sync: bool):
+    """Under torchrun, gradients are reduced over ranks in the last micro-step's backward only:
+    DDP's `no_sync()` for the others, FSDP's `set_requires_gradient_sync`. Nothing in one process."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(sync)
+    elif hasattr(model, "no_sync") and not sync:
+        return model.no_sync()
+    return nullcontext()
+
+
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, rt: Runtime,
                lr: float, grad_accum: int, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) as tensors
@@ -48,9 +58,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     total = torch.zeros((), device=rt.device)
     for micro in range(grad_accum):
         x, y = next(batches)
-        # under DDP, gradients are all-reduced in the last micro-step's backward only
-        last = micro == grad_accum - 1 or not hasattr(model, "no_sync")
-        with rt.autocast(), (nullcontext() if last else model.no_sync()):
+        with rt.autocast(), grad_sync(model, micro == grad_accum - 1):
             _, loss = model(rt.to_device(x), rt.to_device(y))
             loss = loss / grad_accum
             (rt.scaler.scale(loss) if rt.scaler else loss).backward()
@@ -58,6 +66,8 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     if rt.scaler:
         rt.scaler.unscale_(optimizer)
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
+    if hasattr(norm, "full_tensor"):  # FSDP: the norm over every shard
+        norm = norm.full_tensor()
     if rt.scaler:
         rt.scaler.step(optimizer)
         rt.scaler.update()
@@ -75,10 +85,14 @@ def evaluate(model: nn.Module, loader, rt: Runtime) -> float:
     model.eval()
     sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens
     for x, y in loader:
+        tokens = y.numel()
+        if not tokens:  # this rank's slice of a short last batch is empty: FSDP still needs its forward
+            x = y = torch.zeros((1, x.shape[1]), dtype=torch.long)
         with rt.autocast():
             _, loss = model(rt.to_device(x), rt.to_device(y))
-        sums[0] += loss.double() * y.numel()
-        sums[1] += y.numel()
+        if tokens:
+            sums[0] += loss.double() * tokens
+            sums[1] += tokens
     model.train()
     total, tokens = rt.dist.sum_(sums).tolist()
     return total / tokens
@@ -168,7 +182,7 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
-        if not self.parts.runtime.dist.is_main:  # the model and every state are the same on each rank
+        if not (self.parts.runtime.dist.is_main or self.ckpts.sharded):  # DDP: every rank holds the same
             return
         try:
             self.ckpts.save(name)
@@ -298,7 +312,8 @@ def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
     if not tc.sample_tokens:
         return ""
     best = ckpts.best_model(parts.runtime.device)
-    model, source = best if best is not None else (parts.model, "the final weights (no best.pt of this run)")
+    final = load_model(ckpts.dir / LAST, parts.runtime.device)[0] if ckpts.sharded else parts.model
+    model, source = best if best is not None else (final, "the final weights (no best.pt of this run)")
     log.info("sampling %d tokens from %s", tc.sample_tokens, source)
     return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed)
 

@@ -60,7 +60,17 @@ def two_processes(tmp_path_factory, data_dir):
     return run_dir
 
 
-def test_two_processes_train_the_same_model_as_one(one_process, two_processes):
+@pytest.fixture(scope="module")
+def two_processes_fsdp(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("world2_fsdp")
+    rc, out = finish(launch(run_dir, *RUN, f"data.data_dir={data_dir}", "trainer.parallel=fsdp"))
+    assert rc == 0, out
+    return run_dir
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_two_processes_train_the_same_model_as_one(one_process, two_processes, two_processes_fsdp, parallel):
+    two_processes = two_processes if parallel == "ddp" else two_processes_fsdp
     ours, theirs = losses(two_processes), losses(one_process)
     assert [r[0] for r in ours] == [r[0] for r in theirs] == list(range(25))
     for (_, train_2, val_2), (_, train_1, val_1) in zip(ours, theirs):
@@ -94,9 +104,12 @@ def wait_for_iter(run_dir, iteration, proc, timeout=120):
     raise AssertionError(f"never reached iteration {iteration}")
 
 
-def test_sigterm_to_one_rank_stops_both_and_the_run_resumes_exactly(tmp_path, data_dir, two_processes):
-    run = [*RUN, f"data.data_dir={data_dir}", "trainer.max_iters=24"]
-    proc = launch(tmp_path, *run, "trainer.max_iters=24")
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+def test_sigterm_to_one_rank_stops_both_and_the_run_resumes_exactly(tmp_path, data_dir, two_processes,
+                                                                    two_processes_fsdp, parallel):
+    two_processes = two_processes if parallel == "ddp" else two_processes_fsdp
+    run = [*RUN, f"data.data_dir={data_dir}", f"trainer.parallel={parallel}"]
+    proc = launch(tmp_path, *run)
     wait_for_iter(tmp_path, 6, proc)
     os.kill(ranks(proc)[1], signal.SIGTERM)  # not rank 0: the one that writes
     rc, out = finish(proc, stderr_only=True)
