@@ -107,7 +107,7 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
     saved, now = flatten(state["config"]), flatten(config)
-    added = {k: v for k, v in flatten(to_dict(Config())).items() if k not in saved}  # keys newer than the file
+    added = {k: v for k, v in flatten(to_dict(Config())).items() if k not in saved and k in now}  # newer keys
     saved.update(added)  # a key the checkpoint predates counts as its default
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
