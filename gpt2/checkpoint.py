@@ -137,7 +137,7 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)  # read as used
     except Exception as exc:  # torch raises RuntimeError, OSError, UnpicklingError, ... by damage
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
                               f"{_reason(exc)})") from None

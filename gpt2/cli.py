@@ -22,9 +22,9 @@ from typing import Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import compose, from_hydra, hydra_error_line
-from gpt2 import trainer
 from gpt2.distributed import Dist, is_peer_failure
-from gpt2.errors import RunDirError, error_line
+from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, RunDirError,
+                         error_line)
 from gpt2.files import atomic_write_text
 from gpt2.signals import STOP
 from gpt2.sweep import callback
@@ -110,6 +110,9 @@ def run_entry(main: Callable[[], None]) -> None:
     ours = "HYDRA_FULL_ERROR" not in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing
     try:
+        if Dist.from_env().enabled and {"-m", "--multirun"} & set(argv):
+            raise ConfigError("a sweep (-m) under torchrun is not supported: run the sweep's jobs with "
+                              "hydra/launcher=submitit_slurm (or submitit_local), each job one process")
         if "--help" in argv or "-h" in argv:
             return show_help(main)
         if any(flag in argv for flag in CFG_FLAGS) and not {"-m", "--multirun"} & set(argv):
@@ -135,8 +138,8 @@ def fail(exc: Exception, run_dir: Path) -> None:
     line = error_line(exc)
     if line is None:
         raise exc
-    if not dist.is_main:  # an error every rank meets alike is shown by rank 0 only
-        if not trainer.training_started:
+    if not dist.is_main:  # an error every rank meets alike (config, data, directory, NaN) is rank 0's to say
+        if isinstance(exc, (ConfigError, DataError, CheckpointError, RunDirError, NonFiniteLossError)):
             sys.exit(1)
         line = f"rank {dist.rank}: {line}"
     if isinstance(exc, RunDirError):  # do not write into the other run's train.log
@@ -173,7 +176,8 @@ def continue_hint(run_dir: Path, multirun: bool) -> str:
     if multirun:
         return f"Continue the sweep with: {callback.continue_command}"
     overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
-    dist = Dist.from_env()
+    dist, run = Dist.from_env(), shlex.quote(f"hydra.run.dir={run_dir}")
+    if dist.enabled and os.environ.get("LOCAL_WORLD_SIZE") != str(dist.world_size):  # several nodes
+        return f"Resume with the same launch command plus trainer.resume=auto {run}"
     launch = f"torchrun --standalone --nproc_per_node={dist.world_size}" if dist.enabled else "python"
-    return (f"Resume with: {launch} train.py {' '.join(overrides)} trainer.resume=auto "
-            f"{shlex.quote(f'hydra.run.dir={run_dir}')}")
+    return f"Resume with: {launch} train.py {' '.join(overrides)} trainer.resume=auto {run}"

@@ -90,9 +90,17 @@ def finished_run(config: Config, run_dir: Path) -> Optional[dict]:
         state = torch.load(max(held, key=checkpoint_iteration), map_location="cpu", weights_only=True, mmap=True)
     except (OSError, ValueError, CheckpointError, RuntimeError):
         return None  # the normal resume says what is wrong
-    saved, now = flatten(state["config"]), flatten(to_dict(config))
+    saved, now = saved_config(state["config"], to_dict(config))
     changed = [k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES)]
     return summary if state.get("iter") == summary["iters"] and not changed else None
+
+
+def saved_config(saved: dict, config: dict) -> tuple[dict, dict]:
+    """Both configs as dotted keys; a key the checkpoint predates (added to the schema since) counts
+    as the schema's default, where the config has it."""
+    saved, now = flatten(saved), flatten(config)
+    saved.update({k: v for k, v in flatten(to_dict(Config())).items() if k not in saved and k in now})
+    return saved, now
 
 
 def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fingerprint: str) -> None:
@@ -106,9 +114,7 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
                 f"tokenizer {saved_tok.get('name')!r}, the config has {tok.get('name')!r}")
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
-    saved, now = flatten(state["config"]), flatten(config)
-    added = {k: v for k, v in flatten(to_dict(Config())).items() if k not in saved and k in now}  # newer keys
-    saved.update(added)  # a key the checkpoint predates counts as its default
+    saved, now = saved_config(state["config"], config)
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
@@ -152,8 +158,9 @@ class RunCheckpoints:
         remove_stale_temporaries(self.dir)  # left by a save that was killed
         self.config_dict = to_dict(config)
         self.sharded = is_sharded(parts.model)  # FSDP: the whole state is gathered from every rank
+        # fsdp checkpoints key the optimizer state by parameter name, at every world size (1 included)
         model, optimizer = ((WholeModelState(parts.model), WholeOptimizerState(parts.model, parts.optimizer))
-                            if self.sharded else (parts.model, parts.optimizer))
+                            if config.trainer.parallel == "fsdp" else (parts.model, parts.optimizer))
         self.checkpointer = Checkpointer(model=model, optimizer=optimizer, schedule=parts.schedule,
                                          train_loader=parts.data.train_dl, progress=progress, rng=RNGState(),
                                          grad_scaler=parts.runtime.scaler)
@@ -177,6 +184,7 @@ class RunCheckpoints:
         torchrun every rank calls it (a sharded model's state is gathered from all), rank 0 writes."""
         state = self.state()
         if not self.parts.runtime.dist.is_main:
+            self.last_saved = self.progress.iters if name == LAST else self.last_saved
             return
         if name == LAST:
             save_periodic(self.dir, state, self.config.trainer.keep_last)

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Optional
 
-from gpt2.errors import CheckpointError, HarnessError, RunDirError
+from gpt2.errors import CheckpointError, ConfigError, HarnessError, RunDirError
 
 LOCK_FILE = ".lock"
 TAG_ENV = "GPT2_RUN_TAG"
@@ -39,6 +39,9 @@ def run_stamp() -> str:
     run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
     if run_id != "none":
         return f"torchrun/{run_id}"
+    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # each rank would pick its own directory
+        raise ConfigError("under torchrun without --standalone or --rdzv_id the ranks cannot agree on a "
+                          "default run directory: set hydra.run.dir")
     return os.environ.setdefault(STAMP_ENV, f"{time.strftime('%Y-%m-%d/%H-%M-%S')}-{unique_tag()}")
 
 

@@ -35,7 +35,6 @@ from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, resolve_device
 from gpt2.signals import STOP, Interrupted, StopSignals
 
 log = logging.getLogger(__name__)
-training_started = False
 
 
 # ----------------------------------------------------------------------------------- the steps
@@ -183,6 +182,7 @@ class Trainer:
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
         if not (self.parts.runtime.dist.is_main or self.ckpts.sharded):  # DDP: every rank holds the same
+            self.ckpts.last_saved = self.progress.iters if name == LAST else self.ckpts.last_saved
             return
         try:
             self.ckpts.save(name)
@@ -203,8 +203,6 @@ class Trainer:
     def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
         """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
         with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
-        global training_started
-        training_started = True  # errors from here on may differ between torchrun's ranks
         wall_start, main = time.perf_counter(), self.parts.runtime.dist.is_main
         resume_from = self.progress.iters if self.resumed_from is not None else None
         if resume_from is not None and main:
@@ -220,8 +218,9 @@ class Trainer:
                 run_log.finish(summary)
             except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
                 stopped_by = self.stopped_by(exc.signal_name)
-                if main:
-                    write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
+                if not main:
+                    raise SystemExit(1) from None  # rank 0 says it
+                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
                 raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
                                                    f"{self.intact()}") from None
             except Exception as exc:
@@ -241,7 +240,7 @@ class Trainer:
             run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
         self.loop(run_log, stop, on_step)
         self.save(LAST)
-        if not self.parts.runtime.dist.is_main:
+        if not self.parts.runtime.dist.is_main or self.stopped_by(self.stopping):  # a stop saves, ends quickly
             return ""
         sample = sample_best(self.ckpts, self.parts, self.config.trainer)
         atomic_write_text(self.run_dir / "sample.txt", sample)

@@ -175,8 +175,8 @@ def test_the_sample_never_comes_from_another_runs_best(tmp_path, data_dir, corpu
     with pytest.raises(CheckpointError, match=r"already holds a run \(ckpt/: best.pt\)"):
         train(config(data_dir, corpus), tmp_path / "run")
     assert foreign.read_bytes() == saved
-    # and should another run's best.pt appear while a run stops before its first evaluation, the
-    # sample still comes from the run's own final weights
+    # should another run's best.pt appear while a run stops before its first evaluation: a stopped run
+    # samples nothing (it saves and ends), so nothing is taken from that file, nor written over it
     foreign.rename(tmp_path / "foreign.pt")
 
     def plant_and_stop(trainer):
@@ -186,8 +186,8 @@ def test_the_sample_never_comes_from_another_runs_best(tmp_path, data_dir, corpu
 
     with caplog.at_level("INFO"):
         summary = train(config(data_dir, corpus), tmp_path / "run", on_step=plant_and_stop)
-    assert summary["stopped_by"] == "SIGINT" and summary["sample"]
-    assert "from the final weights (no best.pt of this run)" in caplog.text
+    assert summary["stopped_by"] == "SIGINT" and summary["sample"] == ""
+    assert "sampling" not in caplog.text and foreign.read_bytes() == saved
 
 
 def test_resumed_elsewhere_the_sample_comes_from_the_runs_best(tmp_path, data_dir, corpus, caplog):
