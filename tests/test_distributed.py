@@ -154,3 +154,22 @@ def test_a_batch_the_processes_cannot_share_is_one_line(tmp_path, data_dir):
                      "must divide by the 2 processes: use a multiple of 2") == 1, out
     # the only traceback is torchrun's own failure report (its launcher's frames), none from train.py
     assert out.count("Traceback") == out.count('Traceback (most recent call last):\n  File "<frozen runpy>"')
+
+
+def test_an_fsdp_run_resumes_on_another_number_of_processes(tmp_path, data_dir):
+    run = [*RUN, f"data.data_dir={data_dir}", "trainer.parallel=fsdp"]
+    rc, out = finish(launch(tmp_path, *run, "trainer.max_iters=12", world=1))  # one process: no sharding
+    assert rc == 0, out
+    rc, out = finish(launch(tmp_path, *run, "trainer.resume=auto"))  # continued by two, sharded
+    assert rc == 0, out
+    assert [r["iter"] for r in read_metrics(tmp_path)] == list(range(25))
+
+
+def test_without_a_run_id_the_ranks_need_a_run_directory(tmp_path, data_dir):
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29641",
+               str(ROOT / "train.py"), *RUN, f"data.data_dir={data_dir}"]
+    result = subprocess.run(command, cwd=tmp_path, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode != 0
+    assert "the ranks cannot agree on a default run directory: set hydra.run.dir" in result.stderr
+    assert not (tmp_path / "outputs").exists()
