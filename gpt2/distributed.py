@@ -24,6 +24,7 @@ from gpt2.errors import ConfigError
 # a collective that waits this long means a peer is gone (torchrun ends the others sooner when one
 # dies); long enough for rank 0 to tokenize a large text while the others wait for its cache
 TIMEOUT = datetime.timedelta(minutes=60)
+_cpu_group = None  # a gloo group beside NCCL (None: the default group is gloo already)
 
 
 @dataclass(frozen=True)
@@ -59,11 +60,15 @@ class Dist:
         return device
 
     def init(self, device: torch.device) -> None:
+        global _cpu_group
         if self.enabled and not torch_dist.is_initialized():
             if device.type == "cuda":
                 torch.cuda.set_device(device)
             torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT,
                                           device_id=device if device.type == "cuda" else None)
+            # small host-side agreements (the stop flag each step) go over gloo on CPU tensors: with
+            # NCCL they would make the host wait for the GPU every step
+            _cpu_group = torch_dist.new_group(backend="gloo", timeout=TIMEOUT) if device.type == "cuda" else None
 
     def close(self) -> None:
         if torch_dist.is_initialized():
@@ -82,12 +87,12 @@ class Dist:
     def mean(self, tensor: torch.Tensor) -> torch.Tensor:
         return self.sum_(tensor.detach().clone()) / self.world_size
 
-    def max_int(self, value: int, device: torch.device) -> int:
-        """The largest of every rank's value (the same answer on every rank)."""
+    def max_int(self, value: int) -> int:
+        """The largest of every rank's value (the same answer on every rank), agreed on the host."""
         if not self.enabled:
             return value
-        tensor = torch.tensor(value, dtype=torch.long, device=device)
-        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX)
+        tensor = torch.tensor(value, dtype=torch.long)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX, group=_cpu_group)
         return int(tensor.item())
 
 

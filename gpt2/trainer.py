@@ -145,7 +145,7 @@ class FiniteGuard:
     def first(self, dist: Dist = Dist()) -> Optional[int]:
         """The first bad iteration on any rank (a collective under torchrun: every rank asks at once)."""
         bad = int(self.first_bad.item())
-        bad = -dist.max_int(-bad if bad >= 0 else -(2**62), self.first_bad.device)
+        bad = -dist.max_int(-bad if bad >= 0 else -(2**62))
         return bad if bad < 2**62 else None
 
 
@@ -252,7 +252,7 @@ class Trainer:
         dist = self.parts.runtime.dist
         if not dist.enabled:
             return stop.received
-        code = dist.max_int(signal.Signals[stop.received].value if stop.received else 0, self.parts.runtime.device)
+        code = dist.max_int(signal.Signals[stop.received].value if stop.received else 0)
         return signal.Signals(code).name if code else None
 
     def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
