@@ -126,10 +126,9 @@ def checkpoint_iteration(path: Path) -> int:
     if m := NUMBERED.match(path.name):
         return int(m.group(1))
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["iter"])
-    except Exception as exc:
-        raise CheckpointError(f"{path} is not a readable checkpoint ({_reason(exc)}): move "
-                              f"it away (or resume from another checkpoint of the run)") from None
+        return int(load_checkpoint(path)["iter"])
+    except CheckpointError as exc:
+        raise CheckpointError(f"{exc}: move it away (or resume from another checkpoint of the run)") from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -95,6 +95,9 @@ class Dist:
         torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX, group=_cpu_group)
         return int(tensor.item())
 
+    def min_int(self, value: int) -> int:
+        return -self.max_int(-value)
+
 
 def is_peer_failure(exc: BaseException) -> bool:
     """A collective that failed because another rank died or left (its own error is shown there)."""

@@ -45,6 +45,11 @@ def run_checkpoints(run_dir: Path) -> list[Path]:
     return [p for p in (ckpt / LAST, ckpt / BEST) if p.is_file()] + numbered_checkpoints(ckpt)
 
 
+def newest(checkpoints: list[Path]) -> Path:
+    """The checkpoint of the highest iteration (the first of equals: last.pt before best.pt)."""
+    return max(checkpoints, key=checkpoint_iteration)
+
+
 def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
     """The checkpoint trainer.resume asks for: None for a fresh start. Never one that would overwrite
     the checkpoints of another run: a fresh start, or a checkpoint from elsewhere, needs a run_dir
@@ -61,16 +66,17 @@ def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
         if not held:
             log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", Path(run_dir) / "ckpt")
             return None
-        return max(held, key=checkpoint_iteration)  # the first of equals: last.pt before best.pt
+        return newest(held)
     path = Path(resume).expanduser()
     if not path.is_file():
         raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
     if held and path.resolve().parent != (Path(run_dir) / "ckpt").resolve():
         raise RunDirTaken(f"trainer.resume={resume}: {run_dir} already holds another run (ckpt/: {names}), "
                               f"which resuming there would overwrite: resume into a new hydra.run.dir")
-    newer = [p.name for p in held if checkpoint_iteration(p) > checkpoint_iteration(path)]
+    at = checkpoint_iteration(path) if held else 0
+    newer = [p.name for p in held if checkpoint_iteration(p) > at]
     if newer:
-        raise RunDirTaken(f"trainer.resume={resume} is at iteration {checkpoint_iteration(path)}, but "
+        raise RunDirTaken(f"trainer.resume={resume} is at iteration {at}, but "
                               f"{run_dir} holds later checkpoints ({', '.join(newer)}) that continuing from it "
                               f"would overwrite: resume it into a new hydra.run.dir")
     return path
@@ -87,8 +93,8 @@ def finished_run(config: Config, run_dir: Path) -> Optional[dict]:
                 or not isinstance(summary.get("iters"), int) or summary["iters"] < config.trainer.max_iters
                 or not held):
             return None
-        state = torch.load(max(held, key=checkpoint_iteration), map_location="cpu", weights_only=True, mmap=True)
-    except (OSError, ValueError, CheckpointError, RuntimeError):
+        state = load_checkpoint(newest(held))
+    except (OSError, ValueError, CheckpointError):
         return None  # the normal resume says what is wrong
     saved, now = saved_config(state["config"], to_dict(config))
     changed = [k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES)]
@@ -182,8 +188,9 @@ class RunCheckpoints:
     def save(self, name: str) -> None:
         """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps. Under
         torchrun every rank calls it (a sharded model's state is gathered from all), rank 0 writes."""
-        state = self.state()
-        if not self.parts.runtime.dist.is_main:
+        dist = self.parts.runtime.dist
+        state = self.state() if dist.is_main or self.sharded else None  # DDP: every rank holds the same
+        if not dist.is_main:
             self.last_saved = self.progress.iters if name == LAST else self.last_saved
             return
         if name == LAST:

@@ -133,6 +133,9 @@ class Progress:
             setattr(self, key, value)
 
 
+NONE_BAD = 2**62  # no bad iteration (larger than any iteration, for the minimum over ranks)
+
+
 class FiniteGuard:
     """The first iteration whose loss was NaN/inf, kept on the device: checking costs no sync per step."""
 
@@ -145,8 +148,8 @@ class FiniteGuard:
     def first(self, dist: Dist = Dist()) -> Optional[int]:
         """The first bad iteration on any rank (a collective under torchrun: every rank asks at once)."""
         bad = int(self.first_bad.item())
-        bad = -dist.max_int(-bad if bad >= 0 else -(2**62))
-        return bad if bad < 2**62 else None
+        bad = dist.min_int(bad if bad >= 0 else NONE_BAD)
+        return bad if bad < NONE_BAD else None
 
 
 # ------------------------------------------------------------------------------------ the loop
@@ -181,9 +184,6 @@ class Trainer:
 
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
-        if not (self.parts.runtime.dist.is_main or self.ckpts.sharded):  # DDP: every rank holds the same
-            self.ckpts.last_saved = self.progress.iters if name == LAST else self.ckpts.last_saved
-            return
         try:
             self.ckpts.save(name)
         except OSError as exc:  # a full disk, a vanished directory: the atomic write left the old file

@@ -14,7 +14,7 @@ import torch
 from gpt2.checkpoint import load_checkpoint
 from gpt2.runlog import read_metrics
 
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, wait_for_iter
 
 # dropout off: with it, one process draws masks for the whole batch and two draw them per slice
 RUN = [*TINY, "data.tokenizer=char", "data.batch_size=8", "trainer.grad_accum=2", "trainer.max_iters=24",
@@ -94,23 +94,13 @@ def ranks(torchrun: subprocess.Popen) -> dict:
     return found
 
 
-def wait_for_iter(run_dir, iteration, proc, timeout=120):
-    deadline = time.time() + timeout
-    while time.time() < deadline and proc.poll() is None:
-        rows = read_metrics(run_dir) if (run_dir / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["iter"] >= iteration:
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"never reached iteration {iteration}")
-
-
 @pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 def test_sigterm_to_one_rank_stops_both_and_the_run_resumes_exactly(tmp_path, data_dir, two_processes,
                                                                     two_processes_fsdp, parallel):
     two_processes = two_processes if parallel == "ddp" else two_processes_fsdp
     run = [*RUN, f"data.data_dir={data_dir}", f"trainer.parallel={parallel}"]
     proc = launch(tmp_path, *run)
-    wait_for_iter(tmp_path, 6, proc)
+    wait_for_iter(proc, tmp_path, 6)
     os.kill(ranks(proc)[1], signal.SIGTERM)  # not rank 0: the one that writes
     rc, out = finish(proc, stderr_only=True)
     assert rc != 0 and out.count("stopped by SIGTERM at iteration") == 1, out  # said once, by rank 0
@@ -127,7 +117,7 @@ def test_sigterm_to_one_rank_stops_both_and_the_run_resumes_exactly(tmp_path, da
 def test_a_run_stopped_on_two_processes_resumes_on_one(tmp_path, data_dir, two_processes):
     run = [*RUN, f"data.data_dir={data_dir}"]
     proc = launch(tmp_path, *run)
-    wait_for_iter(tmp_path, 10, proc)
+    wait_for_iter(proc, tmp_path, 10)
     os.kill(ranks(proc)[0], signal.SIGINT)
     assert finish(proc)[0] != 0
     stopped_at = load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"]
@@ -140,7 +130,7 @@ def test_a_run_stopped_on_two_processes_resumes_on_one(tmp_path, data_dir, two_p
 
 def test_a_dead_rank_ends_the_run_without_a_hang(tmp_path, data_dir):
     proc = launch(tmp_path, *RUN, f"data.data_dir={data_dir}", "trainer.max_iters=100000")
-    wait_for_iter(tmp_path, 3, proc)
+    wait_for_iter(proc, tmp_path, 3)
     os.kill(ranks(proc)[1], signal.SIGKILL)
     started = time.time()
     rc, _ = finish(proc, timeout=90)
