@@ -39,8 +39,15 @@ def _positive(obj: Any, group: str, *names: str) -> None:
 
 @dataclass
 class DataConfig:
+    source: str = "text"
+    """'text': a UTF-8 text file (data.path), tokenized in memory; 'bin': token files made by
+    scripts/prepare.py (or nanoGPT's prepare scripts) in data.dir, memory-mapped (corpora of billions
+    of tokens). `data=bin data.dir=DIR` selects the latter."""
     path: Optional[str] = None
     """A local UTF-8 text file to train on; null means Tiny Shakespeare (downloaded into data_dir)."""
+    dir: Optional[str] = None
+    """data=bin: the directory holding train.bin, val.bin and manifest.json. Its split is the files'
+    (data.train_frac does not apply) and its tokenizer the manifest's (GPT-2 without a manifest)."""
     tokenizer: str = "gpt2"
     """'gpt2' (tiktoken's GPT-2 BPE) or 'char' (one token per character, as nanoGPT's char runs)."""
     block_size: int = 64
@@ -62,6 +69,9 @@ class DataConfig:
     null falls back to the GPT2_DATA_MIRROR environment variable, then to the network."""
 
     def __post_init__(self) -> None:
+        _check(self.source in ("text", "bin"), "data.source", f"must be 'text' or 'bin', got {self.source!r}")
+        _check(self.source != "bin" or self.dir is not None, "data.dir",
+               "data.source=bin needs the directory of train.bin and val.bin (made by scripts/prepare.py)")
         _check(self.tokenizer in ("gpt2", "char"), "data.tokenizer",
                f"must be 'gpt2' or 'char', got {self.tokenizer!r}")
         _positive(self, "data", "block_size", "batch_size")

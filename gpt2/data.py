@@ -11,14 +11,16 @@ batch -> `make_dataloader`'s `DataLoaders` (train_dl, valid_dl, encoder).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpt2.config import DataConfig
 from gpt2.errors import DataError
+from gpt2.permutation import FeistelPermutation
 from gpt2.sources import TokenSource, make_source
+from gpt2.tokenfiles import TokenFile
 from gpt2.tokenizer import Tokenizer
 
 
@@ -27,12 +29,15 @@ class LMSequenceDataset(Dataset):
     """All (x, y) windows of a token sequence: x = tokens[i:i+T], y = tokens[i+1:i+1+T], i < N - T.
 
     `dataset[i]` gives one window (x, y); `dataset[starts]` with a 1-D LongTensor of B starts
-    gives a whole batch, x and y each (B, T) and contiguous, built by one gather per tensor from
-    strided views (no per-sample calls, no collate). With pin_memory=True batches land in pinned memory
-    directly, ready for `.to("cuda", non_blocking=True)`. The tokens may live anywhere a 1-D integer
-    tensor can (memory, a memory-mapped file)."""
+    gives a whole batch, x and y each (B, T) int64 and contiguous, built by one gather from strided
+    views (no per-sample calls, no collate). With pin_memory=True batches land in pinned memory
+    directly, ready for `.to("cuda", non_blocking=True)`. The tokens are a 1-D integer tensor in
+    memory or a `TokenFile` (uint16 ids memory-mapped from disk, whose touched pages the dataset
+    hands back to the kernel as it goes: resident memory stays bounded whatever the file's size)."""
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, pin_memory: bool = False):
+    def __init__(self, tokens: torch.Tensor | TokenFile, block_size: int, pin_memory: bool = False):
+        self.file = tokens if isinstance(tokens, TokenFile) else None
+        tokens = self.file.tokens if self.file is not None else tokens
         if len(tokens) < block_size + 1:
             raise ValueError(f"{len(tokens)} tokens are not enough to build one block of "
                              f"block_size={block_size} (need at least {block_size + 1})")
@@ -49,14 +54,27 @@ class LMSequenceDataset(Dataset):
     def __getitem__(self, index):
         if isinstance(index, torch.Tensor) and index.dim() == 1:
             return self._gather(index)
-        return self._windows[index], self._windows[index + 1]
+        return self._windows[index].long(), self._windows[index + 1].long()
 
     def _gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x and y for B starts with one index_select into one buffer: rows [0, B) are x, [B, 2B) y."""
-        B = len(starts)
-        out = torch.empty((2 * B, self.block_size), dtype=self.tokens.dtype, pin_memory=self.pin_memory)
-        torch.index_select(self._windows, 0, torch.cat((starts, starts + 1)), out=out)
+        B, T = len(starts), self.block_size
+        out = torch.empty((2 * B, T), dtype=torch.int64, pin_memory=self.pin_memory)
+        rows = torch.cat((starts, starts + 1))
+        if self.tokens.dtype == torch.int64:
+            torch.index_select(self._windows, 0, rows, out=out)
+        else:  # narrower ids (a token file): gather them, then widen into the batch
+            out.copy_(torch.index_select(self._windows, 0, rows))
+        if self.file is not None:
+            self.file.touched(B, 2 * (T + 1))
         return out[:B], out[B:]
+
+    def __getstate__(self) -> dict:
+        """A DataLoader worker started by spawn gets the file's path, not a copy of its tokens."""
+        return {"tokens": self.file or self.tokens, "block_size": self.block_size, "pin_memory": self.pin_memory}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["tokens"], state["block_size"], state["pin_memory"])
 
 
 # ------------------------------------------------------------------------------------- samplers
@@ -78,10 +96,16 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
     torchrun batch_size is the global batch and each rank yields its slice of it (`shard`): the
     same windows, whatever the number of processes.
 
-    The order is a function of (seed, epoch) only, drawn from a private torch.Generator: the same
-    seed gives the same batches whatever num_workers is and whatever else draws random numbers. Its
-    whole state is `state_dict()` (seed, epoch, next batch in the epoch), so a run can resume mid-epoch
-    and a distributed variant can shard the same permutation."""
+    An epoch visits every window once, in the order of a keyed permutation of (seed, epoch)
+    (`FeistelPermutation`, O(1) memory: a batch's starts are computed when it is drawn, so 10^10
+    windows cost what 10^3 do). Up to `CACHE_WINDOWS` windows the epoch's order is computed once, in
+    one vectorised call (the same order, faster per batch). The same seed gives the same batches
+    whatever num_workers is and whatever else draws random numbers. Its whole state is `state_dict()`
+    (seed, epoch, next batch in the epoch), so a run can resume mid-epoch and a distributed run can
+    shard the same permutation."""
+
+    CACHE_WINDOWS = 1 << 22
+    """Up to this many windows (32 MB of int64) an epoch's order is computed once."""
 
     def __init__(self, num_windows: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  drop_last: bool = True, rank: int = 0, world_size: int = 1):
@@ -96,6 +120,9 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.start_batch = 0
+        self.permutation = "feistel"
+        """How the order is drawn: 'feistel'; 'randperm' for a run resumed from a checkpoint that
+        predates it (torch.randperm, kept so such runs resume exactly)."""
 
     def __len__(self) -> int:
         if self.drop_last:
@@ -106,22 +133,31 @@ class WindowBatchSampler(Sampler[torch.Tensor]):
         self.epoch, self.start_batch = epoch, start_batch
 
     def state_dict(self) -> dict:
-        return {"seed": self.seed, "epoch": self.epoch, "start_batch": self.start_batch}
+        return {"seed": self.seed, "epoch": self.epoch, "start_batch": self.start_batch,
+                "permutation": self.permutation}
 
     def load_state_dict(self, state: dict) -> None:
         self.seed = state["seed"]
+        self.permutation = state.get("permutation", "randperm")
         self.set_epoch(state["epoch"], state["start_batch"])
 
-    def order(self) -> torch.Tensor:
+    def order(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        """This epoch's order: positions in the epoch -> window starts."""
+        n = self.num_windows
         if not self.shuffle:
-            return torch.arange(self.num_windows)
-        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
-        return torch.randperm(self.num_windows, generator=generator)
+            return lambda positions: positions
+        if self.permutation == "randperm":
+            generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch))
+            return torch.randperm(n, generator=generator).__getitem__
+        perm = FeistelPermutation(n, _mix(self.seed, self.epoch))
+        if n <= self.CACHE_WINDOWS:
+            return perm(torch.arange(n)).__getitem__
+        return perm
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         # the order and the start are read now, when iteration begins, not at the first batch
-        order, size = self.order(), self.batch_size
-        return (shard(order[b * size: (b + 1) * size], self.rank, self.world_size)
+        order, size, n = self.order(), self.batch_size, self.num_windows
+        return (order(shard(torch.arange(b * size, min((b + 1) * size, n)), self.rank, self.world_size))
                 for b in range(self.start_batch, len(self)))
 
 
@@ -242,9 +278,7 @@ def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
         train_sampler = WindowBatchSampler(len(train_ds), cfg.batch_size, shuffle=cfg.shuffle,
                                            seed=cfg.seed, rank=rank, world_size=world_size)
     except ValueError as exc:
-        total = len(train_tokens) + len(valid_tokens)
-        raise DataError(f"{exc} (corpus: {total} tokens, train_frac={cfg.train_frac}: "
-                        f"{len(train_tokens)} train, {len(valid_tokens)} valid)") from None
+        raise DataError(f"{exc} ({source.describe()})") from None
     valid_sampler = FixedBatchSampler(len(valid_ds), cfg.batch_size, cfg.block_size, eval_iters, rank, world_size)
     return DataLoaders(train_dl=TrainLoader(train_ds, train_sampler, cfg, pin),
                        valid_dl=WindowLoader(valid_ds, valid_sampler, cfg, pin),

@@ -1,15 +1,19 @@
 """Where a run's tokens come from: a `TokenSource` gives the tokenizer and the train and validation
 token sequences; the Dataset (gpt2/data.py) only ever sees those sequences.
 
-Today's source is a UTF-8 text file tokenized in memory: the file (Tiny Shakespeare by default, fetched
-with a checksum) is read and hashed once, its tokens are cached under data_dir/cache keyed by that hash
-and the tokenizer, and the sequence is split contiguously, the first `train_frac` of it for training
-(`load_tokens` and `train_valid_split`, the pipeline's first two steps). A source of memory-mapped
-token files plugs in beside it through `make_source`.
+`TextSource` (data.source=text) is a UTF-8 text file tokenized in memory: the file (Tiny Shakespeare by
+default, fetched with a checksum) is read and hashed once, its tokens are cached under data_dir/cache
+keyed by that hash and the tokenizer, and the sequence is split contiguously, the first `train_frac` of
+it for training (`load_tokens` and `train_valid_split`, the pipeline's first two steps).
+
+`BinSource` (data=bin) memory-maps the token files scripts/prepare.py writes (train.bin and val.bin,
+uint16; gpt2/tokenfiles.py): corpora of billions of tokens, in bounded memory.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Protocol
@@ -20,6 +24,7 @@ from gpt2.config import DataConfig
 from gpt2.download import TINY_SHAKESPEARE, fetch
 from gpt2.errors import DataError
 from gpt2.files import atomic_file, sha256_bytes
+from gpt2.tokenfiles import MARKER, SPLITS, TokenFile, quick_fingerprint, read_manifest
 from gpt2.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 log = logging.getLogger(__name__)
@@ -34,8 +39,12 @@ class TokenSource(Protocol):
     fingerprint: str
     """Identifies the tokens (the text's sha256): a checkpoint only resumes on the same tokens."""
 
-    def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(train, valid): two 1-D integer token sequences."""
+    def splits(self) -> tuple[torch.Tensor | TokenFile, torch.Tensor | TokenFile]:
+        """(train, valid): two 1-D integer token sequences (in memory, or memory-mapped files)."""
+        ...
+
+    def describe(self) -> str:
+        """The sizes of the splits and where they came from, for messages."""
         ...
 
 
@@ -121,7 +130,58 @@ class TextSource:
     def splits(self) -> tuple[torch.Tensor, torch.Tensor]:
         return train_valid_split(self.tokens, self.train_frac)
 
+    def describe(self) -> str:
+        train, valid = self.splits()
+        return (f"{self.path}: {len(self.tokens)} tokens, train_frac={self.train_frac}: "
+                f"{len(train)} train, {len(valid)} valid")
+
+
+# ---------------------------------------------------------------------------------------- token files
+class BinSource:
+    """train.bin and val.bin of data.dir, memory-mapped (nothing is read whole or tokenized). The
+    tokenizer is the manifest's; files without a manifest (nanoGPT's) are read as GPT-2 tokens. The
+    fingerprint is the manifest's record of the files (their sha256), else their sizes, heads and tails."""
+
+    def __init__(self, cfg: DataConfig):
+        self.directory = Path(cfg.dir).expanduser()
+        if not self.directory.is_dir():
+            raise DataError(f"data.dir={self.directory} is not a directory: make the token files with "
+                            f"python scripts/prepare.py <text files> --out {self.directory}")
+        if (self.directory / MARKER).exists():
+            raise DataError(f"{self.directory} is being written by scripts/prepare.py, or its prepare was stopped: "
+                            f"let it finish, or run it again")
+        manifest = read_manifest(self.directory)
+        self.train, self.valid = (TokenFile(self.directory / name) for name in SPLITS)
+        if manifest is None:
+            log.info("%s has no manifest.json: reading its files as GPT-2 uint16 tokens (nanoGPT's layout)",
+                     self.directory)
+            tokenizer = {"name": "gpt2", "vocab_size": 50257}
+            self.fingerprint = quick_fingerprint([self.train.path, self.valid.path])
+        else:
+            self._check_sizes(manifest)
+            tokenizer = manifest["tokenizer"]
+            self.fingerprint = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+        self.tokenizer = tokenizer_from_state(tokenizer, cfg.data_dir, cfg.mirror)
+        for file in (self.train, self.valid):
+            top = file.max_token()
+            if top >= self.tokenizer.vocab_size:
+                raise DataError(f"{file.path} holds token id {top}, outside the {self.tokenizer.name} vocabulary "
+                                f"({self.tokenizer.vocab_size} ids): it was made with another tokenizer")
+
+    def _check_sizes(self, manifest: dict) -> None:
+        for file in (self.train, self.valid):
+            expected = manifest["files"][file.path.name]["tokens"]
+            if len(file) != expected:
+                raise DataError(f"{file.path} holds {len(file)} tokens but its manifest says {expected}: the "
+                                f"files changed after scripts/prepare.py wrote them; run it again")
+
+    def splits(self) -> tuple[TokenFile, TokenFile]:
+        return self.train, self.valid
+
+    def describe(self) -> str:
+        return f"{self.directory}: {len(self.train)} train tokens, {len(self.valid)} valid"
+
 
 def make_source(cfg: DataConfig) -> TokenSource:
-    """The token source data config asks for (today: a text file)."""
-    return TextSource(cfg)
+    """The token source data.source names."""
+    return BinSource(cfg) if cfg.source == "bin" else TextSource(cfg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
+import numpy as np
+
 from gpt2.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 
 
@@ -73,6 +75,16 @@ class CharTokenizer:
             return [self._stoi[c] for c in text]
         except KeyError as exc:
             raise ValueError(f"character {exc.args[0]!r} is not in this char vocabulary") from None
+
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode() for long texts: vectorised, int64 ids."""
+        codes = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+        table = np.frombuffer(self.chars.encode("utf-32-le"), dtype=np.uint32)  # sorted: chars are
+        ids = np.minimum(np.searchsorted(table, codes), len(table) - 1)
+        unknown = np.flatnonzero(table[ids] != codes)
+        if unknown.size:
+            raise ValueError(f"character {chr(codes[unknown[0]])!r} is not in this char vocabulary")
+        return ids
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[i] for i in ids)

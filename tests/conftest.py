@@ -63,6 +63,13 @@ def run_train(run_dir: Path, *overrides: str, env: dict | None = None, timeout: 
                           text=True, timeout=timeout)
 
 
+def one_line(result) -> str:
+    """The single line a refused run prints (after the log prefix), asserting there is only one."""
+    lines = (result.stdout + result.stderr).strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in lines[0], lines
+    return lines[0].split("] - ", 1)[-1]
+
+
 def read_wandb_records(run_dir: Path, run: Path | None = None) -> list[dict]:
     """Every record of an offline W&B run, read back from its .wandb file: `run` (an offline-run-*
     folder) or else the only one under run_dir/wandb."""

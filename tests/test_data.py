@@ -7,7 +7,7 @@ import torch
 
 from gpt2 import sources as sources_module
 from gpt2.config import DataConfig
-from gpt2.data import FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
+from gpt2.data import _mix, FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
 from gpt2.errors import DataError
 from gpt2.sources import TextSource, load_tokens, train_valid_split
 from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
@@ -145,7 +145,7 @@ def test_sampler_epoch_is_a_permutation_and_epochs_differ():
     assert sorted(epoch0.tolist()) == list(range(100))
     sampler.set_epoch(1)
     assert not torch.equal(epoch0, torch.cat(list(sampler)))
-    assert sampler.state_dict() == {"seed": 3, "epoch": 1, "start_batch": 0}
+    assert sampler.state_dict() == {"seed": 3, "epoch": 1, "start_batch": 0, "permutation": "feistel"}
 
 
 def test_sampler_resumes_mid_epoch():
@@ -173,10 +173,11 @@ def test_train_loader_position_is_its_state(tmp_path, small_text, workers):
     assert per_epoch == (18_000 - 16) // 64
     stream = loader.forever()
     head = [tuple(t.clone() for t in b) for b in islice(stream, per_epoch + 3)]
-    assert loader.state_dict() == {"seed": 1337, "epoch": 1, "start_batch": 3}
+    state = loader.state_dict()
+    assert state == {"seed": 1337, "epoch": 1, "start_batch": 3, "permutation": "feistel"}
     expected = [tuple(t.clone() for t in b) for b in islice(stream, 4)]
     again = make_dataloader(cfg).train_dl
-    again.load_state_dict({"seed": 1337, "epoch": 1, "start_batch": 3})
+    again.load_state_dict(state)
     assert same([tuple(t.clone() for t in b) for b in islice(again.forever(), 4)], expected)
     assert not same(head[:4], head[per_epoch:per_epoch + 4])  # epoch 1 is another order
 
@@ -187,9 +188,25 @@ def test_each_pass_over_the_train_loader_is_one_epoch(tmp_path, small_text):
     first = [x.clone() for x, _ in loader]
     second = [x.clone() for x, _ in loader]
     assert len(first) == len(second) == len(loader)
-    assert loader.state_dict() == {"seed": 1337, "epoch": 2, "start_batch": 0}
+    assert loader.state_dict() == {"seed": 1337, "epoch": 2, "start_batch": 0, "permutation": "feistel"}
     assert sorted(torch.cat(first)[:, 0].tolist()) == sorted(torch.cat(second)[:, 0].tolist())
     assert not torch.equal(first[0], second[0])
+
+
+def test_the_order_is_the_same_computed_per_batch_or_once_per_epoch(monkeypatch):
+    cached = torch.cat(list(WindowBatchSampler(1000, 64, seed=5)))
+    monkeypatch.setattr(WindowBatchSampler, "CACHE_WINDOWS", 0)  # every batch evaluates the permutation
+    assert torch.equal(torch.cat(list(WindowBatchSampler(1000, 64, seed=5))), cached)
+
+
+def test_a_sampler_state_from_before_the_feistel_order_resumes_in_its_own_order():
+    """Checkpoints written before the permutation existed hold no 'permutation': their runs go on
+    drawing torch.randperm's order, so they resume exactly."""
+    sampler = WindowBatchSampler(100, 10, seed=3)
+    sampler.load_state_dict({"seed": 3, "epoch": 2, "start_batch": 4})
+    expected = torch.randperm(100, generator=torch.Generator().manual_seed(_mix(3, 2)))[40:]
+    assert torch.equal(torch.cat(list(sampler)), expected)
+    assert sampler.state_dict()["permutation"] == "randperm"
 
 
 def test_unshuffled_training_is_sequential():

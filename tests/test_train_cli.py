@@ -11,7 +11,7 @@ import yaml
 from gpt2.checkpoint import load_checkpoint
 from gpt2.runlog import read_metrics
 
-from conftest import ROOT, TINY, read_wandb_records, run_train
+from conftest import ROOT, TINY, one_line, read_wandb_records, run_train
 
 
 def test_tiny_run_leaves_every_file(tmp_path, data_dir):
@@ -84,13 +84,6 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path, data_dir):
                        "trainer.resume=auto", "trainer.max_iters=30")
     assert result.returncode == 1 and "model.n_embd was 32" in result.stdout + result.stderr
     assert {name: (run_dir / name).read_bytes() for name in before} == before
-
-
-def one_line(result) -> str:
-    """The single line a refused run prints (after the log prefix), asserting there is only one."""
-    lines = (result.stdout + result.stderr).strip().splitlines()
-    assert result.returncode == 1 and len(lines) == 1 and "Traceback" not in lines[0], lines
-    return lines[0].split("] - ", 1)[-1]
 
 
 @pytest.mark.parametrize("override,expected", [
