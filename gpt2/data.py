@@ -20,7 +20,7 @@ from gpt2.config import DataConfig
 from gpt2.errors import DataError
 from gpt2.permutation import FeistelPermutation
 from gpt2.sources import TokenSource, make_source
-from gpt2.tokenfiles import TokenFile
+from gpt2.tokenfiles import WIDEN, TokenFile
 from gpt2.tokenizer import Tokenizer
 
 
@@ -54,18 +54,18 @@ class LMSequenceDataset(Dataset):
     def __getitem__(self, index):
         if isinstance(index, torch.Tensor) and index.dim() == 1:
             return self._gather(index)
-        return self._windows[index].long(), self._windows[index + 1].long()
+        x, y = self._windows[index].long(), self._windows[index + 1].long()
+        return (x & WIDEN, y & WIDEN) if self.file is not None else (x, y)
 
     def _gather(self, starts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x and y for B starts with one index_select into one buffer: rows [0, B) are x, [B, 2B) y."""
         B, T = len(starts), self.block_size
         out = torch.empty((2 * B, T), dtype=torch.int64, pin_memory=self.pin_memory)
         rows = torch.cat((starts, starts + 1))
-        if self.tokens.dtype == torch.int64:
+        if self.file is None:  # tokens in memory, int64
             torch.index_select(self._windows, 0, rows, out=out)
-        else:  # narrower ids (a token file): gather them, then widen into the batch
-            out.copy_(torch.index_select(self._windows, 0, rows))
-        if self.file is not None:
+        else:  # a token file's uint16 ids, read as int16: gather them, then widen into the batch
+            out.copy_(torch.index_select(self._windows, 0, rows)).bitwise_and_(WIDEN)
             self.file.touched(B, 2 * (T + 1))
         return out[:B], out[B:]
 

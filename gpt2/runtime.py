@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Optional
@@ -83,6 +84,21 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """A CUDA/MPS out-of-memory error, or a CPU allocation that failed."""
     return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
         isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory in MB: its own high-water mark where Linux keeps one
+    (ru_maxrss would also count the parent's memory at the fork that started it)."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    scale = 1 if sys.platform == "darwin" else 1024  # bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
 
 
 def dtype_name(dtype: torch.dtype) -> str:

@@ -1,8 +1,9 @@
 """Token files: a directory of `train.bin` and `val.bin` (flat little-endian uint16 token ids, nanoGPT's
 layout) and `manifest.json` (what made them), as `scripts/prepare.py` writes them.
 
-`TokenFile` maps one file read-only and shows it as a torch.uint16 tensor, so the Dataset gathers
-windows from it as from tokens in memory. Pages a batch touched stay mapped into the process (counted
+`TokenFile` maps one file read-only and shows it as a torch.int16 tensor (the same bytes: torch's int16
+kernels exist in every release, its uint16 ones only in recent ones), so the Dataset gathers windows from
+it as from tokens in memory and widens them to int64 with `& 0xFFFF` (`WIDEN`). Pages a batch touched stay mapped into the process (counted
 in its RSS) until released: every `RELEASE_BYTES` of windows read, the mapping drops them
 (madvise(MADV_DONTNEED): they stay in the kernel's page cache, shared and free to evict), so resident
 memory stays bounded by what recent batches touched, never the file's size. nanoGPT re-creates its
@@ -30,6 +31,8 @@ MARKER = ".prepare-unfinished"
 """In a token directory from prepare's first byte written to its manifest: the files are not finished."""
 SPLITS = ("train.bin", "val.bin")
 DTYPE = np.uint16
+WIDEN = 0xFFFF
+"""int16 -> int64 then & WIDEN gives back the uint16 id."""
 MAX_VOCAB = int(np.iinfo(DTYPE).max) + 1
 RELEASE_BYTES = 64 << 20
 FAULT_AROUND = 128 << 10
@@ -40,8 +43,9 @@ CHECK_TOKENS = 1 << 22
 
 
 class TokenFile:
-    """One uint16 token file, memory-mapped read-only: `tokens` (a 1-D torch.uint16 tensor, no copy),
-    `len()`, and `touched(nbytes)`, which releases the mapped pages every RELEASE_BYTES read.
+    """One uint16 token file, memory-mapped read-only: `tokens` (its bytes as a 1-D torch.int16 tensor,
+    no copy; `ids()` reads int64 ids), `len()`, and `touched()`, which releases the mapped pages
+    every RELEASE_BYTES read.
     Pickles as its path (a DataLoader worker started by spawn maps the file itself)."""
 
     def __init__(self, path: Path, release_bytes: int = RELEASE_BYTES):
@@ -67,7 +71,7 @@ class TokenFile:
             self._map.madvise(mmap.MADV_RANDOM)
         with warnings.catch_warnings():  # read-only on purpose: nothing writes to the tokens
             warnings.simplefilter("ignore", UserWarning)
-            self.tokens = torch.from_numpy(np.frombuffer(self._map, dtype=DTYPE))
+            self.tokens = torch.from_numpy(np.frombuffer(self._map, dtype=np.int16))
         self._unreleased = 0
 
     def __len__(self) -> int:
@@ -84,9 +88,12 @@ class TokenFile:
             self._map.madvise(mmap.MADV_DONTNEED)
         self._unreleased = 0
 
+    def ids(self, start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Tokens [start, stop) as int64 ids (a copy)."""
+        return self.tokens[start:stop].long() & WIDEN
+
     def max_token(self, count: int = CHECK_TOKENS) -> int:
-        head = self.tokens[:count]
-        max_id = int(head.to(torch.int32).max())
+        max_id = int(self.ids(0, count).max())
         self.release()
         return max_id
 

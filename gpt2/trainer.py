@@ -31,7 +31,7 @@ from gpt2.resume import RunCheckpoints, finished_run, resume_path
 from gpt2.rundir import RunDirLock
 from gpt2.runlog import NoLogger, RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
 from gpt2.distributed import Dist
-from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, resolve_device
+from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
 from gpt2.signals import STOP, Interrupted, StopSignals
 
 log = logging.getLogger(__name__)
@@ -326,7 +326,8 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
-            "dtype": dtype_name(parts.runtime.dtype), "stopped_by": stopped_by, "sample": sample}
+            "dtype": dtype_name(parts.runtime.dtype), "peak_rss_mb": round(peak_rss_mb(), 1),
+            "stopped_by": stopped_by, "sample": sample}
 
 
 def build_or_explain(config: Config) -> Parts:

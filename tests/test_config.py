@@ -15,7 +15,8 @@ GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) i
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group, option):
-    extra = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"]}.get((group, option), [])
+    required = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"]}
+    extra = required.get((group, option), [])
     config = from_hydra(compose_config(f"{group}={option}", *extra))
     assert isinstance(config, Config)
 

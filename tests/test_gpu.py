@@ -74,3 +74,20 @@ def test_stop_and_resume_on_cuda(data_dir, tmp_path):
     resumed = train(tiny_config(data_dir, *overrides, "trainer.resume=auto"), tmp_path)
     assert resumed["iters"] == 20 and math.isfinite(resumed["final_train_loss"])
     assert [r["iter"] for r in read_metrics(tmp_path)] == [0, 5, 7, 10, 15, 20]
+
+
+def test_token_files_train_on_cuda_from_pinned_batches(data_dir, tmp_path):
+    """data=bin on CUDA: uint16 ids widened into pinned int64 batches, a bf16 run close to the CPU's."""
+    from gpt2.prepare import Settings, prepare
+
+    from conftest import MIRROR
+
+    prepare([str(MIRROR / "tinyshakespeare" / "input.txt")], tmp_path / "tokens",
+            Settings(data_dir=str(data_dir), mirror=str(MIRROR)))
+    overrides = ("data=bin", f"data.dir={tmp_path / 'tokens'}")
+    loaders = make_dataloader(tiny_config(data_dir, *overrides).data, eval_iters=2, device="cuda")
+    x, y = next(iter(loaders.train_dl))
+    assert x.is_pinned() and x.dtype == torch.int64 and torch.equal(x[:, 1:], y[:, :-1])
+    gpu = train(tiny_config(data_dir, *overrides, "trainer.device=cuda"), tmp_path / "gpu")
+    cpu = train(tiny_config(data_dir, *overrides, "trainer.device=cpu"), tmp_path / "cpu")
+    assert gpu["final_train_loss"] == pytest.approx(cpu["final_train_loss"], abs=0.15)

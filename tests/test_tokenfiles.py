@@ -49,13 +49,13 @@ def test_token_files_give_the_text_paths_batches(prepared):
     assert binary.encoder.state() == text.encoder.state()
     train_tokens, valid_tokens = text.source.splits()
     assert torch.equal(bin_train_file_tokens(binary), train_tokens)
-    assert torch.equal(binary.source.splits()[1].tokens.long(), valid_tokens)
+    assert torch.equal(binary.source.splits()[1].ids(), valid_tokens)
     for ours, theirs in zip(bin_train + bin_valid, text_train + text_valid):
         assert ours[0].dtype == torch.int64 and torch.equal(ours[0], theirs[0]) and torch.equal(ours[1], theirs[1])
 
 
 def bin_train_file_tokens(data) -> torch.Tensor:
-    return data.source.splits()[0].tokens.long()
+    return data.source.splits()[0].ids()
 
 
 def test_workers_and_pickling_see_the_file_not_a_copy(prepared):
