@@ -35,7 +35,7 @@ RESUMABLE_CHANGES = (
     "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
     "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
     "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads",
-    "optim.lr_decay_iters", "data.num_workers", "data.data_dir", "data.mirror", "data.path", "logger.",
+    "optim.lr_decay_iters", "data.num_workers", "data.data_dir", "data.mirror", "data.path", "data.dir", "logger.",
 )
 
 
@@ -121,8 +121,10 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
     saved, now = saved_config(state["config"], config)
+    # token files carry their own split and tokenizer (checked above): these keys do not apply
+    inert = ("data.train_frac", "data.tokenizer") if saved.get("data.source") == now.get("data.source") == "bin" else ()
     for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES):
+        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES) and key not in inert:
             raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
                                   f"when it was saved, the config says {now.get(key)!r} (only run "
                                   f"length, intervals, device, threads, data workers and paths, logging "

@@ -24,7 +24,7 @@ from gpt2.config import DataConfig
 from gpt2.download import TINY_SHAKESPEARE, fetch
 from gpt2.errors import DataError
 from gpt2.files import atomic_file, sha256_bytes
-from gpt2.tokenfiles import MARKER, SPLITS, TokenFile, quick_fingerprint, read_manifest
+from gpt2.tokenfiles import MARKER, SPLITS, TokenFile, prepare_running, quick_fingerprint, read_manifest
 from gpt2.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 log = logging.getLogger(__name__)
@@ -144,12 +144,7 @@ class BinSource:
 
     def __init__(self, cfg: DataConfig):
         self.directory = Path(cfg.dir).expanduser()
-        if not self.directory.is_dir():
-            raise DataError(f"data.dir={self.directory} is not a directory: make the token files with "
-                            f"python scripts/prepare.py <text files> --out {self.directory}")
-        if (self.directory / MARKER).exists():
-            raise DataError(f"{self.directory} is being written by scripts/prepare.py, or its prepare was stopped: "
-                            f"let it finish, or run it again")
+        self._check_directory()
         manifest = read_manifest(self.directory)
         self.train, self.valid = (TokenFile(self.directory / name) for name in SPLITS)
         if manifest is None:
@@ -162,11 +157,28 @@ class BinSource:
             tokenizer = manifest["tokenizer"]
             self.fingerprint = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
         self.tokenizer = tokenizer_from_state(tokenizer, cfg.data_dir, cfg.mirror)
+        log.info("token files %s: %d train and %d valid tokens, tokenizer %s (theirs: data.tokenizer and "
+                 "data.train_frac do not apply)", self.directory, len(self.train), len(self.valid), self.tokenizer.name)
         for file in (self.train, self.valid):
             top = file.max_token()
             if top >= self.tokenizer.vocab_size:
                 raise DataError(f"{file.path} holds token id {top}, outside the {self.tokenizer.name} vocabulary "
                                 f"({self.tokenizer.vocab_size} ids): it was made with another tokenizer")
+
+    def _check_directory(self) -> None:
+        directory = self.directory
+        if directory.is_file():
+            raise DataError(f"data.dir={directory} is a file: data=bin reads a directory of token files (made by "
+                            f"scripts/prepare.py); to train on a text file use data=text_file data.path={directory}")
+        if not directory.is_dir():
+            raise DataError(f"data.dir={directory} is not a directory: make the token files with "
+                            f"python scripts/prepare.py <text files> --out {directory}")
+        unfinished = (directory / MARKER).exists() or not all((directory / name).exists() for name in SPLITS)
+        if unfinished and prepare_running(directory):
+            raise DataError(f"{directory} is being written by scripts/prepare.py now: wait for it to end")
+        if (directory / MARKER).exists():
+            raise DataError(f"{directory}: a scripts/prepare.py was stopped while it put its files in place: "
+                            f"run it again")
 
     def _check_sizes(self, manifest: dict) -> None:
         for file in (self.train, self.valid):

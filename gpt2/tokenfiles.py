@@ -1,18 +1,21 @@
 """Token files: a directory of `train.bin` and `val.bin` (flat little-endian uint16 token ids, nanoGPT's
 layout) and `manifest.json` (what made them), as `scripts/prepare.py` writes them.
 
-`TokenFile` maps one file read-only and shows it as a torch.int16 tensor (the same bytes: torch's int16
-kernels exist in every release, its uint16 ones only in recent ones), so the Dataset gathers windows from
-it as from tokens in memory and widens them to int64 with `& 0xFFFF` (`WIDEN`). Pages a batch touched stay mapped into the process (counted
-in its RSS) until released: every `RELEASE_BYTES` of windows read, the mapping drops them
-(madvise(MADV_DONTNEED): they stay in the kernel's page cache, shared and free to evict), so resident
-memory stays bounded by what recent batches touched, never the file's size. nanoGPT re-creates its
+`TokenFile` maps one file read-only and shows it as a torch.int16 tensor (the same bytes: torch's
+int16 kernels exist in every release, its uint16 ones only in recent ones), so the Dataset gathers
+windows from it as from tokens in memory and widens them to int64 with `& 0xFFFF` (`WIDEN`).
+
+Pages a batch touched stay mapped into the process (counted in its RSS) until released: every
+`RELEASE_BYTES` of windows read, the mapping drops them (madvise(MADV_DONTNEED): they stay in the
+kernel's page cache, shared and free to evict), so resident memory stays bounded by what recent
+batches touched, never the file's size. nanoGPT re-creates its
 np.memmap for every batch for the same reason (its issue #287); dropping the pages costs one syscall per
 `RELEASE_BYTES`, not a mapping per batch.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import mmap
@@ -28,7 +31,9 @@ from gpt2.errors import DataError
 FORMAT = "gpt2-harness-tokens/1"
 MANIFEST = "manifest.json"
 MARKER = ".prepare-unfinished"
-"""In a token directory from prepare's first byte written to its manifest: the files are not finished."""
+"""In a token directory while prepare renames its finished files into place: they are not finished."""
+LOCK = ".prepare.lock"
+"""Held by a running prepare; its presence marks a directory prepare wrote."""
 SPLITS = ("train.bin", "val.bin")
 DTYPE = np.uint16
 WIDEN = 0xFFFF
@@ -112,12 +117,26 @@ def read_manifest(directory: Path) -> Optional[dict]:
         return None
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path} cannot be read ({exc}): run scripts/prepare.py again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise DataError(f"{path} is not a manifest of {FORMAT} (format {manifest.get('format')!r}): "
+        valid = (manifest["format"] == FORMAT and isinstance(manifest["tokenizer"]["name"], str)
+                 and all(isinstance(manifest["files"][name]["tokens"], int) for name in SPLITS))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path} cannot be read ({type(exc).__name__}: {exc}): run scripts/prepare.py again") from None
+    if not valid:
+        raise DataError(f"{path} is not a manifest of {FORMAT} (format {manifest['format']!r}): "
                         f"run scripts/prepare.py again")
     return manifest
+
+
+def prepare_running(directory: Path) -> bool:
+    """Whether a scripts/prepare.py holds the directory's lock now."""
+    try:
+        with open(Path(directory) / LOCK, "rb") as f:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def quick_fingerprint(paths: list[Path], sample: int = 1 << 20) -> str:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -52,8 +53,18 @@ def synthetic_corpus(workdir: Path, tokens: int) -> Path:
 
 
 # ------------------------------------------------------------------------------------------- prepare
+def run_prepare(corpus: Path, workers: int, workdir: Path, mirror) -> tuple[dict, float]:
+    """scripts/prepare.py in its own process: (its manifest, its peak RSS in MB)."""
+    with tempfile.TemporaryDirectory(dir=workdir) as out:
+        result = subprocess.run([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(corpus), "--out", out,
+                                 "--workers", str(workers), "--data-dir", str(workdir / "data"),
+                                 *(["--mirror", mirror] if mirror else [])],
+                                capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
+        manifest = json.loads((Path(out) / "manifest.json").read_text())
+    return manifest, float(re.search(r"peak RSS ([\d,]+) MB", result.stdout)[1].replace(",", ""))
+
+
 def bench_prepare(workdir: Path, text_mb: int, workers: int, mirror) -> None:
-    from gpt2.prepare import Settings, prepare
     from gpt2.tokenizer import GPT2Tokenizer
 
     shakespeare = Path(mirror or os.environ.get("GPT2_DATA_MIRROR", "data")) / "tinyshakespeare" / "input.txt"
@@ -65,17 +76,14 @@ def bench_prepare(workdir: Path, text_mb: int, workers: int, mirror) -> None:
     start = time.perf_counter()
     count = len(encoder.encode(corpus.read_text()))
     plain = time.perf_counter() - start
-    print(f"prepare: {megabytes:.1f} MB of text, {count:,} tokens, {os.cpu_count()} CPUs")
+    print(f"prepare: {megabytes:.1f} MB of text (one file), {count:,} tokens, {os.cpu_count()} CPUs")
     print(f"  {'plain encode_ordinary (1 thread)':40s} {megabytes / plain:8.2f} MB/s")
     for n in sorted({1, workers}):
-        with tempfile.TemporaryDirectory(dir=workdir) as out:
-            start = time.perf_counter()
-            manifest = prepare([str(corpus)], Path(out), Settings(workers=n, data_dir=str(workdir / "data"),
-                                                                  mirror=mirror))
-            seconds = time.perf_counter() - start
+        manifest, rss = run_prepare(corpus, n, workdir, mirror)
+        seconds = manifest["seconds"]
         assert sum(f["tokens"] for f in manifest["files"].values()) == count
         print(f"  {f'scripts/prepare.py --workers {n}':40s} {megabytes / seconds:8.2f} MB/s "
-              f"({plain / seconds:.2f}x plain, files written and hashed)")
+              f"({plain / seconds:.2f}x plain, files written and hashed; main process peak RSS {rss:,.0f} MB)")
 
 
 # -------------------------------------------------------------------------------------------- loader

@@ -13,29 +13,39 @@ inputs does nothing; a stopped run leaves no finished-looking file behind.
 
 from __future__ import annotations
 
-import argparse
-import logging
-import os
-from pathlib import Path
+from gpt2.signals import STOP
 
-from gpt2.errors import ConfigError, require_positive, run_script
-from gpt2.prepare import Settings, prepare
+STOP.install()  # before the slow imports: a Ctrl-C or SIGTERM anywhere ends in one line
+STOP.context = "before the token files were finished (nothing finished was written): run the command again"
+
+import argparse  # noqa: E402
+import logging  # noqa: E402
+import os  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gpt2.errors import ConfigError, require_positive, run_script  # noqa: E402
+from gpt2.prepare import Settings, prepare  # noqa: E402
+from gpt2.runtime import peak_rss_mb  # noqa: E402
 
 
 def summary(manifest: dict, out: Path) -> str:
     files = manifest["files"]
-    line = ", ".join(f"{name} {f['tokens']:,} tokens ({f['documents']:,} documents)" for name, f in files.items())
+    line = ", ".join(f"{name} {f['tokens']:,} tokens ({f['documents']:,} document{'' if f['documents'] == 1 else 's'})"
+                     for name, f in files.items())
     if manifest.get("up_to_date"):
         return f"{out} is up to date ({line}): nothing to do"
     megabytes = sum(doc["bytes"] for doc in manifest["sources"]) / 1e6
     notes = [f"{megabytes:,.1f} MB of text in {manifest['seconds']:.1f} s "
-             f"({megabytes / max(manifest['seconds'], 1e-9):.1f} MB/s, {manifest['workers']} workers)"]
+             f"({megabytes / max(manifest['seconds'], 1e-9):.1f} MB/s, {manifest['workers']} workers, "
+             f"peak RSS {peak_rss_mb():,.0f} MB)"]
     if manifest["replaced_bytes"]:
         bad = [doc["path"] for doc in manifest["sources"] if doc["replaced"]]
         notes.append(f"{manifest['replaced_bytes']:,} bytes that were not UTF-8 replaced by U+FFFD, in "
                      f"{len(bad)} file(s) (first: {bad[0]})")
-    if manifest["skipped"]:
-        notes.append(f"{len(manifest['skipped'])} empty file(s) skipped (first: {manifest['skipped'][0]['path']})")
+    for reason in ("empty", "binary (NUL bytes)"):
+        paths = [skip["path"] for skip in manifest["skipped"] if skip["reason"] == reason]
+        if paths:
+            notes.append(f"{len(paths)} {reason.split()[0]} file(s) skipped (first: {paths[0]})")
     if manifest["unsafe_cuts"]:
         notes.append(f"{manifest['unsafe_cuts']} cut(s) inside a long run without whitespace (tokens there may "
                      f"differ from encoding the file whole)")

@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 from gpt2 import prepare as prep
+from gpt2.config import DataConfig
+from gpt2.data import make_dataloader
 from gpt2.errors import DataError
 from gpt2.prepare import Settings, prepare
 from gpt2.tokenizer import GPT2Tokenizer
@@ -88,11 +90,13 @@ def test_a_second_run_on_unchanged_inputs_does_nothing(tmp_path):
     assert changed["files"]["train.bin"]["tokens"] > first["files"]["train.bin"]["tokens"]
 
 
-def test_an_interrupted_prepare_leaves_no_finished_looking_file(tmp_path, monkeypatch):
+def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, monkeypatch):
+    """A first prepare stopped mid-way leaves nothing (the directory it created is removed); a rerun
+    stopped or failing mid-way leaves the earlier finished files, usable as they were."""
     (tmp_path / "a.txt").write_text("Hello there. " * 5000)
     out = tmp_path / "out"
     monkeypatch.setattr(prep, "CHUNK_BYTES", 4096)
-    calls = []
+    original, calls = prep.encode_range, []
 
     def interrupted(*args):
         calls.append(args)
@@ -100,13 +104,25 @@ def test_an_interrupted_prepare_leaves_no_finished_looking_file(tmp_path, monkey
             raise KeyboardInterrupt
         return original(*args)
 
-    original = prep.encode_range
     monkeypatch.setattr(prep, "encode_range", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
-    assert sorted(p.name for p in out.iterdir()) == sorted([".prepare.lock", prep.MARKER])
+    assert not out.exists()
     monkeypatch.setattr(prep, "encode_range", original)
-    assert prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))["files"]["val.bin"]["tokens"] > 0
+    first = prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    (tmp_path / "a.txt").write_text("Hello again. " * 6000)  # changed: prepared again, and stopped
+    calls.clear()
+    monkeypatch.setattr(prep, "encode_range", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    with pytest.raises(DataError, match="would hold no tokens"):  # a rerun that fails
+        prepare([str(tmp_path / "a.txt")], out, settings(tmp_path, train_frac=1e-9))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert len(make_dataloader(DataConfig(source="bin", dir=str(out), data_dir=str(tmp_path / "data"),
+                                          block_size=8, batch_size=4)).train_dl) > 0
+    assert first["files"]["train.bin"]["tokens"] == len(tokens(out / "train.bin"))
 
 
 def test_a_killed_prepare_script_is_finished_by_running_it_again(tmp_path, gpt2):
@@ -121,12 +137,35 @@ def test_a_killed_prepare_script_is_finished_by_running_it_again(tmp_path, gpt2)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     names = {p.name for p in (tmp_path / "out").iterdir()}
-    assert "train.bin" not in names and "manifest.json" not in names and prep.MARKER in names
+    assert "train.bin" not in names and "manifest.json" not in names
     done = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"wrote {tmp_path / 'out'}: train.bin ")
     assert tokens(tmp_path / "out" / "train.bin") + tokens(tmp_path / "out" / "val.bin") == gpt2.encode(big.read_text())
     assert not list((tmp_path / "out").glob(".*.tmp")) and not (tmp_path / "out" / prep.MARKER).exists()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_mid_prepare_is_one_line_and_leaves_nothing_finished(tmp_path, sig):
+    """Ctrl-C reaches every process of the terminal's group (the workers too); SIGTERM the main one."""
+    big = tmp_path / "big.txt"
+    big.write_text(SHAKESPEARE.read_text() * 12)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(big), "--out", str(out),
+                             "--workers", "2", "--data-dir", str(tmp_path / "data")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while not (out / ".train.bin.tmp").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert stderr.strip() == (f"stopped by {sig.name} before the token files were finished (nothing finished "
+                              f"was written): run the command again")
+    assert not out.exists()  # it created the directory and wrote nothing finished in it
 
 
 def test_bad_input_is_counted_or_refused(tmp_path):
@@ -146,12 +185,15 @@ def test_bad_input_is_counted_or_refused(tmp_path):
     assert f"1 empty file(s) skipped (first: {tmp_path / 'empty.txt'})" in result.stdout
     for args, message in [
         ([str(tmp_path / "nope")], "nope: no such file or directory, and no file matches it as a pattern"),
-        ([str(tmp_path / "empty.txt")], "all 1 input files are empty: there is no text to tokenize"),
+        ([str(tmp_path / "empty.txt")], "all 1 input files are empty or binary: there is no text to tokenize"),
+        ([str(tmp_path / "good.txt"), "--out", str(tmp_path / "good.txt")], f"--out {tmp_path / 'good.txt'} is a file"),
         ([str(tmp_path / "good.txt"), "--train-frac", "1.5"], "--train-frac: must be between 0 and 1"),
         ([str(tmp_path / "one" / "word.txt")], "train.bin would hold no tokens (1 in all): give more text"),
     ]:
         result = subprocess.run(script + args + ["--out", str(tmp_path / "bad")], capture_output=True,
-                                text=True, timeout=120)
+                                text=True, timeout=120)  # the last --out wins
+        if "--out" in args:
+            result = subprocess.run(script + args, capture_output=True, text=True, timeout=120)
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
@@ -167,7 +209,7 @@ def test_token_files_it_did_not_write_are_never_replaced(tmp_path):
     out = tmp_path / "nanogpt"
     out.mkdir()
     (out / "train.bin").write_bytes(b"\x01\x00" * 100)
-    with pytest.raises(DataError, match="already holds train.bin without a manifest.json"):
+    with pytest.raises(DataError, match="already holds train.bin not written by scripts/prepare.py"):
         prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
     assert (out / "train.bin").read_bytes() == b"\x01\x00" * 100
 
@@ -190,3 +232,68 @@ def test_a_long_run_without_whitespace_is_cut_at_a_character_and_counted(tmp_pat
     # ranges end at bytes 1000, 2000, ... 6000: the five inside the 6000 bytes of "é" find no safe cut
     assert manifest["unsafe_cuts"] == 5 and manifest["replaced_bytes"] == 0  # never inside a character
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["unsafe_cuts"] == 5
+
+
+def test_what_is_read_and_what_is_not(tmp_path, gpt2):
+    """nanoGPT's layout (the text inside --out) works; earlier token directories, the tokenizer's own
+    files (a data dir inside the corpus) and binary files are never read; symlinked directories are."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "input.txt").write_text("The text itself. " * 40)
+    (corpus / "picture.png").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(256)))
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "linked.txt").write_text("Linked words here. " * 30)
+    (corpus / "more").symlink_to(elsewhere)
+    (corpus / "loop").symlink_to(corpus)
+    here = Settings(data_dir=str(corpus / "data"), mirror=str(MIRROR))
+    manifest = prepare([str(corpus)], corpus, here)  # --out is the corpus itself, as nanoGPT's layout
+    read = sorted(os.path.relpath(d["path"], corpus) for d in manifest["sources"])
+    assert read == ["../elsewhere/linked.txt", "input.txt"] and (corpus / "data" / "gpt2-bpe").is_dir()
+    assert manifest["skipped"] == [{"path": str(corpus / "picture.png"), "reason": "binary (NUL bytes)"}]
+    assert prepare([str(corpus)], corpus, here)["up_to_date"]  # its own files and the BPE files unread
+    assert prepare([str(corpus)], tmp_path / "out2", here)["sources"] == manifest["sources"]
+
+
+@pytest.mark.parametrize("text", [
+    "Привет, как дела? Всё хорошо. " * 300,  # no ASCII letters beside the spaces
+    "1,7,x1\r\n2,8,y2\r\n" * 500,  # CRLF lines without a space
+    "中文文本没有空格。\n" * 400 + "tab\tseparated\tvalues\n" * 100,
+])
+def test_text_without_ascii_words_is_still_cut_where_gpt2_splits(tmp_path, gpt2, monkeypatch, text):
+    monkeypatch.setattr(prep, "CHUNK_BYTES", 1000)
+    monkeypatch.setattr(prep, "MAX_SCAN", 200)
+    (tmp_path / "a.txt").write_text(text, newline="")
+    manifest = prepare([str(tmp_path / "a.txt")], tmp_path / "out", settings(tmp_path))
+    assert manifest["unsafe_cuts"] == 0
+    assert tokens(tmp_path / "out" / "train.bin") + tokens(tmp_path / "out" / "val.bin") == gpt2.encode(text)
+
+
+def test_a_worker_that_dies_is_one_line(tmp_path):
+    big = tmp_path / "big.txt"
+    big.write_text(SHAKESPEARE.read_text() * 12)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(big), "--out", str(out),
+                             "--workers", "2", "--data-dir", str(tmp_path / "data")], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 60
+    while not (out / ".train.bin.tmp").exists() and time.time() < deadline:
+        time.sleep(0.01)
+    worker = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0]
+    os.kill(int(worker), signal.SIGKILL)  # as the OOM killer would
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and stderr.strip() == (
+        "error: a worker process died (killed, or out of memory?): nothing finished was written; run the "
+        "command again, with fewer --workers if memory is short")
+    assert not out.exists()
+
+
+def test_few_uneven_documents_warn_about_the_split(tmp_path, caplog):
+    (tmp_path / "corpus").mkdir()
+    (tmp_path / "corpus" / "big.txt").write_text(SHAKESPEARE.read_text()[:100_000])
+    (tmp_path / "corpus" / "README.txt").write_text("A short note.")
+    with caplog.at_level("WARNING"):
+        manifest = prepare([str(tmp_path / "corpus")], tmp_path / "out", settings(tmp_path))
+    share = manifest["files"]["val.bin"]["tokens"] / sum(f["tokens"] for f in manifest["files"].values())
+    assert not 0.05 <= share <= 0.2
+    assert "each document goes to one split whole" in caplog.text

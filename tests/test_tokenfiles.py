@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import pickle
 from dataclasses import replace
@@ -17,7 +18,7 @@ from gpt2.data import LMSequenceDataset, make_dataloader
 from gpt2.errors import DataError
 from gpt2.prepare import Settings, prepare
 from gpt2.runlog import read_metrics
-from gpt2.tokenfiles import MARKER, TokenFile
+from gpt2.tokenfiles import LOCK, MARKER, TokenFile
 
 from conftest import MIRROR, TINY, one_line, run_train
 
@@ -101,7 +102,11 @@ def test_resident_memory_is_bounded_by_recent_batches_not_the_file(tmp_path):
     ("odd size", "train.bin is not a uint16 token file (6001 bytes, an odd number)"),
     ("truncated", "holds 300 tokens but its manifest says"),
     ("manifest", "manifest.json cannot be read"),
-    ("unfinished", "is being written by scripts/prepare.py, or its prepare was stopped"),
+    ("manifest list", "manifest.json cannot be read (TypeError"),
+    ("manifest fields", "manifest.json cannot be read (KeyError: 'files')"),
+    ("unfinished", "a scripts/prepare.py was stopped while it put its files in place: run it again"),
+    ("being prepared", "is being written by scripts/prepare.py now: wait for it to end"),
+    ("a file", "is a file: data=bin reads a directory of token files"),
     ("foreign ids", "train.bin holds token id 60000, outside the gpt2 vocabulary (50257 ids)"),
 ])
 def test_damaged_token_directories_are_refused_in_one_line(prepared, tmp_path, damage, message):
@@ -123,6 +128,16 @@ def test_damaged_token_directories_are_refused_in_one_line(prepared, tmp_path, d
         (copy / "train.bin").write_bytes(b"\x00\x00" * 300)
     elif damage == "manifest":
         (copy / "manifest.json").write_text("{not json")
+    elif damage == "manifest list":
+        (copy / "manifest.json").write_text("[1, 2]")
+    elif damage == "manifest fields":
+        (copy / "manifest.json").write_text('{"format": "gpt2-harness-tokens/1", "tokenizer": {"name": "gpt2"}}')
+    elif damage == "being prepared":  # a first prepare, still tokenizing: no train.bin yet, its lock held
+        (copy / "train.bin").unlink()
+        lock = open(copy / LOCK, "a")
+        fcntl.flock(lock, fcntl.LOCK_EX)
+    elif damage == "a file":
+        copy = copy / "val.bin"
     elif damage == "unfinished":
         (copy / MARKER).touch()
     elif damage == "foreign ids":  # nanoGPT's layout (no manifest) holding ids of a bigger vocabulary
@@ -154,7 +169,8 @@ def test_train_on_token_files_and_resume_exactly(prepared, tmp_path):
     assert straight.returncode == 0, straight.stderr
     first = run_train(tmp_path / "split", *args, "trainer.max_iters=10", "optim.lr_decay_iters=20")
     assert first.returncode == 0, first.stderr
-    resumed = run_train(tmp_path / "split", *args, "trainer.resume=auto")
+    # the split and the tokenizer are the files': data.train_frac and data.tokenizer do not apply
+    resumed = run_train(tmp_path / "split", *args, "trainer.resume=auto", "data.train_frac=0.5", "data.tokenizer=char")
     assert resumed.returncode == 0, resumed.stderr
     whole, parts = read_metrics(tmp_path / "straight"), read_metrics(tmp_path / "split")
     assert [r["iter"] for r in parts] == [r["iter"] for r in whole] == [0, 5, 10, 15, 20]

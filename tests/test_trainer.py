@@ -36,7 +36,9 @@ def test_training_lowers_the_loss(data_dir, tmp_path):
     rows = read_metrics(tmp_path)
     assert rows[0]["iter"] == 0 and rows[0]["val_loss"] == pytest.approx(math.log(65), abs=0.2)
     assert summary["best_val_loss"] < rows[0]["val_loss"] - 0.8
-    assert summary["final_train_loss"] < 3.3
+    # one batch of 64 tokens is a noisy loss (3.1 to 3.7 late in this run): compare means of rows
+    late = [r["train_loss"] for r in rows if r["iter"] >= 35]
+    assert sum(late) / len(late) < rows[1]["train_loss"] - 0.5
 
 
 def test_metrics_rows_and_summary(data_dir, tmp_path):
