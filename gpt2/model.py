@@ -54,13 +54,21 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.resid_dropout = nn.Dropout(config.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None) -> torch.Tensor:
         B, T, C = x.shape
         q, k, v = self.c_attn(x).split(C, dim=2)
         # (B, T, C) -> (B, nh, T, hs)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
-                                           dropout_p=self.dropout if self.training else 0.0)
+        if kv is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
+                                               dropout_p=self.dropout if self.training else 0.0)
+        else:  # the new tokens attend to the cached ones and causally among themselves
+            k, v, start = kv.update(k, v)
+            # is_causal aligns the mask top-left (query i sees keys <= i), right only without a cache
+            # before them; a single new token sees every key; otherwise an explicit mask
+            mask = None if T == 1 or start == 0 else torch.ones(T, start + T, dtype=torch.bool,
+                                                                  device=x.device).tril(diagonal=start)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=start == 0 and T > 1)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
         return self.resid_dropout(self.c_proj(y))
 
@@ -85,9 +93,43 @@ class Block(nn.Module):
         self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x))
+    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv)
         return x + self.mlp(self.ln_2(x))
+
+
+class LayerKV:
+    """One layer's cached keys and values, (B, n_head, block_size, head_size) each, allocated at the
+    first update in the dtype and device of what is cached (bf16 under autocast)."""
+
+    def __init__(self, cache: "KVCache"):
+        self.cache = cache
+        self.k: Optional[torch.Tensor] = None
+        self.v: Optional[torch.Tensor] = None
+
+    def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Store the new tokens' keys and values after the cached ones; returns (every key, every
+        value, the position of the first new token)."""
+        if self.k is None or self.k.shape[0] != k.shape[0]:
+            shape = (*k.shape[:2], self.cache.block_size, k.shape[3])
+            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        start, end = self.cache.length, self.cache.length + k.shape[2]
+        self.k[:, :, start:end], self.v[:, :, start:end] = k, v
+        return self.k[:, :, :end], self.v[:, :, :end], start
+
+
+class KVCache:
+    """Keys and values of every layer for the tokens a model has seen, so that each new token costs
+    one position's work instead of the whole context's (`GPT.forward(idx, cache=cache)` appends)."""
+
+    def __init__(self, config: GPTConfig):
+        self.block_size = config.block_size
+        self.length = 0
+        """Tokens cached (the position of the next one)."""
+        self.layers = [LayerKV(self) for _ in range(config.n_layer)]
+
+    def reset(self) -> None:
+        self.length = 0
 
 
 class GPT(nn.Module):
@@ -155,17 +197,21 @@ class GPT(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.transformer.wpe.weight.numel() if non_embedding else n
 
-    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None
-                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
+                cache: Optional[KVCache] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """idx (B, T) -> logits (B, T, vocab_size) and the mean cross-entropy against targets (B, T);
-        without targets, logits for the last position only: (B, 1, vocab_size)."""
+        without targets, logits for the last position only: (B, 1, vocab_size). With a cache, idx
+        continues the tokens cached (positions from cache.length on), and is cached in turn."""
         B, T = idx.shape
-        if T > self.block_size:
-            raise ValueError(f"sequence of length {T} is longer than block_size {self.block_size}")
-        pos = torch.arange(T, device=idx.device)
+        start = cache.length if cache is not None else 0
+        if start + T > self.block_size:
+            raise ValueError(f"sequence of length {start + T} is longer than block_size {self.block_size}")
+        pos = torch.arange(start, start + T, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
-        for block in self.transformer.h:
-            x = block(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, cache.layers[i] if cache is not None else None)
+        if cache is not None:
+            cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:  # inference: only the last position's logits
             return self._logits(x[:, [-1], :])[..., : self.vocab_size], None
@@ -176,18 +222,48 @@ class GPT(nn.Module):
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.lm_head.weight, self.logit_mask)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,
-                 top_k: Optional[int] = None, generator: Optional[torch.Generator] = None
-                 ) -> torch.Tensor:
-        """Append max_new_tokens sampled tokens to idx (B, T); ids are always < vocab_size."""
+                 top_k: Optional[int] = None, top_p: Optional[float] = None,
+                 generator: Optional[torch.Generator] = None, use_cache: bool = True) -> torch.Tensor:
+        """Append max_new_tokens tokens to idx (B, T): sampled at `temperature` (0: greedy) from the
+        top_k most likely and/or the smallest set holding top_p of the probability; ids are always
+        < vocab_size. With use_cache, a KVCache makes each token cost one position's work.
+
+        Past the context, the model sees a window of the last tokens: when the window would exceed
+        block_size it restarts from the last block_size // 2 tokens (so a cache is refilled once per
+        block_size // 2 tokens, not at every token). The same windows with and without the cache:
+        greedy outputs are identical."""
+        cache = KVCache(self.config) if use_cache else None
+        start = max(0, idx.size(1) - self.block_size)  # where the window begins in idx
+        cached_from = None  # the window start of what the cache holds: idx[:, start:start + cache.length]
         for _ in range(max_new_tokens):
-            logits, _ = self(idx[:, -self.block_size:])
-            logits = logits[:, -1, :] / max(temperature, 1e-6)
-            if top_k is not None:
-                kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
-                logits = logits.masked_fill(logits < kth, float("-inf"))
-            probs = F.softmax(logits.float(), dim=-1)
-            idx = torch.cat([idx, torch.multinomial(probs, 1, generator=generator)], dim=1)
+            if idx.size(1) - start > self.block_size:
+                start = idx.size(1) - max(1, self.block_size // 2)
+            if cache is None:
+                logits, _ = self(idx[:, start:])
+            else:
+                if cached_from != start:  # the window moved: fill the cache again
+                    cache.reset()
+                    cached_from = start
+                logits, _ = self(idx[:, start + cache.length:], cache=cache)
+            idx = torch.cat([idx, next_token(logits[:, -1, :], temperature, top_k, top_p, generator)], dim=1)
         return idx
 
+
+def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[int] = None,
+               top_p: Optional[float] = None, generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """(B, vocab) logits -> (B, 1) token ids: the argmax at temperature 0, else a sample."""
+    if temperature == 0:
+        return logits.argmax(dim=-1, keepdim=True)
+    logits = logits.float() / temperature
+    if top_k is not None:
+        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = F.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(dim=-1, descending=True)
+        # keep each token whose more likely tokens hold less than top_p (the most likely always)
+        drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
+        probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
+    return torch.multinomial(probs, 1, generator=generator)

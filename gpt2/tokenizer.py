@@ -22,6 +22,10 @@ class Tokenizer(Protocol):
 
     def decode(self, ids: Sequence[int]) -> str: ...
 
+    def token_bytes(self) -> list[int]:
+        """The UTF-8 length in bytes of each token id (for bits per byte)."""
+        ...
+
     def state(self) -> dict: ...
 
 
@@ -47,6 +51,9 @@ class GPT2Tokenizer:
 
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
+
+    def token_bytes(self) -> list[int]:
+        return [len(self.encoding.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode(list(ids))
@@ -88,6 +95,9 @@ class CharTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.chars[i] for i in ids)
+
+    def token_bytes(self) -> list[int]:
+        return [len(c.encode("utf-8")) for c in self.chars]
 
     def state(self) -> dict:
         return {"name": self.name, "vocab_size": self.vocab_size, "chars": self.chars}

@@ -15,7 +15,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterator, NamedTuple, Optional
 
 import torch
 import torch.nn as nn
@@ -76,25 +76,38 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     return total, norm
 
 
+class Evaluation(NamedTuple):
+    loss: float
+    """Mean cross-entropy per validation token (nats)."""
+    bpb: float
+    """Bits per UTF-8 byte of the validation targets: the same scale for any tokenizer (nan without
+    the tokens' byte lengths)."""
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, rt: Runtime) -> float:
+def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.Tensor] = None) -> Evaluation:
     """The mean loss per validation token over the loader's fixed batches (a short batch counts for
-    its tokens, not as much as a full one); under torchrun each rank scores its slices and the sums
-    are reduced, so every validation window counts once."""
+    its tokens, not as much as a full one), and bits per byte where `token_bytes` (the UTF-8 length of
+    each token id) is given; under torchrun each rank scores its slices and the sums are reduced, so
+    every validation window counts once."""
     model.eval()
-    sums = torch.zeros(2, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens
+    sums = torch.zeros(3, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens, bytes
+    table = token_bytes.to(rt.device) if token_bytes is not None else None
     for x, y in loader:
         tokens = y.numel()
         if not tokens:  # this rank's slice of a short last batch is empty: FSDP still needs its forward
             x = y = torch.zeros((1, x.shape[1]), dtype=torch.long)
+        y = rt.to_device(y)
         with rt.autocast():
-            _, loss = model(rt.to_device(x), rt.to_device(y))
+            _, loss = model(rt.to_device(x), y)
         if tokens:
             sums[0] += loss.double() * tokens
             sums[1] += tokens
+            if table is not None:
+                sums[2] += table[y].sum()
     model.train()
-    total, tokens = rt.dist.sum_(sums).tolist()
-    return total / tokens
+    total, tokens, nbytes = rt.dist.sum_(sums).tolist()
+    return Evaluation(total / tokens, total / math.log(2) / nbytes if nbytes else math.nan)
 
 
 def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
@@ -119,14 +132,17 @@ class Progress:
     iters: int = 0
     best_val_loss: float = math.inf
     last_val_loss: float = math.nan
+    best_val_bpb: float = math.nan
+    """Bits per byte of the evaluation with the best val loss."""
+    last_val_bpb: float = math.nan
     last_train_loss: float = math.nan
     train_seconds: float = 0.0
     window_start: float = 0.0
     window_steps: int = 0
 
     def state_dict(self) -> dict:
-        return {k: getattr(self, k) for k in
-                ("iters", "best_val_loss", "last_val_loss", "last_train_loss", "train_seconds")}
+        return {k: getattr(self, k) for k in ("iters", "best_val_loss", "last_val_loss", "best_val_bpb",
+                                              "last_val_bpb", "last_train_loss", "train_seconds")}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
@@ -164,6 +180,7 @@ class Trainer:
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
+        self.token_bytes = torch.tensor(p.data.encoder.token_bytes())  # for bits per byte
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.resumed_from is not None:
             self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
@@ -196,9 +213,12 @@ class Trainer:
         return (f"{self.ckpts.dir / LAST} (iteration {last}) is intact: resume with trainer.resume=auto"
                 if last is not None else "no checkpoint had been saved yet")
 
-    def evaluate(self) -> float:
+    def evaluate(self) -> Evaluation:
+        """Scores the validation batches; sets progress.last_val_loss and last_val_bpb."""
         model = getattr(self.parts.step_model, "module", self.parts.step_model)  # not DDP's wrapper
-        return evaluate(model, self.parts.data.valid_dl, self.parts.runtime)
+        result = evaluate(model, self.parts.data.valid_dl, self.parts.runtime, self.token_bytes)
+        self.progress.last_val_loss, self.progress.last_val_bpb = result
+        return result
 
     def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
         """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
@@ -236,8 +256,8 @@ class Trainer:
     def run(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> str:
         """The evaluation at step 0 (fresh runs), the loop, the last checkpoint; returns the sample."""
         if self.resumed_from is None:
-            self.progress.last_val_loss = self.evaluate()
-            run_log.log({"iter": 0, "val_loss": self.progress.last_val_loss, "lr": self.parts.schedule(0)})
+            loss, bpb = self.evaluate()
+            run_log.log({"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)})
         self.loop(run_log, stop, on_step)
         self.save(LAST)
         if not self.parts.runtime.dist.is_main or self.stopped_by(self.stopping):  # a stop saves, ends quickly
@@ -294,9 +314,9 @@ class Trainer:
         row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
                "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
         if with_eval:
-            p.last_val_loss = row["val_loss"] = self.evaluate()
+            row["val_loss"], row["val_bpb"] = self.evaluate()
             if p.last_val_loss < p.best_val_loss:
-                p.best_val_loss = p.last_val_loss
+                p.best_val_loss, p.best_val_bpb = p.last_val_loss, p.last_val_bpb
                 self.save(BEST)
         log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
                  f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"])
@@ -322,7 +342,9 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
     p, parts, per_step = trainer.progress, trainer.parts, trainer.tokens_per_step
     # stopped before the first evaluation of training: the best measured is the one at step 0
     best = p.best_val_loss if math.isfinite(p.best_val_loss) else p.last_val_loss
-    return {"best_val_loss": best, "final_val_loss": p.last_val_loss,
+    best_bpb = p.best_val_bpb if math.isfinite(p.best_val_loss) else p.last_val_bpb
+    return {"best_val_loss": best, "final_val_loss": p.last_val_loss, "best_val_bpb": best_bpb,
+            "final_val_bpb": p.last_val_bpb,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),

@@ -140,3 +140,47 @@ def test_dropout_only_in_training():
 def test_too_long_sequence():
     with pytest.raises(ValueError, match="longer than block_size 16"):
         small()(torch.zeros((1, 17), dtype=torch.long))
+
+
+def small_model(block_size=16, vocab=65):
+    torch.manual_seed(0)
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, block_size=block_size, bias=False)).eval()
+
+
+def test_cached_logits_equal_the_full_forward():
+    """Prefill, then token by token, then a chunk of three: every position's logits as the whole
+    sequence's forward gives them (the cache's causal mask is aligned to the cached positions)."""
+    from gpt2.model import KVCache
+
+    model, idx = small_model(), torch.randint(0, 65, (2, 12))
+    full = torch.cat([model(idx[:, : t + 1])[0] for t in range(12)], dim=1)  # last-position logits
+    cache, got = KVCache(model.config), []
+    for start, end in ((0, 5), (5, 6), (6, 7), (7, 10), (10, 12)):
+        got.append(model(idx[:, start:end], cache=cache)[0])
+        assert cache.length == end
+    assert torch.allclose(torch.cat(got, dim=1), full[:, [4, 5, 6, 9, 11]], atol=1e-5)
+    with pytest.raises(ValueError, match="longer than block_size 16"):
+        model(torch.zeros((2, 5), dtype=torch.long), cache=cache)
+
+
+@pytest.mark.parametrize("prompt_length", [1, 7, 16, 40])
+def test_greedy_decoding_is_identical_with_and_without_the_cache(prompt_length):
+    """Prompts shorter than, as long as and longer than the 16-token context, 60 new tokens (past
+    the context: the window restarts from its last half, with or without the cache)."""
+    model, idx = small_model(), torch.randint(0, 65, (3, prompt_length))
+    cached = model.generate(idx, 60, temperature=0)
+    assert torch.equal(cached, model.generate(idx, 60, temperature=0, use_cache=False))
+    assert torch.equal(cached[:, :prompt_length], idx) and cached.shape == (3, prompt_length + 60)
+
+
+def test_greedy_is_the_most_likely_token_and_top_p_keeps_the_likeliest():
+    from gpt2.model import next_token
+
+    logits = torch.tensor([[0.0, 3.0, 2.0, -1.0], [5.0, 0.0, 0.0, 0.0]])
+    assert next_token(logits, temperature=0).tolist() == [[1], [0]]
+    g = torch.Generator().manual_seed(0)
+    # top_p=0.5: token 1 alone holds 0.67 of row 0's probability, token 0 0.98 of row 1's
+    draws = torch.cat([next_token(logits, 1.0, top_p=0.5, generator=g) for _ in range(200)], dim=1)
+    assert set(draws[0].tolist()) == {1} and set(draws[1].tolist()) == {0}
+    draws = torch.cat([next_token(logits, 1.0, top_k=2, generator=g) for _ in range(200)], dim=1)
+    assert set(draws[0].tolist()) == {1, 2}

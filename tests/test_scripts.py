@@ -8,7 +8,7 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py"]
+SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -125,3 +125,23 @@ def test_sweep_report_with_an_unwritable_png_is_one_line(tmp_path, png):
     assert one_error_line(result) == (f"error: --png {tmp_path / png}: give a .png file path in an "
                                       f"existing directory")
     assert result.stdout == ""
+
+
+def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path, data_dir):
+    """A trained run sampled greedily: the KV cache changes the speed, not the text."""
+    from conftest import TINY, run_train
+
+    trained = run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none", "data.tokenizer=char")
+    assert trained.returncode == 0, trained.stderr
+    common = [str(tmp_path / "run"), "--prompt", "ROMEO:", "--temperature", "0", "--num-samples", "2",
+              "--max-new-tokens", "40", "--device", "cpu", "--data-dir", str(data_dir)]
+    cached, uncached = run_script("sample.py", *common), run_script("sample.py", *common, "--no-cache")
+    assert cached.returncode == 0 and uncached.returncode == 0, cached.stderr + uncached.stderr
+    texts = [out.stdout.rsplit("---------------", 1)[0] for out in (cached, uncached)]
+    assert texts[0] == texts[1] and texts[0].startswith("ROMEO:") and texts[0].count("---------------") == 1
+    assert "80 tokens in" in cached.stdout and "tokens/s (KV cache, cpu)" in cached.stdout
+    for args, message in [([str(tmp_path)], "is neither a checkpoint nor a run directory"),
+                          ([str(tmp_path / "run"), "--prompt", "\u00e9t\u00e9"], "--prompt: character"),
+                          ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature must be >= 0")]:
+        result = run_script("sample.py", *args, "--data-dir", str(data_dir))
+        assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

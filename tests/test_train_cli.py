@@ -31,8 +31,9 @@ def test_tiny_run_leaves_every_file(tmp_path, data_dir):
 
     rows = read_metrics(run_dir)
     assert [r["iter"] for r in rows] == [0, 5, 10, 15, 20]
-    for key in ("best_val_loss", "final_val_loss", "final_train_loss", "iters", "tokens_seen",
-                "tokens_per_sec", "wall_s", "params", "device"):
+    assert all(0 < r["val_bpb"] < 20 for r in rows if "val_loss" in r)
+    for key in ("best_val_loss", "best_val_bpb", "final_val_bpb", "final_val_loss", "final_train_loss", "iters",
+                "tokens_seen", "tokens_per_sec", "wall_s", "params", "device"):
         assert key in summary
     assert summary["iters"] == 20 and summary["tokens_seen"] == 20 * 4 * 16
     assert summary["final_train_loss"] == rows[-1]["train_loss"]

@@ -91,7 +91,7 @@ def test_validation_loss_is_the_mean_over_tokens():
     with torch.no_grad():
         y[4] = model(x[4:], y[4:])[0][0].argmin(-1)  # the short batch: the least likely tokens, a high loss
     batches = [(x[:4], y[:4]), (x[4:], y[4:])]  # a full batch and a short last one
-    got = evaluate(model, batches, Runtime.create("cpu", "float32"))
+    got = evaluate(model, batches, Runtime.create("cpu", "float32")).loss
     with torch.no_grad():
         every_token = model(x, y)[1].item()
         per_batch = sum(model(a, b)[1].item() for a, b in batches) / 2
@@ -167,3 +167,31 @@ def test_an_unreadable_text_is_one_data_error(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "read_bytes", refuse)
     with pytest.raises(DataError, match=r"text.txt cannot be read \(Permission denied\): check its permissions"):
         read_text(tmp_path / "text.txt")
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "char"])
+def test_bits_per_byte_is_the_loss_over_the_bytes_of_the_targets(tmp_path, kind):
+    """val_bpb = the targets' summed cross-entropy in bits / their UTF-8 bytes, counted by hand here."""
+    from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+
+    from conftest import MIRROR
+
+    text = "Héllo wörld, ünïcode — 東京 text.\n" * 6
+    enc = GPT2Tokenizer(tmp_path, MIRROR) if kind == "gpt2" else CharTokenizer.from_text(text)
+    ids = torch.tensor(enc.encode(text))
+    T = 8
+    n = (len(ids) - 1) // T
+    targets = ids[1:1 + n * T]
+    assert "\ufffd" not in enc.decode(targets.tolist())  # whole characters: their bytes are countable
+    target_bytes = len(enc.decode(targets.tolist()).encode("utf-8"))
+    x, y = ids[:n * T].view(n, T), targets.view(n, T)
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=enc.vocab_size, block_size=T))
+    got = evaluate(model, [(x[:3], y[:3]), (x[3:], y[3:])], Runtime.create("cpu", "float32"),
+                   torch.tensor(enc.token_bytes()))
+    with torch.no_grad():
+        logits = model(x, y)[0]
+        nats = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
+                                                 reduction="sum").item()
+    assert got.bpb == pytest.approx(nats / math.log(2) / target_bytes, rel=1e-6)
+    assert got.loss == pytest.approx(nats / y.numel(), rel=1e-6)
