@@ -97,6 +97,11 @@ class ModelConfig:
     """Biases in Linear and LayerNorm layers (GPT-2 has them; nanoGPT's small runs drop them)."""
     vocab_multiple: int = 64
     """The embedding table is padded to a multiple of this; padded logits are never scored or sampled."""
+    init_from: Optional[str] = None
+    """null: random init. gpt2, gpt2-medium, gpt2-large, gpt2-xl (OpenAI's weights from the Hugging Face
+    Hub) or a local Hugging Face GPT-2 folder: the architecture is the checkpoint's (n_layer, n_head,
+    n_embd, bias, context; a different value set here is refused), model.dropout applies, a shorter
+    model.block_size crops the context."""
 
     def __post_init__(self) -> None:
         _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple", "block_size")
@@ -261,6 +266,8 @@ class Config:
     """Set by `hparams_search=NAME`: train.py then runs an Optuna study instead of one run."""
 
     def __post_init__(self) -> None:
+        _check(self.model.init_from is None or self.data.tokenizer == "gpt2" or self.data.source == "bin",
+               "model.init_from", "OpenAI's GPT-2 weights score GPT-2 tokens: use data.tokenizer=gpt2")
         _check(self.model_block_size >= self.data.block_size, "model.block_size",
                f"the model's context ({self.model.block_size}) must hold a whole training window "
                f"(data.block_size={self.data.block_size})")

@@ -32,8 +32,13 @@ class GPTConfig:
     bias: bool = True
     vocab_multiple: int = 64
     """The embedding table is padded to a multiple of this; padded ids are never scored or sampled."""
+    gelu_approximate: str = "none"
+    """The MLP's GELU: 'none' (exact, erf; nanoGPT's) or 'tanh' (OpenAI's GPT-2 weights were trained
+    with it: Hugging Face's 'gelu_new')."""
 
     def __post_init__(self) -> None:
+        if self.gelu_approximate not in ("none", "tanh"):
+            raise ValueError(f"GPTConfig.gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
         for name in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "vocab_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -77,7 +82,8 @@ class MLP(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
-        self.gelu = nn.GELU()  # exact (erf) GELU, as nanoGPT: 3x faster than the tanh form on CPU
+        # exact (erf) GELU by default, as nanoGPT (3x faster than the tanh form on CPU); tanh for OpenAI's weights
+        self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = nn.Dropout(config.dropout)
 
@@ -216,7 +222,7 @@ class GPT(nn.Module):
         if targets is None:  # inference: only the last position's logits
             return self._logits(x[:, [-1], :])[..., : self.vocab_size], None
         logits = self._logits(x)  # (B, T, padded_vocab_size), contiguous
-        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1))
+        loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits[..., : self.vocab_size], loss
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:

@@ -9,16 +9,19 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn as nn
 from torch.distributed.fsdp import fully_shard
 from torch.nn.parallel import DistributedDataParallel
 
-from gpt2.config import Config
+from gpt2.config import Config, ModelConfig
+from gpt2.errors import ConfigError
 from gpt2.data import DataLoaders, make_dataloader
 from gpt2.model import GPT, GPTConfig
 from gpt2.optim import LRSchedule, build_optimizer
+from gpt2.pretrained import load_pretrained, locate, read_config
 from gpt2.runtime import Runtime
 
 
@@ -43,12 +46,44 @@ def gpt_config(config: Config, vocab_size: int) -> GPTConfig:
                      vocab_multiple=m.vocab_multiple)
 
 
+def pretrained_dir(config: Config) -> Path:
+    """model.init_from's folder (fetched if need be), its architecture checked against the config
+    before any data work: a model.* value that differs from both the schema's default and the
+    checkpoint's is a conflict, refused in one line."""
+    m = config.model
+    directory = locate(m.init_from)
+    theirs, default = read_config(directory), ModelConfig()
+    for key in ("n_layer", "n_head", "n_embd", "bias"):
+        if getattr(m, key) != getattr(default, key) and getattr(m, key) != getattr(theirs, key):
+            raise ConfigError(f"model.{key}={getattr(m, key)} conflicts with model.init_from={m.init_from} "
+                              f"({key}={getattr(theirs, key)}): the architecture is the checkpoint's; drop the "
+                              f"override")
+    if config.data.block_size > theirs.block_size:
+        raise ConfigError(f"data.block_size={config.data.block_size} is longer than the context of "
+                          f"model.init_from={m.init_from} ({theirs.block_size})")
+    return directory
+
+
+def pretrained(config: Config, directory: Path, vocab_size: int) -> GPT:
+    """The model with model.init_from's weights; a shorter model.block_size crops its context."""
+    model = load_pretrained(str(directory), dropout=config.model.dropout)
+    if vocab_size != model.vocab_size:
+        raise ConfigError(f"model.init_from={config.model.init_from} scores {model.vocab_size} GPT-2 tokens, the "
+                          f"data has {vocab_size}: use data.tokenizer=gpt2")
+    if config.model.block_size is not None and config.model.block_size < model.block_size:
+        model.crop_block_size(config.model.block_size)
+    return model
+
+
 def build(config: Config) -> Parts:
     tc = config.trainer
     runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads)
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
+    init_from = pretrained_dir(config) if config.model.init_from else None  # before the data work
     data = load_data(config, runtime)
-    model = GPT(gpt_config(config, data.encoder.vocab_size)).to(runtime.device)
+    vocab_size = data.encoder.vocab_size
+    model = (pretrained(config, init_from, vocab_size) if init_from else GPT(gpt_config(config, vocab_size)))
+    model = model.to(runtime.device)
     fsdp = runtime.dist.enabled and tc.parallel == "fsdp"
     if fsdp:  # each block's parameters sharded over the ranks, gathered for its forward and backward
         # our forward returns the logits as a view, never changed in place: FSDP's warning does not apply

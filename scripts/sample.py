@@ -1,4 +1,5 @@
-"""Sample text from a trained model: a run directory (its ckpt/best.pt, else ckpt/last.pt) or a checkpoint.
+"""Sample text from a trained model: a run directory (its ckpt/best.pt, else ckpt/last.pt), a
+checkpoint, or a Hugging Face GPT-2 folder (scripts/export_hf.py writes one; OpenAI's gpt2 is one).
 
 Usage: python scripts/sample.py RUN_DIR_OR_CHECKPOINT [--prompt TEXT | --prompt @FILE] [--num-samples 3]
            [--max-new-tokens 256] [--temperature 0.8] [--top-k 200] [--top-p P] [--seed 1337]
@@ -17,20 +18,9 @@ from pathlib import Path
 
 import torch
 
-from gpt2.checkpoint import BEST, LAST, load_model
-from gpt2.errors import CheckpointError, ConfigError, DataError, require_positive, run_script
+from gpt2.errors import ConfigError, DataError, require_positive, run_script
 from gpt2.runtime import resolve_device
-from gpt2.tokenizer import tokenizer_from_state
-
-
-def checkpoint_of(path: Path) -> Path:
-    """The checkpoint a path names: itself, or a run directory's best.pt, else its last.pt."""
-    if path.is_file():
-        return path
-    for name in (BEST, LAST):
-        if (path / "ckpt" / name).is_file():
-            return path / "ckpt" / name
-    raise CheckpointError(f"{path} is neither a checkpoint nor a run directory with ckpt/{BEST} or ckpt/{LAST}")
+from gpt2.sampling import load_for_inference
 
 
 def read_prompt(prompt: str) -> str:
@@ -54,7 +44,7 @@ def encode_prompt(encoder, text: str) -> list[int]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("model", help="a run directory or a checkpoint file")
+    parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="", help="the text to continue, or @FILE (default: none)")
     parser.add_argument("--num-samples", type=int, default=3)
     parser.add_argument("--max-new-tokens", type=int, default=256)
@@ -70,8 +60,7 @@ def main() -> None:
     if args.temperature < 0 or (args.top_p is not None and not 0 < args.top_p <= 1):
         raise ConfigError("--temperature must be >= 0 and --top-p in (0, 1]")
     device = resolve_device(args.device)
-    model, state = load_model(checkpoint_of(Path(args.model)), device)
-    encoder = tokenizer_from_state(state["tokenizer"], args.data_dir)
+    model, encoder = load_for_inference(Path(args.model), device, args.data_dir)
     prompt = encode_prompt(encoder, read_prompt(args.prompt))
     idx = torch.tensor([prompt] * args.num_samples, dtype=torch.long, device=device)
     generator = torch.Generator(device=device).manual_seed(args.seed)

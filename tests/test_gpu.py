@@ -91,3 +91,17 @@ def test_token_files_train_on_cuda_from_pinned_batches(data_dir, tmp_path):
     gpu = train(tiny_config(data_dir, *overrides, "trainer.device=cuda"), tmp_path / "gpu")
     cpu = train(tiny_config(data_dir, *overrides, "trainer.device=cpu"), tmp_path / "cpu")
     assert gpu["final_train_loss"] == pytest.approx(cpu["final_train_loss"], abs=0.15)
+
+
+def test_kv_cache_on_cuda_greedy_and_bf16():
+    """On the GPU: greedy decoding identical with and without the cache (float32), and cached
+    sampling under bf16 autocast (the cache takes the keys' bf16 dtype)."""
+    from gpt2.model import GPT, GPTConfig
+
+    torch.manual_seed(0)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, vocab_size=65, block_size=32)).cuda().eval()
+    idx = torch.randint(0, 65, (4, 10), device="cuda")
+    assert torch.equal(model.generate(idx, 80, temperature=0), model.generate(idx, 80, temperature=0, use_cache=False))
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out = model.generate(idx, 80, top_p=0.9, generator=torch.Generator("cuda").manual_seed(0))
+    assert out.shape == (4, 90) and int(out.max()) < 65

@@ -8,7 +8,8 @@ import pytest
 
 from conftest import ROOT
 
-SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py"]
+SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
+           "export_hf.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -140,7 +141,7 @@ def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path,
     texts = [out.stdout.rsplit("---------------", 1)[0] for out in (cached, uncached)]
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:") and texts[0].count("---------------") == 1
     assert "80 tokens in" in cached.stdout and "tokens/s (KV cache, cpu)" in cached.stdout
-    for args, message in [([str(tmp_path)], "is neither a checkpoint nor a run directory"),
+    for args, message in [([str(tmp_path)], "is neither a checkpoint, a run directory"),
                           ([str(tmp_path / "run"), "--prompt", "\u00e9t\u00e9"], "--prompt: character"),
                           ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature must be >= 0")]:
         result = run_script("sample.py", *args, "--data-dir", str(data_dir))

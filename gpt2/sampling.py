@@ -1,0 +1,37 @@
+"""A trained model for inference, from wherever it is: a run directory (its ckpt/best.pt, else
+ckpt/last.pt), a checkpoint, or a Hugging Face GPT-2 folder; with its tokenizer. Decoding itself is
+`GPT.generate` (gpt2/model.py: KV cache, temperature, top-k, top-p)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from gpt2.checkpoint import BEST, LAST, load_model
+from gpt2.errors import CheckpointError
+from gpt2.model import GPT
+from gpt2.pretrained import load_pretrained
+from gpt2.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_state
+
+
+def checkpoint_of(path: Path) -> Path:
+    """The checkpoint a path names: itself, or a run directory's best.pt, else its last.pt."""
+    if path.is_file():
+        return path
+    for name in (BEST, LAST):
+        if (path / "ckpt" / name).is_file():
+            return path / "ckpt" / name
+    raise CheckpointError(f"{path} is neither a checkpoint, a run directory with ckpt/{BEST} or ckpt/{LAST}, nor "
+                          f"a Hugging Face GPT-2 folder (config.json)")
+
+
+def load_for_inference(path: Path, device: torch.device, data_dir: str = "data",
+                       mirror: Optional[str] = None) -> tuple[GPT, Tokenizer]:
+    """(model in eval mode on device, its tokenizer)."""
+    path = Path(path).expanduser()
+    if path.is_dir() and (path / "config.json").is_file():
+        return load_pretrained(str(path)).to(device).eval(), GPT2Tokenizer(data_dir, mirror)
+    model, state = load_model(checkpoint_of(path), device)
+    return model, tokenizer_from_state(state["tokenizer"], data_dir, mirror)

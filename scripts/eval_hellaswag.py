@@ -1,0 +1,40 @@
+"""HellaSwag accuracy of a model (completion-style scoring, as build-nanogpt's hellaswag.py).
+
+Usage: python scripts/eval_hellaswag.py RUN_DIR | CHECKPOINT | HF_FOLDER --data hellaswag_val.jsonl
+           [--limit N] [--device auto]
+
+The validation file comes from https://github.com/rowanz/hellaswag (data/hellaswag_val.jsonl, 10,042
+examples); OpenAI's GPT-2 124M scores acc_norm 0.2955 on it. Prints acc (lowest summed loss of the
+ending) and acc_norm (lowest mean loss per ending token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from gpt2.errors import run_script
+from gpt2.hellaswag import evaluate_file
+from gpt2.runtime import resolve_device
+from gpt2.sampling import load_for_inference
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
+    parser.add_argument("--data", required=True, help="hellaswag_val.jsonl (or a file in its format)")
+    parser.add_argument("--limit", type=int, default=0, help="score only the first N examples (0: all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
+    args = parser.parse_args()
+    device = resolve_device(args.device)
+    model, encoder = load_for_inference(Path(args.model), device, args.data_dir)
+    start = time.perf_counter()
+    score = evaluate_file(model, encoder, Path(args.data), device, args.limit)
+    print(f"HellaSwag {args.data}: {score.examples} examples, acc {score.acc:.4f}, acc_norm {score.acc_norm:.4f} "
+          f"({time.perf_counter() - start:.1f} s on {device})")
+
+
+if __name__ == "__main__":
+    run_script(main)

@@ -1,0 +1,123 @@
+"""GPT-2 weights in and out of Hugging Face's format (gpt2/pretrained.py, scripts/export_hf.py), checked
+against transformers' own GPT-2 (a test-only dependency) on randomly initialised models."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from gpt2.errors import ConfigError, DataError
+from gpt2.model import GPT, GPTConfig
+from gpt2.pretrained import export_pretrained, load_pretrained
+
+from conftest import MIRROR, TINY, one_line, run_train
+from test_scripts import run_script
+
+transformers = pytest.importorskip("transformers")
+RUN = [arg for arg in TINY if not arg.startswith("model.")]  # the architecture comes from the folder
+
+
+@pytest.fixture(scope="module")
+def hf_dir(tmp_path_factory):
+    """A random transformers GPT-2 (2 layers, 32 wide, the GPT-2 vocabulary, context 64), saved."""
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(n_layer=2, n_head=2, n_embd=32, n_positions=64, vocab_size=50257)
+    model = transformers.GPT2LMHeadModel(config).eval()
+    path = tmp_path_factory.mktemp("hf")
+    model.save_pretrained(path)
+    return path
+
+
+def hf_logits(path, x):
+    with torch.no_grad():
+        return transformers.GPT2LMHeadModel.from_pretrained(path).eval()(x).logits
+
+
+def our_logits(model, x):
+    with torch.no_grad():
+        return model.eval()(x, x)[0]
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "bin"])
+def test_imported_weights_give_transformers_logits(hf_dir, tmp_path, fmt):
+    if fmt == "bin":  # the older format: a pickled state dict with the 'transformer.' prefix
+        state = transformers.GPT2LMHeadModel.from_pretrained(hf_dir).state_dict()
+        torch.save(state, tmp_path / "pytorch_model.bin")
+        (tmp_path / "config.json").write_text((hf_dir / "config.json").read_text())
+    path = hf_dir if fmt == "safetensors" else tmp_path
+    x = torch.randint(0, 50257, (3, 40))
+    model = load_pretrained(str(path))
+    assert model.config.gelu_approximate == "tanh" and model.config.bias and model.block_size == 64
+    assert torch.allclose(our_logits(model, x), hf_logits(hf_dir, x), atol=1e-4)
+
+
+@pytest.mark.parametrize("gelu,bias", [("none", False), ("tanh", True)])
+def test_export_round_trip(tmp_path, gelu, bias):
+    """Ours -> Hugging Face folder -> transformers, and back: the same logits; its tokenizer loads."""
+    torch.manual_seed(1)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64, bias=bias, gelu_approximate=gelu))
+    export_pretrained(model, tmp_path / "out", tokenizer_files=MIRROR / "gpt2-bpe")
+    x = torch.randint(0, 50257, (2, 30))
+    assert torch.allclose(hf_logits(tmp_path / "out", x), our_logits(model, x), atol=1e-4)
+    assert torch.allclose(our_logits(load_pretrained(str(tmp_path / "out")), x), our_logits(model, x), atol=1e-5)
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
+    assert tokenizer("Hello world, it's me.")["input_ids"] == [15496, 995, 11, 340, 338, 502, 13]
+
+
+def test_a_char_model_is_not_exported(tmp_path):
+    with pytest.raises(Exception, match="only GPT-2 BPE models export"):
+        export_pretrained(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=65, block_size=8)), tmp_path)
+
+
+def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
+    """train.py model.init_from=<folder> starts from its weights (the loss at step 0 is the imported
+    model's), then scripts/export_hf.py and scripts/sample.py take the run."""
+    args = [*RUN, f"data.data_dir={data_dir}", "logger=none", f"model.init_from={hf_dir}", "model.block_size=32"]
+    result = run_train(tmp_path / "run", *args)
+    assert result.returncode == 0, result.stderr
+    model_args = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=True)["model_args"]
+    assert (model_args["n_layer"], model_args["n_embd"], model_args["block_size"], model_args["bias"],
+            model_args["gelu_approximate"]) == (2, 32, 32, True, "tanh")
+    exported = run_script("export_hf.py", str(tmp_path / "run"), "--out", str(tmp_path / "hf"),
+                          "--data-dir", str(data_dir))
+    assert exported.returncode == 0, exported.stderr
+    x = torch.randint(0, 50257, (2, 20))
+    trained = load_pretrained(str(tmp_path / "hf"))
+    assert torch.allclose(hf_logits(tmp_path / "hf", x), our_logits(trained, x), atol=1e-4)
+    sampled = run_script("sample.py", str(tmp_path / "hf"), "--prompt", "Hello", "--max-new-tokens", "5",
+                         "--num-samples", "1", "--device", "cpu", "--data-dir", str(data_dir))
+    assert sampled.returncode == 0 and sampled.stdout.startswith("Hello"), sampled.stderr
+
+
+def test_init_from_mistakes_are_one_line(hf_dir, tmp_path, data_dir):
+    base = [*RUN, f"data.data_dir={data_dir}", "logger=none"]
+    assert one_line(run_train(tmp_path / "a", *base, f"model.init_from={hf_dir}", "model.n_layer=3")) == (
+        f"model.n_layer=3 conflicts with model.init_from={hf_dir} (n_layer=2): the architecture is the "
+        f"checkpoint's; drop the override")
+    assert "weights score GPT-2 tokens: use data.tokenizer=gpt2" in one_line(
+        run_train(tmp_path / "b", *base, f"model.init_from={hf_dir}", "data.tokenizer=char"))
+    assert "is longer than the context of model.init_from" in one_line(
+        run_train(tmp_path / "c", *base, f"model.init_from={hf_dir}", "data.block_size=128"))
+    offline = run_train(tmp_path / "d", *base, "model.init_from=gpt2", env={"HF_HUB_OFFLINE": "1"})
+    assert "openai-community/gpt2 cannot be fetched from the Hugging Face Hub" in one_line(offline)
+    assert "neither a folder nor one of gpt2" in one_line(run_train(tmp_path / "e", *base, "model.init_from=nope"))
+    char_run = run_train(tmp_path / "char", *base, "data.tokenizer=char")
+    assert char_run.returncode == 0, char_run.stderr
+    refused = run_script("export_hf.py", str(tmp_path / "char"), "--out", str(tmp_path / "x"))
+    assert refused.returncode == 1 and "char-level model" in refused.stderr and "Traceback" not in refused.stderr
+    assert not os.path.exists(tmp_path / "x")
+
+
+def test_damaged_folders_are_one_line(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(DataError, match="is a 'llama' model, not GPT-2"):
+        load_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8,
+                                                      "vocab_size": 50257, "n_positions": 8}))
+    with pytest.raises(DataError, match="holds neither model.safetensors nor pytorch_model.bin"):
+        load_pretrained(str(tmp_path))
+    with pytest.raises(ConfigError):
+        load_pretrained("gpt3")
