@@ -22,9 +22,12 @@ SOURCE = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellasw
 def read_examples(path: Path) -> Iterator[dict]:
     try:
         lines = Path(path).read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path} cannot be read ({exc.strerror}): download hellaswag_val.jsonl from {SOURCE}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}): download "
+                        f"hellaswag_val.jsonl from {SOURCE}") from None
     for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             example = json.loads(line)
             if len(example["endings"]) != 4 or example["label"] not in range(4) or not isinstance(example["ctx"], str):
@@ -47,7 +50,7 @@ def ending_losses(model: GPT, encoder, example: dict, device) -> tuple[torch.Ten
     mask = torch.zeros((4, width - 1))
     for i, (tokens, ending_length) in enumerate(rows):
         ids[i, :len(tokens)] = torch.tensor(tokens)
-        mask[i, len(tokens) - 1 - ending_length: len(tokens) - 1] = 1  # the positions that predict the ending
+        mask[i, max(0, len(tokens) - 1 - ending_length): len(tokens) - 1] = 1  # the positions predicting the ending
     x, y = ids[:, :-1].to(device), ids[:, 1:].to(device)
     logits = model(x, y)[0].float()
     losses = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").cpu() * mask

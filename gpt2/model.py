@@ -116,7 +116,10 @@ class LayerKV:
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Store the new tokens' keys and values after the cached ones; returns (every key, every
         value, the position of the first new token)."""
-        if self.k is None or self.k.shape[0] != k.shape[0]:
+        if self.k is not None and self.cache.length and (self.k.shape[0], self.k.dtype) != (k.shape[0], k.dtype):
+            raise ValueError(f"this KV cache holds {self.cache.length} tokens of a batch of {self.k.shape[0]} "
+                             f"({self.k.dtype}): reset() it before another batch size or dtype")
+        if self.k is None or (self.k.shape[0], self.k.dtype, self.k.device) != (k.shape[0], k.dtype, k.device):
             shape = (*k.shape[:2], self.cache.block_size, k.shape[3])
             self.k, self.v = k.new_empty(shape), v.new_empty(shape)
         start, end = self.cache.length, self.cache.length + k.shape[2]
@@ -263,7 +266,7 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[i
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
-    if top_k is not None:
+    if top_k:  # None or 0: no top-k
         kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -58,15 +59,16 @@ def pretrained_dir(config: Config) -> Path:
             raise ConfigError(f"model.{key}={getattr(m, key)} conflicts with model.init_from={m.init_from} "
                               f"({key}={getattr(theirs, key)}): the architecture is the checkpoint's; drop the "
                               f"override")
-    if config.data.block_size > theirs.block_size:
-        raise ConfigError(f"data.block_size={config.data.block_size} is longer than the context of "
-                          f"model.init_from={m.init_from} ({theirs.block_size})")
+    for key, value in (("data.block_size", config.data.block_size), ("model.block_size", m.block_size)):
+        if value is not None and value > theirs.block_size:
+            raise ConfigError(f"{key}={value} is longer than the context of model.init_from={m.init_from} "
+                              f"({theirs.block_size})")
     return directory
 
 
 def pretrained(config: Config, directory: Path, vocab_size: int) -> GPT:
     """The model with model.init_from's weights; a shorter model.block_size crops its context."""
-    model = load_pretrained(str(directory), dropout=config.model.dropout)
+    model = load_pretrained(str(directory), dropout=config.model.dropout, vocab_multiple=config.model.vocab_multiple)
     if vocab_size != model.vocab_size:
         raise ConfigError(f"model.init_from={config.model.init_from} scores {model.vocab_size} GPT-2 tokens, the "
                           f"data has {vocab_size}: use data.tokenizer=gpt2")
@@ -75,14 +77,17 @@ def pretrained(config: Config, directory: Path, vocab_size: int) -> GPT:
     return model
 
 
-def build(config: Config) -> Parts:
+def build(config: Config, model_args: Optional[dict] = None) -> Parts:
+    """The parts of a run. `model_args` (a resumed checkpoint's) gives the model's architecture
+    instead of the config; model.init_from's weights are then not read (the checkpoint has them)."""
     tc = config.trainer
     runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads)
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
-    init_from = pretrained_dir(config) if config.model.init_from else None  # before the data work
+    init_from = pretrained_dir(config) if config.model.init_from and model_args is None else None  # before data
     data = load_data(config, runtime)
     vocab_size = data.encoder.vocab_size
-    model = (pretrained(config, init_from, vocab_size) if init_from else GPT(gpt_config(config, vocab_size)))
+    model = (GPT(GPTConfig(**model_args)) if model_args is not None else pretrained(config, init_from, vocab_size)
+             if init_from else GPT(gpt_config(config, vocab_size)))
     model = model.to(runtime.device)
     fsdp = runtime.dist.enabled and tc.parallel == "fsdp"
     if fsdp:  # each block's parameters sharded over the ranks, gathered for its forward and backward

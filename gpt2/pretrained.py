@@ -27,6 +27,10 @@ HF_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gp
 CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 GELU = {"gelu_new": "tanh", "gelu_pytorch_tanh": "tanh", "gelu_fast": "tanh", "gelu": "none"}
 GPT2_VOCAB = 50257
+UNSUPPORTED = {"tie_word_embeddings": (True,), "layer_norm_epsilon": (1e-5,),
+               "scale_attn_by_inverse_layer_idx": (False,), "reorder_and_upcast_attn": (False,),
+               "scale_attn_weights": (True,)}
+"""Hugging Face GPT-2 settings our model implements only with these values."""
 
 
 def locate(name_or_dir: str) -> Path:
@@ -57,6 +61,11 @@ def read_config(directory: Path) -> GPTConfig:
         gelu = GELU.get(hf.get("activation_function", "gelu_new"))
         if gelu is None:
             raise DataError(f"{directory}/config.json: activation_function {hf['activation_function']!r} is not a GELU")
+        unsupported = {key: hf[key] for key, ours in UNSUPPORTED.items() if key in hf and hf[key] not in ours}
+        if hf.get("n_inner") not in (None, 4 * hf["n_embd"]):
+            unsupported["n_inner"] = hf["n_inner"]
+        if unsupported:
+            raise DataError(f"{directory}/config.json: {unsupported} is not the GPT-2 this model implements")
         return GPTConfig(n_layer=hf["n_layer"], n_head=hf["n_head"], n_embd=hf["n_embd"], vocab_size=hf["vocab_size"],
                          block_size=hf["n_positions"], bias=True, gelu_approximate=gelu)
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -82,10 +91,10 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return {name.removeprefix("transformer."): tensor for name, tensor in weights.items()}
 
 
-def load_pretrained(name_or_dir: str, dropout: float = 0.0) -> GPT:
+def load_pretrained(name_or_dir: str, dropout: float = 0.0, vocab_multiple: int = 64) -> GPT:
     """Our GPT with the weights of a Hugging Face GPT-2 (see `locate`), in float32 on the CPU."""
     directory = locate(name_or_dir)
-    model = GPT(replace(read_config(directory), dropout=dropout))
+    model = GPT(replace(read_config(directory), dropout=dropout, vocab_multiple=vocab_multiple))
     weights, vocab = read_weights(directory), model.config.vocab_size
     with torch.no_grad():
         for key, param in model.state_dict().items():

@@ -12,7 +12,7 @@ import torch
 from gpt2.checkpoint import BEST, LAST, load_model
 from gpt2.errors import CheckpointError
 from gpt2.model import GPT
-from gpt2.pretrained import load_pretrained
+from gpt2.pretrained import GPT2_VOCAB, load_pretrained
 from gpt2.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_state
 
 
@@ -32,6 +32,10 @@ def load_for_inference(path: Path, device: torch.device, data_dir: str = "data",
     """(model in eval mode on device, its tokenizer)."""
     path = Path(path).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        return load_pretrained(str(path)).to(device).eval(), GPT2Tokenizer(data_dir, mirror)
+        model = load_pretrained(str(path))
+        if model.vocab_size != GPT2_VOCAB:
+            raise CheckpointError(f"{path} scores {model.vocab_size} tokens: a Hugging Face folder is read with the "
+                                  f"GPT-2 tokenizer ({GPT2_VOCAB} tokens)")
+        return model.to(device).eval(), GPT2Tokenizer(data_dir, mirror)
     model, state = load_model(checkpoint_of(path), device)
     return model, tokenizer_from_state(state["tokenizer"], data_dir, mirror)

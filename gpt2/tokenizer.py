@@ -53,7 +53,10 @@ class GPT2Tokenizer:
         return self.encoding.encode_ordinary(text)
 
     def token_bytes(self) -> list[int]:
-        return [len(self.encoding.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        """<|endoftext|> (a document separator in token files) is no text: 0 bytes."""
+        lengths = [len(self.encoding.decode_single_token_bytes(i)) for i in range(self.vocab_size)]
+        lengths[self.eot_token] = 0
+        return lengths
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.encoding.decode(list(ids))

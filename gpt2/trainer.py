@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import BEST, LAST, load_model
+from gpt2.checkpoint import BEST, LAST, load_checkpoint, load_model
 from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
@@ -176,7 +176,10 @@ class Trainer:
         self.config, self.run_dir = config, Path(run_dir)
         self.resumed_from = resume_path(config.trainer.resume, self.run_dir)  # before any slow work,
         check_wandb_env(config.logger)  # as the W&B settings are
-        self.parts = p = parts or build_or_explain(config)
+        # a fine-tune resumes from its checkpoint alone: model.init_from's weights are not read again
+        resumed_args = (load_checkpoint(self.resumed_from)["model_args"]
+                        if self.resumed_from is not None and config.model.init_from else None)
+        self.parts = p = parts or build_or_explain(config, resumed_args)
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
@@ -352,10 +355,10 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
             "stopped_by": stopped_by, "sample": sample}
 
 
-def build_or_explain(config: Config) -> Parts:
+def build_or_explain(config: Config, model_args: Optional[dict] = None) -> Parts:
     """build(config), with running out of memory told in one line."""
     try:
-        return build(config)
+        return build(config, model_args)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise

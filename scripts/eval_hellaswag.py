@@ -14,7 +14,7 @@ import argparse
 import time
 from pathlib import Path
 
-from gpt2.errors import run_script
+from gpt2.errors import ConfigError, run_script
 from gpt2.hellaswag import evaluate_file
 from gpt2.runtime import resolve_device
 from gpt2.sampling import load_for_inference
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
     args = parser.parse_args()
+    if args.limit < 0:
+        raise ConfigError(f"--limit: must be >= 0 (0: all), got {args.limit}")
     device = resolve_device(args.device)
     model, encoder = load_for_inference(Path(args.model), device, args.data_dir)
     start = time.perf_counter()

@@ -161,6 +161,10 @@ def test_cached_logits_equal_the_full_forward():
     assert torch.allclose(torch.cat(got, dim=1), full[:, [4, 5, 6, 9, 11]], atol=1e-5)
     with pytest.raises(ValueError, match="longer than block_size 16"):
         model(torch.zeros((2, 5), dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="reset\\(\\) it before another batch size"):
+        model(idx[:1, :1], cache=cache)  # a cache of a batch of 2 never serves a batch of 1 silently
+    cache.reset()
+    assert torch.allclose(model(idx[:1, :3], cache=cache)[0], full[:1, [2]], atol=1e-5)
 
 
 @pytest.mark.parametrize("prompt_length", [1, 7, 16, 40])

@@ -73,10 +73,17 @@ def test_a_char_model_is_not_exported(tmp_path):
 
 
 def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
-    """train.py model.init_from=<folder> starts from its weights (the loss at step 0 is the imported
-    model's), then scripts/export_hf.py and scripts/sample.py take the run."""
-    args = [*RUN, f"data.data_dir={data_dir}", "logger=none", f"model.init_from={hf_dir}", "model.block_size=32"]
+    """train.py model.init_from=<folder> starts from its weights, resumes without the folder (the
+    checkpoint holds them), then scripts/export_hf.py and scripts/sample.py take the run."""
+    import shutil
+
+    shutil.copytree(hf_dir, tmp_path / "weights")
+    args = [*RUN, f"data.data_dir={data_dir}", "logger=none", f"model.init_from={tmp_path / 'weights'}",
+            "model.block_size=32", "optim.lr_decay_iters=30"]
     result = run_train(tmp_path / "run", *args)
+    assert result.returncode == 0, result.stderr
+    shutil.rmtree(tmp_path / "weights")  # gone, or offline: the resume needs only its checkpoint
+    result = run_train(tmp_path / "run", *args, "trainer.resume=auto", "trainer.max_iters=30")
     assert result.returncode == 0, result.stderr
     model_args = torch.load(tmp_path / "run" / "ckpt" / "last.pt", weights_only=True)["model_args"]
     assert (model_args["n_layer"], model_args["n_embd"], model_args["block_size"], model_args["bias"],
@@ -101,6 +108,8 @@ def test_init_from_mistakes_are_one_line(hf_dir, tmp_path, data_dir):
         run_train(tmp_path / "b", *base, f"model.init_from={hf_dir}", "data.tokenizer=char"))
     assert "is longer than the context of model.init_from" in one_line(
         run_train(tmp_path / "c", *base, f"model.init_from={hf_dir}", "data.block_size=128"))
+    assert "model.block_size=128 is longer than the context of model.init_from" in one_line(
+        run_train(tmp_path / "c2", *base, f"model.init_from={hf_dir}", "model.block_size=128"))
     offline = run_train(tmp_path / "d", *base, "model.init_from=gpt2", env={"HF_HUB_OFFLINE": "1"})
     assert "openai-community/gpt2 cannot be fetched from the Hugging Face Hub" in one_line(offline)
     assert "neither a folder nor one of gpt2" in one_line(run_train(tmp_path / "e", *base, "model.init_from=nope"))
@@ -121,3 +130,9 @@ def test_damaged_folders_are_one_line(tmp_path):
         load_pretrained(str(tmp_path))
     with pytest.raises(ConfigError):
         load_pretrained("gpt3")
+    for setting in ({"tie_word_embeddings": False}, {"layer_norm_epsilon": 1e-6},
+                    {"scale_attn_by_inverse_layer_idx": True}, {"n_inner": 7}):
+        (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8,
+                                                          "vocab_size": 50257, "n_positions": 8, **setting}))
+        with pytest.raises(DataError, match="is not the GPT-2 this model implements"):
+            load_pretrained(str(tmp_path))

@@ -143,6 +143,6 @@ def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path,
     assert "80 tokens in" in cached.stdout and "tokens/s (KV cache, cpu)" in cached.stdout
     for args, message in [([str(tmp_path)], "is neither a checkpoint, a run directory"),
                           ([str(tmp_path / "run"), "--prompt", "\u00e9t\u00e9"], "--prompt: character"),
-                          ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature must be >= 0")]:
+                          ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature and --top-k must be >= 0")]:
         result = run_script("sample.py", *args, "--data-dir", str(data_dir))
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr

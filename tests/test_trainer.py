@@ -194,4 +194,6 @@ def test_bits_per_byte_is_the_loss_over_the_bytes_of_the_targets(tmp_path, kind)
         nats = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.size(-1)), y.reshape(-1),
                                                  reduction="sum").item()
     assert got.bpb == pytest.approx(nats / math.log(2) / target_bytes, rel=1e-6)
+    if kind == "gpt2":  # <|endoftext|>, a separator between documents in token files, is no text
+        assert enc.token_bytes()[enc.eot_token] == 0
     assert got.loss == pytest.approx(nats / y.numel(), rel=1e-6)
