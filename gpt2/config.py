@@ -185,11 +185,16 @@ class TrainerConfig:
     parallel: str = "ddp"
     """Under torchrun: ddp (a whole replica per process, gradients all-reduced) or fsdp (FSDP2's
     fully_shard: parameters, gradients and AdamW state sharded over the processes)."""
+    peak_tflops: Optional[float] = None
+    """One device's peak TFLOP/s for the MFU figure; null: the GPU's from a table of common GPUs
+    (gpt2/mfu.py), none on a CPU (then no mfu is reported)."""
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
                   "grad_accum")
         _check(self.parallel in ("ddp", "fsdp"), "trainer.parallel", f"must be ddp or fsdp, got {self.parallel!r}")
+        _check(self.peak_tflops is None or self.peak_tflops > 0, "trainer.peak_tflops",
+               f"must be > 0 (or null), got {self.peak_tflops}")
         _check(bool(DEVICE_RE.match(self.device)), "trainer.device",
                f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",

@@ -26,6 +26,7 @@ from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
 from gpt2.model import GPT
+from gpt2.mfu import flops_per_token, peak_tflops
 from gpt2.parts import Parts, build
 from gpt2.resume import RunCheckpoints, finished_run, resume_path
 from gpt2.rundir import RunDirLock
@@ -184,6 +185,9 @@ class Trainer:
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
         self.token_bytes = torch.tensor(p.data.encoder.token_bytes())  # for bits per byte
+        self.flops_per_token = flops_per_token(p.model, config.data.block_size)
+        peak = peak_tflops(p.runtime.device, config.trainer.peak_tflops)
+        self.peak_flops = peak * 1e12 * p.runtime.dist.world_size if peak else None  # all devices
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.resumed_from is not None:
             self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
@@ -193,6 +197,10 @@ class Trainer:
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), context %d, "
                  "device %s, %s", p.model.num_params(False) / 1e6, p.model.num_params(), p.model.vocab_size,
                  p.model.padded_vocab_size, p.model.block_size, p.runtime.device, dtype_name(p.runtime.dtype))
+
+    def mfu(self, tokens_per_sec: float) -> Optional[float]:
+        """Model FLOPs utilisation at this speed (None without a known peak)."""
+        return tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None
 
     def check_finite(self) -> None:
         bad = self.guard.first(self.parts.runtime.dist)
@@ -316,13 +324,16 @@ class Trainer:
         p.train_seconds += elapsed
         row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
                "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
+        if self.peak_flops:
+            row["mfu"] = self.mfu(row["tokens_per_sec"])
         if with_eval:
             row["val_loss"], row["val_bpb"] = self.evaluate()
             if p.last_val_loss < p.best_val_loss:
                 p.best_val_loss, p.best_val_bpb = p.last_val_loss, p.last_val_bpb
                 self.save(BEST)
-        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s", p.iters, p.last_train_loss,
-                 f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"])
+        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s%s", p.iters, p.last_train_loss,
+                 f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"],
+                 f", mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
         run_log.log(row)
         p.window_start, p.window_steps = time.perf_counter(), 0
         return row
@@ -350,6 +361,7 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
             "final_val_bpb": p.last_val_bpb,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
+            "mfu": trainer.mfu(p.iters * per_step / max(p.train_seconds, 1e-9)),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
             "dtype": dtype_name(parts.runtime.dtype), "peak_rss_mb": round(peak_rss_mb(), 1),
             "stopped_by": stopped_by, "sample": sample}
