@@ -43,7 +43,7 @@ from tqdm import tqdm
 from gpt2.errors import DataError
 from gpt2.files import atomic_write_text, remove_stale_temporaries
 from gpt2.signals import STOP, Interrupted
-from gpt2.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS
+from gpt2.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
 from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
 
 log = logging.getLogger(__name__)
@@ -362,16 +362,15 @@ def prepare_key(docs: list[Doc], settings: Settings) -> str:
 
 def up_to_date(out: Path, key: str) -> Optional[dict]:
     """The manifest of a finished prepare of the same inputs and settings in `out`, else None."""
-    path = out / MANIFEST
-    if (out / MARKER).exists() or not path.is_file():
+    if (out / MARKER).exists():
         return None
     try:
-        manifest = json.loads(path.read_text())
-        if manifest.get("key") != key:
+        manifest = read_manifest(out)  # a damaged one is prepared again, not trusted
+        if manifest is None or manifest.get("key") != key:
             return None
         if all((out / name).stat().st_size == 2 * manifest["files"][name]["tokens"] for name in SPLITS):
             return manifest
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+    except (DataError, OSError):
         pass
     return None
 

@@ -89,11 +89,10 @@ class Evaluation(NamedTuple):
 def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.Tensor] = None) -> Evaluation:
     """The mean loss per validation token over the loader's fixed batches (a short batch counts for
     its tokens, not as much as a full one), and bits per byte where `token_bytes` (the UTF-8 length of
-    each token id) is given; under torchrun each rank scores its slices and the sums are reduced, so
+    each token id, on rt.device) is given; under torchrun each rank scores its slices and the sums are reduced, so
     every validation window counts once."""
     model.eval()
     sums = torch.zeros(3, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens, bytes
-    table = token_bytes.to(rt.device) if token_bytes is not None else None
     for x, y in loader:
         tokens = y.numel()
         if not tokens:  # this rank's slice of a short last batch is empty: FSDP still needs its forward
@@ -104,8 +103,8 @@ def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.
         if tokens:
             sums[0] += loss.double() * tokens
             sums[1] += tokens
-            if table is not None:
-                sums[2] += table[y].sum()
+            if token_bytes is not None:
+                sums[2] += token_bytes[y].sum()
     model.train()
     total, tokens, nbytes = rt.dist.sum_(sums).tolist()
     return Evaluation(total / tokens, total / math.log(2) / nbytes if nbytes else math.nan)
@@ -184,7 +183,7 @@ class Trainer:
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
-        self.token_bytes = torch.tensor(p.data.encoder.token_bytes())  # for bits per byte
+        self.token_bytes = torch.tensor(p.data.encoder.token_bytes(), device=p.runtime.device)  # bits per byte
         self.flops_per_token = flops_per_token(p.model, config.data.block_size)
         peak = peak_tflops(p.runtime.device, config.trainer.peak_tflops)
         self.peak_flops = peak * 1e12 * p.runtime.dist.world_size if peak else None  # all devices
@@ -357,11 +356,11 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
     # stopped before the first evaluation of training: the best measured is the one at step 0
     best = p.best_val_loss if math.isfinite(p.best_val_loss) else p.last_val_loss
     best_bpb = p.best_val_bpb if math.isfinite(p.best_val_loss) else p.last_val_bpb
+    tokens_per_sec = p.iters * per_step / max(p.train_seconds, 1e-9)
     return {"best_val_loss": best, "final_val_loss": p.last_val_loss, "best_val_bpb": best_bpb,
             "final_val_bpb": p.last_val_bpb,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
-            "tokens_per_sec": p.iters * per_step / max(p.train_seconds, 1e-9),
-            "mfu": trainer.mfu(p.iters * per_step / max(p.train_seconds, 1e-9)),
+            "tokens_per_sec": tokens_per_sec, "mfu": trainer.mfu(tokens_per_sec),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
             "dtype": dtype_name(parts.runtime.dtype), "peak_rss_mb": round(peak_rss_mb(), 1),
             "stopped_by": stopped_by, "sample": sample}
