@@ -62,6 +62,10 @@ class DataConfig:
     """Fraction of tokens, from the start, in the training split; the rest is validation."""
     num_workers: int = 0
     """DataLoader worker processes; 0 builds batches in the main process (fastest for in-memory tokens)."""
+    prefetch: str = "auto"
+    """With num_workers=0: 'on' gathers the next batch on a background thread while the model computes
+    on this one, 'off' gathers it when it is due; 'auto' is 'on' with CUDA (a GPU step never waits
+    for data) and 'off' on the CPU (whose cores are all busy computing)."""
     data_dir: str = "data"
     """Where downloads and token caches live."""
     mirror: Optional[str] = None
@@ -78,6 +82,9 @@ class DataConfig:
         _check(0.0 < self.train_frac < 1.0, "data.train_frac",
                f"must be between 0 and 1 (exclusive), got {self.train_frac}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        self.prefetch = {"true": "on", "false": "off"}.get(str(self.prefetch).lower(), self.prefetch)
+        _check(self.prefetch in ("auto", "on", "off"), "data.prefetch",
+               f"must be 'auto', 'on' or 'off', got {self.prefetch!r}")
 
 
 @dataclass

@@ -10,6 +10,7 @@ batch -> `make_dataloader`'s `DataLoaders` (train_dl, valid_dl, encoder).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
 
@@ -197,10 +198,14 @@ class WindowLoader(DataLoader):
 
     With num_workers=0 it iterates `dataset[starts] for starts in sampler` directly: the batch is
     already built, so the per-batch machinery of DataLoader (fetcher, collate, profiler hooks) would
-    only add ~40 us to each ~30 us batch. With workers it is an ordinary DataLoader."""
+    only add ~40 us to each ~30 us batch. With `data.prefetch` the next batch is drawn and gathered
+    (into pinned memory, for CUDA) on a background thread while the caller computes on this one:
+    torch releases the GIL in its kernels, and a memory-mapped corpus's page faults stall that thread,
+    not the training loop. With workers it is an ordinary DataLoader."""
 
     def __init__(self, dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: bool):
         workers = cfg.num_workers
+        self.prefetch = cfg.prefetch == "on" or (cfg.prefetch == "auto" and pin)
         super().__init__(
             dataset,
             sampler=sampler,
@@ -216,7 +221,24 @@ class WindowLoader(DataLoader):
     def __iter__(self):
         if self.num_workers > 0:
             return super().__iter__()
+        if self.prefetch:
+            return self._prefetched()
         return (self.dataset[starts] for starts in self.sampler)
+
+    def _prefetched(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The same batches, each drawn and gathered on one background thread while the one before
+        it is in use (only that thread advances the sampler's iterator)."""
+        starts = iter(self.sampler)
+
+        def gather() -> Optional[tuple[torch.Tensor, torch.Tensor]]:
+            batch = next(starts, None)
+            return None if batch is None else self.dataset[batch]
+
+        with ThreadPoolExecutor(1, thread_name_prefix="gather") as pool:
+            pending = pool.submit(gather)
+            while (batch := pending.result()) is not None:
+                pending = pool.submit(gather)
+                yield batch
 
 
 class TrainLoader(WindowLoader):

@@ -50,6 +50,12 @@ class GPTConfig:
         return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
 
+def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """F.dropout where it does something: no op at all where it is the identity (p = 0, or evaluation),
+    as decoding a token on a CPU costs per op, not per FLOP. The same random draws as nn.Dropout."""
+    return F.dropout(x, p, True) if training and p > 0 else x
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
@@ -57,13 +63,11 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
-        self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
-        # (B, T, C) -> (B, nh, T, hs)
-        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        # (B, T, 3C) -> q, k, v: (B, nh, T, hs) views (few ops: decoding one token is overhead-bound)
+        q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
         if kv is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True,
                                                dropout_p=self.dropout if self.training else 0.0)
@@ -74,8 +78,8 @@ class CausalSelfAttention(nn.Module):
             mask = None if T == 1 or start == 0 else torch.ones(T, start + T, dtype=torch.bool,
                                                                   device=x.device).tril(diagonal=start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=start == 0 and T > 1)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # re-assemble heads: (B, T, C)
-        return self.resid_dropout(self.c_proj(y))
+        y = y.transpose(1, 2).reshape(B, T, C)  # re-assemble heads: (B, T, C)
+        return dropout(self.c_proj(y), self.dropout, self.training)
 
 
 class MLP(nn.Module):
@@ -85,10 +89,10 @@ class MLP(nn.Module):
         # exact (erf) GELU by default, as nanoGPT (3x faster than the tanh form on CPU); tanh for OpenAI's weights
         self.gelu = nn.GELU(approximate=config.gelu_approximate)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = config.dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.c_proj(self.gelu(self.c_fc(x))))
+        return dropout(self.c_proj(self.gelu(self.c_fc(x))), self.dropout, self.training)
 
 
 class Block(nn.Module):
@@ -116,13 +120,15 @@ class LayerKV:
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, int]:
         """Store the new tokens' keys and values after the cached ones; returns (every key, every
         value, the position of the first new token)."""
-        if self.k is not None and self.cache.length and (self.k.shape[0], self.k.dtype) != (k.shape[0], k.dtype):
-            raise ValueError(f"this KV cache holds {self.cache.length} tokens of a batch of {self.k.shape[0]} "
+        start = self.cache.length
+        if start == 0:  # (re)allocated where the batch size, dtype or device changed
+            if self.k is None or (self.k.shape[0], self.k.dtype, self.k.device) != (k.shape[0], k.dtype, k.device):
+                shape = (*k.shape[:2], self.cache.block_size, k.shape[3])
+                self.k, self.v = k.new_empty(shape), v.new_empty(shape)
+        elif self.k.shape[0] != k.shape[0] or self.k.dtype != k.dtype:
+            raise ValueError(f"this KV cache holds {start} tokens of a batch of {self.k.shape[0]} "
                              f"({self.k.dtype}): reset() it before another batch size or dtype")
-        if self.k is None or (self.k.shape[0], self.k.dtype, self.k.device) != (k.shape[0], k.dtype, k.device):
-            shape = (*k.shape[:2], self.cache.block_size, k.shape[3])
-            self.k, self.v = k.new_empty(shape), v.new_empty(shape)
-        start, end = self.cache.length, self.cache.length + k.shape[2]
+        end = start + k.shape[2]
         self.k[:, :, start:end], self.v[:, :, start:end] = k, v
         return self.k[:, :, :end], self.v[:, :, :end], start
 
@@ -154,7 +160,6 @@ class GPT(nn.Module):
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(padded, config.n_embd),
             wpe=nn.Embedding(config.block_size, config.n_embd),
-            drop=nn.Dropout(config.dropout),
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
             ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
         ))
@@ -215,15 +220,15 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.block_size}")
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))  # (B, T, C)
+        x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]  # positions start.. (B, T, C)
+        x = dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
             x = block(x, cache.layers[i] if cache is not None else None)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)
         if targets is None:  # inference: only the last position's logits
-            return self._logits(x[:, [-1], :])[..., : self.vocab_size], None
+            return self._logits(x[:, -1:, :])[..., : self.vocab_size], None
         logits = self._logits(x)  # (B, T, padded_vocab_size), contiguous
         loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1))
         return logits[..., : self.vocab_size], loss
@@ -243,6 +248,17 @@ class GPT(nn.Module):
         block_size it restarts from the last block_size // 2 tokens (so a cache is refilled once per
         block_size // 2 tokens, not at every token). The same windows with and without the cache:
         greedy outputs are identical."""
+        # oneDNN's exact GELU pays ~8 us per call to look up its primitive, 8x ATen's own kernel on a
+        # token's activations: decoding on a CPU is bound by such per-op costs, so it goes without oneDNN
+        onednn = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = onednn and idx.device.type != "cpu"
+        try:
+            return self._generate(idx, max_new_tokens, temperature, top_k, top_p, generator, use_cache)
+        finally:
+            torch.backends.mkldnn.enabled = onednn
+
+    def _generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float, top_k: Optional[int],
+                  top_p: Optional[float], generator: Optional[torch.Generator], use_cache: bool) -> torch.Tensor:
         cache = KVCache(self.config) if use_cache else None
         start = max(0, idx.size(1) - self.block_size)  # where the window begins in idx
         cached_from = None  # the window start of what the cache holds: idx[:, start:start + cache.length]
@@ -266,8 +282,8 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[i
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
-    if top_k:  # None or 0: no top-k
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]
+    if top_k and top_k < logits.size(-1):  # None or 0 (or the whole vocabulary): no top-k
+        kth = torch.topk(logits, top_k).values[:, -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
     probs = F.softmax(logits, dim=-1)
     if top_p is not None and top_p < 1.0:
@@ -275,4 +291,6 @@ def next_token(logits: torch.Tensor, temperature: float = 1.0, top_k: Optional[i
         # keep each token whose more likely tokens hold less than top_p (the most likely always)
         drop = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         probs = probs.scatter(-1, order, sorted_probs.masked_fill(drop, 0.0))
-    return torch.multinomial(probs, 1, generator=generator)
+    # torch.multinomial's own draw for one sample (the same ids for the same generator), without its
+    # checks and normalisation: the argmax of p / q for q ~ Exp(1) picks id i with probability p_i
+    return (probs / torch.empty_like(probs).exponential_(generator=generator)).argmax(dim=-1, keepdim=True)

@@ -1,3 +1,5 @@
+import threading
+import time
 import warnings
 from dataclasses import replace
 from itertools import islice
@@ -132,11 +134,37 @@ def test_loader_does_not_consume_global_rng(data_dir):
     assert torch.equal(after_loading, torch.rand(3))
 
 
-def test_batches_do_not_depend_on_num_workers(data_dir):
+def test_batches_do_not_depend_on_num_workers_or_prefetching(data_dir):
     cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8, tokenizer="char")
     in_main = first_batches(cfg, 6)
-    with_workers = first_batches(replace(cfg, num_workers=2), 6)
-    assert all(torch.equal(p[0], q[0]) and torch.equal(p[1], q[1]) for p, q in zip(in_main, with_workers))
+    assert same(in_main, first_batches(replace(cfg, num_workers=2), 6))
+    assert same(in_main, first_batches(replace(cfg, prefetch="on"), 6))
+
+
+def test_prefetching_gathers_the_next_batch_on_a_background_thread(tmp_path, small_text, monkeypatch):
+    """With data.prefetch=on, every gather runs on the 'gather' thread, and batch n+1 is gathered
+    before the loop asks for it (while it computes on batch n)."""
+    gathered = []
+    real = LMSequenceDataset._gather
+
+    def spy(self, starts):
+        gathered.append(threading.current_thread().name)
+        return real(self, starts)
+
+    monkeypatch.setattr(LMSequenceDataset, "_gather", spy)
+    cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=8, tokenizer="char",
+                     prefetch="on")
+    stream = make_dataloader(cfg).train_dl.forever()
+    for n in range(1, 4):
+        next(stream)
+        deadline = time.monotonic() + 10
+        while len(gathered) < n + 1 and time.monotonic() < deadline:
+            time.sleep(0.001)  # the next batch is being gathered meanwhile
+        assert len(gathered) == n + 1
+    assert all(name.startswith("gather") for name in gathered)
+    assert DataConfig(prefetch="true").prefetch == "on" and DataConfig(prefetch="False").prefetch == "off"
+    with pytest.raises(Exception, match="data.prefetch: must be 'auto', 'on' or 'off'"):
+        DataConfig(prefetch="yes")
 
 
 def test_sampler_epoch_is_a_permutation_and_epochs_differ():
@@ -162,12 +190,13 @@ def small_text(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("workers", [0, 2])
-def test_train_loader_position_is_its_state(tmp_path, small_text, workers):
-    """The loader counts the batches it has handed out (not those a worker prefetched); a new loader
-    given that state continues with exactly the next batch, across epoch boundaries too."""
+@pytest.mark.parametrize("workers, prefetch", [(0, "off"), (2, "off"), (0, "on")])
+def test_train_loader_position_is_its_state(tmp_path, small_text, workers, prefetch):
+    """The loader counts the batches it has handed out (not those a worker or the gather thread
+    prefetched); a new loader given that state continues with exactly the next batch, across epoch
+    boundaries too."""
     cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=64,
-                     tokenizer="char", num_workers=workers)
+                     tokenizer="char", num_workers=workers, prefetch=prefetch)
     loader = make_dataloader(cfg).train_dl
     per_epoch = len(loader)
     assert per_epoch == (18_000 - 16) // 64

@@ -188,3 +188,35 @@ def test_greedy_is_the_most_likely_token_and_top_p_keeps_the_likeliest():
     assert set(draws[0].tolist()) == {1} and set(draws[1].tolist()) == {0}
     draws = torch.cat([next_token(logits, 1.0, top_k=2, generator=g) for _ in range(200)], dim=1)
     assert set(draws[0].tolist()) == {1, 2}
+
+
+def test_sampling_draws_what_torch_multinomial_draws():
+    """next_token's draw is torch.multinomial's (the same ids from the same generator), with top-k
+    and temperature applied first; and the frequencies follow the probabilities."""
+    from gpt2.model import next_token
+
+    logits = torch.randn(4, 65, generator=torch.Generator().manual_seed(1))
+    for top_k in (None, 5, 65, 200):
+        mine, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        scaled = logits / 0.8
+        if top_k and top_k < 65:
+            scaled = scaled.masked_fill(scaled < torch.topk(scaled, top_k).values[:, -1:], float("-inf"))
+        for _ in range(20):
+            expected = torch.multinomial(F.softmax(scaled, dim=-1), 1, generator=ref)
+            assert torch.equal(next_token(logits, 0.8, top_k, generator=mine), expected)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.cat([next_token(torch.log(torch.tensor([[0.7, 0.2, 0.1]])), generator=g) for _ in range(4000)])
+    assert torch.bincount(draws.flatten(), minlength=3).div(4000).tolist() == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_generate_restores_the_onednn_setting(enabled):
+    """Decoding on a CPU runs without oneDNN (its per-call cost dominates a token's GELU), and leaves
+    the setting as it found it."""
+    model, before = small_model(), torch.backends.mkldnn.enabled
+    try:
+        torch.backends.mkldnn.enabled = enabled
+        model.generate(torch.zeros((1, 1), dtype=torch.long), 3)
+        assert torch.backends.mkldnn.enabled is enabled
+    finally:
+        torch.backends.mkldnn.enabled = before

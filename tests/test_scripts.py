@@ -1,6 +1,7 @@
 """The scripts in scripts/: each runs from anywhere on the installed package, answers --help, and turns
 a user error into one line on stderr with exit status 1."""
 
+import json
 import subprocess
 import sys
 
@@ -9,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
-           "export_hf.py"]
+           "export_hf.py", "bench_sample.py", "loss_chart.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -146,3 +147,30 @@ def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path,
                           ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature and --top-k must be >= 0")]:
         result = run_script("sample.py", *args, "--data-dir", str(data_dir))
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_bench_sample_prints_the_three_ways_and_refuses_bad_values():
+    result = run_script("bench_sample.py", "--models", "char", "--batch", "2", "--tokens", "70", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    row = [line for line in result.stdout.splitlines() if line.startswith("| char |")]
+    cells = row[0].strip("|").split("|")
+    assert len(cells) == 7 and cells[1].strip() == "2" and cells[4].strip().endswith("x"), result.stdout
+    for args, message in ((["--models", "huge"], "--models: choose among char"), (["--batch", "a"], "--batch"),
+                          (["--tokens", "0"], "--tokens")):
+        bad = run_script("bench_sample.py", *args)
+        assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_loss_chart_prints_a_mermaid_chart_of_the_runs_metric(tmp_path):
+    rows = [{"iter": 0, "val_loss": 4.21}, {"iter": 10, "train_loss": 3.8}, {"iter": 250, "val_loss": 2.43},
+            {"iter": 250, "val_loss": 2.4306}, {"iter": 500, "val_loss": float("nan")}, {"iter": 750, "val_loss": 1.87}]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = run_script("loss_chart.py", str(tmp_path), "--title", "char")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["```mermaid", "xychart-beta", '    title "char"',
+                                          '    x-axis "iteration" [0, 250, 750]', '    y-axis "val_loss" 1.8 --> 4.3',
+                                          "    line [4.2100, 2.4306, 1.8700]", "```"]
+    for content, message in (("", "has no 'val_loss' values"), ("{oops\n", "metrics.jsonl:1: not a metrics row")):
+        (tmp_path / "metrics.jsonl").write_text(content)
+        bad = run_script("loss_chart.py", str(tmp_path))
+        assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

@@ -1,0 +1,66 @@
+"""A run's loss curve as a Mermaid chart, for a README or any Markdown page that renders Mermaid
+(GitHub does): the README's reproduction table shows its runs this way. Each run also writes the
+same curves as loss.png beside its metrics.jsonl.
+
+Usage: python scripts/loss_chart.py RUN_DIR [--title TEXT] [--metric val_loss]
+
+Prints a ```mermaid block: --metric (default val_loss; val_bpb, train_loss, ...) at each iteration
+metrics.jsonl has it, against the iteration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+from gpt2.errors import DataError, run_script
+
+
+def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:
+    path = run_dir / "metrics.jsonl"
+    try:
+        lines = path.read_text().splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror}): give a run directory") from None
+    found = {}
+    for number, line in enumerate(lines, 1):
+        try:
+            row = json.loads(line)
+            value = row.get(metric)
+            if value is not None and math.isfinite(value):
+                found[int(row["iter"])] = float(value)  # a resumed run's repeated iteration: the last
+        except (ValueError, TypeError, KeyError, AttributeError):
+            raise DataError(f"{path}:{number}: not a metrics row") from None
+    if not found:
+        raise DataError(f"{path} has no {metric!r} values")
+    return sorted(found.items())
+
+
+def mermaid(curve: list[tuple[int, float]], metric: str, title: str) -> str:
+    values = [v for _, v in curve]
+    low, high = math.floor(min(values) * 10) / 10, math.ceil(max(values) * 10) / 10
+    return "\n".join([
+        "```mermaid",
+        "xychart-beta",
+        f'    title "{title}"',
+        f'    x-axis "iteration" [{", ".join(str(i) for i, _ in curve)}]',
+        f'    y-axis "{metric}" {low} --> {high}',
+        f'    line [{", ".join(f"{v:.4f}" for v in values)}]',
+        "```",
+    ])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--metric", default="val_loss")
+    parser.add_argument("--title", default=None, help="default: the run directory's name")
+    args = parser.parse_args()
+    title = (args.title or args.run_dir.resolve().name).replace('"', "'")
+    print(mermaid(points(args.run_dir, args.metric), args.metric, title))
+
+
+if __name__ == "__main__":
+    run_script(main)
