@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2.errors import ConfigError
 
+ATTENTION = ("auto", "flash", "efficient", "cudnn", "math")
 DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 
 
@@ -62,10 +63,10 @@ class DataConfig:
     """Fraction of tokens, from the start, in the training split; the rest is validation."""
     num_workers: int = 0
     """DataLoader worker processes; 0 builds batches in the main process (fastest for in-memory tokens)."""
-    prefetch: str = "auto"
-    """With num_workers=0: 'on' gathers the next batch on a background thread while the model computes
-    on this one, 'off' gathers it when it is due; 'auto' is 'on' with CUDA (a GPU step never waits
-    for data) and 'off' on the CPU (whose cores are all busy computing)."""
+    prefetch: Optional[bool] = None
+    """With num_workers=0: true gathers the next batch on a background thread while the model computes
+    on this one, false gathers it when it is due; null: true with CUDA (a GPU step never waits for
+    data), false on the CPU (whose cores are all busy computing)."""
     data_dir: str = "data"
     """Where downloads and token caches live."""
     mirror: Optional[str] = None
@@ -82,9 +83,6 @@ class DataConfig:
         _check(0.0 < self.train_frac < 1.0, "data.train_frac",
                f"must be between 0 and 1 (exclusive), got {self.train_frac}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
-        self.prefetch = {"true": "on", "false": "off"}.get(str(self.prefetch).lower(), self.prefetch)
-        _check(self.prefetch in ("auto", "on", "off"), "data.prefetch",
-               f"must be 'auto', 'on' or 'off', got {self.prefetch!r}")
 
 
 @dataclass
@@ -137,6 +135,9 @@ class OptimConfig:
     this explicitly to change it (the LR then decays on from its value at the resume point)."""
     decay_lr: bool = True
     """False keeps lr constant (no warmup, no decay)."""
+    fused: Optional[bool] = None
+    """AdamW's fused kernel (one kernel for every parameter's update); null: on CPU and CUDA, where
+    it exists and is the fastest AdamW; false: torch's default implementation."""
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, "optim.lr", f"must be > 0, got {self.lr}")
@@ -167,10 +168,18 @@ class TrainerConfig:
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."""
     dtype: str = "auto"
-    """auto (bfloat16 on CUDA if supported, else float16 with a GradScaler; float32 elsewhere),
-    float32, bfloat16 or float16."""
-    compile: bool = False
-    """Wrap the model in torch.compile."""
+    """auto (bfloat16 on CUDA if supported, else float16 with a GradScaler; bfloat16 on CPUs with AMX,
+    whose matmuls run 4x faster in it; float32 elsewhere), float32, bfloat16 or float16. Parameters and
+    optimizer state stay float32: the lower precision is autocast's, for the forward and backward."""
+    compile: Optional[bool] = None
+    """Train through torch.compile(model); null: on with CUDA, off elsewhere (a CPU gains nothing
+    here from it and waits ~15 s for it). Evaluation and sampling use the uncompiled module, so
+    their other shapes never recompile."""
+    tf32: bool = True
+    """CUDA: TF32 tensor cores for float32 matmuls and convolutions (what autocast leaves in float32)."""
+    attention: str = "auto"
+    """The scaled_dot_product_attention kernel: auto (PyTorch picks; flash attention where it
+    applies), flash, efficient, cudnn or math (the unfused reference)."""
     seed: int = 1337
     """Seeds model initialisation, dropout and sampling (data order has its own data.seed)."""
     num_threads: int = 0
@@ -206,6 +215,8 @@ class TrainerConfig:
                f"must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
         _check(self.dtype in ("auto", "float32", "bfloat16", "float16"), "trainer.dtype",
                f"must be auto, float32, bfloat16 or float16, got {self.dtype!r}")
+        _check(self.attention in ATTENTION, "trainer.attention",
+               f"must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
         for name in ("sample_tokens", "ckpt_interval", "keep_last", "num_threads"):
             value = getattr(self, name)
             _check(value is None or value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")

@@ -205,7 +205,7 @@ class WindowLoader(DataLoader):
 
     def __init__(self, dataset: LMSequenceDataset, sampler: Sampler, cfg: DataConfig, pin: bool):
         workers = cfg.num_workers
-        self.prefetch = cfg.prefetch == "on" or (cfg.prefetch == "auto" and pin)
+        self.prefetch = pin if cfg.prefetch is None else cfg.prefetch
         super().__init__(
             dataset,
             sampler=sampler,

@@ -23,9 +23,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
     # the fused kernel exists for CPU and CUDA and is the fastest AdamW on both
-    fused = device.type in ("cpu", "cuda")
+    fused = device.type in ("cpu", "cuda") if cfg.fused is None else cfg.fused
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
-                             betas=(cfg.beta1, cfg.beta2), fused=fused)
+                             betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
 @dataclass

@@ -33,8 +33,8 @@ class Parts:
     model: GPT
     """The plain module: checkpoints hold its state_dict (GPT-2 names)."""
     step_model: nn.Module
-    """What the training step calls: torch.compile(model) with trainer.compile, else model; wrapped in
-    DistributedDataParallel under torchrun (its `.module` is what evaluation calls)."""
+    """What the training step calls: torch.compile(model) with trainer.compile (null: with CUDA), else
+    model; wrapped in DistributedDataParallel under torchrun. Evaluation and sampling call `model`."""
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
 
@@ -81,7 +81,7 @@ def build(config: Config, model_args: Optional[dict] = None) -> Parts:
     """The parts of a run. `model_args` (a resumed checkpoint's) gives the model's architecture
     instead of the config; model.init_from's weights are then not read (the checkpoint has them)."""
     tc = config.trainer
-    runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads)
+    runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads, tc.tf32, tc.attention)
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
     init_from = pretrained_dir(config) if config.model.init_from and model_args is None else None  # before data
     data = load_data(config, runtime)
@@ -97,7 +97,8 @@ def build(config: Config, model_args: Optional[dict] = None) -> Parts:
             fully_shard(block)
         fully_shard(model)
     optimizer = build_optimizer(model, config.optim, runtime.device)  # over the shards under fsdp
-    step_model = torch.compile(model) if tc.compile else model
+    compiled = runtime.device.type == "cuda" if tc.compile is None else tc.compile
+    step_model = torch.compile(model) if compiled else model
     if runtime.dist.enabled and not fsdp:  # averages gradients over ranks in backward
         step_model = DistributedDataParallel(step_model, device_ids=(
             [runtime.device.index] if runtime.device.type == "cuda" else None))

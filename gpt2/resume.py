@@ -35,8 +35,8 @@ RESUMABLE_CHANGES = (
     "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
     "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
     "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads",
-    "optim.lr_decay_iters", "data.num_workers", "data.prefetch", "data.data_dir", "data.mirror", "data.path", "data.dir",
-    "model.init_from", "logger.",
+    "optim.lr_decay_iters", "data.num_workers", "data.prefetch", "data.data_dir", "data.mirror", "data.path",
+    "data.dir", "model.init_from", "trainer.tf32", "trainer.attention", "logger.",
 )
 
 

@@ -58,7 +58,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     total = torch.zeros((), device=rt.device)
     for micro in range(grad_accum):
         x, y = next(batches)
-        with rt.autocast(), grad_sync(model, micro == grad_accum - 1):
+        with rt.compute(), grad_sync(model, micro == grad_accum - 1):
             _, loss = model(rt.to_device(x), rt.to_device(y))
             loss = loss / grad_accum
             (rt.scaler.scale(loss) if rt.scaler else loss).backward()
@@ -98,7 +98,7 @@ def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.
         if not tokens:  # this rank's slice of a short last batch is empty: FSDP still needs its forward
             x = y = torch.zeros((1, x.shape[1]), dtype=torch.long)
         y = rt.to_device(y)
-        with rt.autocast():
+        with rt.compute():
             _, loss = model(rt.to_device(x), y)
         if tokens:
             sums[0] += loss.double() * tokens
@@ -118,7 +118,7 @@ def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) ->
     idx = torch.tensor([prompt], dtype=torch.long, device=rt.device)
     generator = torch.Generator(device=rt.device).manual_seed(seed)
     model.eval()
-    with rt.autocast():
+    with rt.compute():
         out = model.generate(idx, num_tokens, temperature=0.8, top_k=200, generator=generator)
     model.train()
     return encoder.decode(out[0, len(prompt):].tolist())
@@ -225,8 +225,9 @@ class Trainer:
 
     def evaluate(self) -> Evaluation:
         """Scores the validation batches; sets progress.last_val_loss and last_val_bpb."""
-        model = getattr(self.parts.step_model, "module", self.parts.step_model)  # not DDP's wrapper
-        result = evaluate(model, self.parts.data.valid_dl, self.parts.runtime, self.token_bytes)
+        # the plain module: not DDP's wrapper (no gradients to reduce), not torch.compile's (its batch
+        # shapes and eval mode would compile the model again)
+        result = evaluate(self.parts.model, self.parts.data.valid_dl, self.parts.runtime, self.token_bytes)
         self.progress.last_val_loss, self.progress.last_val_bpb = result
         return result
 

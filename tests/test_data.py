@@ -138,11 +138,11 @@ def test_batches_do_not_depend_on_num_workers_or_prefetching(data_dir):
     cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8, tokenizer="char")
     in_main = first_batches(cfg, 6)
     assert same(in_main, first_batches(replace(cfg, num_workers=2), 6))
-    assert same(in_main, first_batches(replace(cfg, prefetch="on"), 6))
+    assert same(in_main, first_batches(replace(cfg, prefetch=True), 6))
 
 
 def test_prefetching_gathers_the_next_batch_on_a_background_thread(tmp_path, small_text, monkeypatch):
-    """With data.prefetch=on, every gather runs on the 'gather' thread, and batch n+1 is gathered
+    """With data.prefetch=true, every gather runs on the 'gather' thread, and batch n+1 is gathered
     before the loop asks for it (while it computes on batch n)."""
     gathered = []
     real = LMSequenceDataset._gather
@@ -153,7 +153,7 @@ def test_prefetching_gathers_the_next_batch_on_a_background_thread(tmp_path, sma
 
     monkeypatch.setattr(LMSequenceDataset, "_gather", spy)
     cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=8, tokenizer="char",
-                     prefetch="on")
+                     prefetch=True)
     stream = make_dataloader(cfg).train_dl.forever()
     for n in range(1, 4):
         next(stream)
@@ -162,9 +162,6 @@ def test_prefetching_gathers_the_next_batch_on_a_background_thread(tmp_path, sma
             time.sleep(0.001)  # the next batch is being gathered meanwhile
         assert len(gathered) == n + 1
     assert all(name.startswith("gather") for name in gathered)
-    assert DataConfig(prefetch="true").prefetch == "on" and DataConfig(prefetch="False").prefetch == "off"
-    with pytest.raises(Exception, match="data.prefetch: must be 'auto', 'on' or 'off'"):
-        DataConfig(prefetch="yes")
 
 
 def test_sampler_epoch_is_a_permutation_and_epochs_differ():
@@ -190,7 +187,7 @@ def small_text(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("workers, prefetch", [(0, "off"), (2, "off"), (0, "on")])
+@pytest.mark.parametrize("workers, prefetch", [(0, False), (2, False), (0, True)])
 def test_train_loader_position_is_its_state(tmp_path, small_text, workers, prefetch):
     """The loader counts the batches it has handed out (not those a worker or the gather thread
     prefetched); a new loader given that state continues with exactly the next batch, across epoch

@@ -220,3 +220,18 @@ def test_generate_restores_the_onednn_setting(enabled):
         assert torch.backends.mkldnn.enabled is enabled
     finally:
         torch.backends.mkldnn.enabled = before
+
+
+def test_bfloat16_attention_on_a_cpu_runs_in_float32():
+    """Under bfloat16 autocast on a CPU, attention is computed in float32 (CPU flash attention is 4x
+    slower in bfloat16) and handed back in bfloat16; gradients flow to q, k and v."""
+    from gpt2.model import attention
+
+    q, k, v = (torch.randn(2, 2, 8, 16, requires_grad=True) for _ in range(3))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = attention(q.bfloat16(), k.bfloat16(), v.bfloat16(), is_causal=True)
+    want = F.scaled_dot_product_attention(q.bfloat16().float(), k.bfloat16().float(), v.bfloat16().float(),
+                                          is_causal=True)
+    assert got.dtype == torch.bfloat16 and torch.equal(got, want.bfloat16())
+    got.float().sum().backward()
+    assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))

@@ -69,3 +69,6 @@ def test_optimizer_uses_the_config():
     opt = build_optimizer(model, OptimConfig(lr=0.01, beta1=0.8, beta2=0.95), torch.device("cpu"))
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.param_groups[0]["betas"] == (0.8, 0.95) and opt.param_groups[0]["lr"] == 0.01
+    assert opt.param_groups[0]["fused"] is True  # optim.fused=null: the fused kernel on a CPU
+    plain = build_optimizer(model, OptimConfig(fused=False), torch.device("cpu"))
+    assert not plain.param_groups[0]["fused"]

@@ -14,6 +14,7 @@ def test_build_needs_no_run_directory(data_dir, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     parts = build(tiny_config(data_dir, "data.tokenizer=char"))
     assert list(tmp_path.iterdir()) == []  # nothing written where it runs
+    # trainer.compile=null: not compiled on a CPU (with CUDA it would be)
     assert parts.model is parts.step_model and parts.runtime.device == torch.device("cpu")
     assert parts.model.vocab_size == parts.data.encoder.vocab_size == 65
     assert parts.optimizer.param_groups[0]["params"][0] is parts.model.lm_head.weight

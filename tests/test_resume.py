@@ -227,7 +227,9 @@ def test_a_checkpoint_from_before_the_stateful_parts_resumes(tmp_path, data_dir,
     windows of this corpus make a batch of 32 and a short one of 12, which format-2 code averaged as
     two equal batch means and today's code averages per token."""
     fixtures = ROOT / "tests" / "fixtures"
-    summary = train(config(data_dir, corpus, f"trainer.resume={fixtures / 'v2_checkpoint_iter10.pt'}"), tmp_path)
+    # float32, as the fixture's run (auto is bfloat16 on CPUs with AMX)
+    summary = train(config(data_dir, corpus, f"trainer.resume={fixtures / 'v2_checkpoint_iter10.pt'}",
+                           "trainer.dtype=float32"), tmp_path)
     assert summary["iters"] == 30
     reference = [json.loads(line) for line in (fixtures / "v2_reference_metrics.jsonl").read_text().splitlines()]
     rows = read_metrics(tmp_path)

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import signal
 
 import pytest
@@ -8,9 +10,17 @@ from gpt2.runtime import Runtime, is_out_of_memory, resolve_device, resolve_dtyp
 from gpt2.signals import STOP, Interrupted
 
 
-def test_cpu_runtime_defaults():
-    rt = Runtime.create("cpu", "auto")
+def test_cpu_runtime_defaults(monkeypatch):
+    from gpt2 import runtime
+
+    rt = Runtime.create("cpu", "float32")
     assert rt.device == torch.device("cpu") and rt.dtype == torch.float32 and rt.scaler is None
+    # auto: bfloat16 where the CPU has AMX (4x float32's matmul speed), float32 without it
+    assert Runtime.create("cpu", "auto").dtype == (torch.bfloat16 if runtime.cpu_has_fast_bf16() else torch.float32)
+    for amx, dtype in ((True, torch.bfloat16), (False, torch.float32)):
+        monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda amx=amx: amx)
+        assert resolve_dtype("auto", torch.device("cpu")) == dtype
+        assert resolve_dtype("auto", torch.device("mps")) == torch.float32
     assert resolve_dtype("float16", torch.device("cpu")) == torch.float16
     assert resolve_dtype("bfloat16", torch.device("cpu")) == torch.bfloat16
 
@@ -56,3 +66,37 @@ def test_out_of_memory_is_recognised():
 def test_float16_on_the_cpu_warns(caplog):
     Runtime.create("cpu", "float16")
     assert "trainer.dtype=float16 on the CPU is far slower than float32" in caplog.text
+
+
+def test_compute_applies_autocast_and_the_attention_kernel_asked_for():
+    rt = Runtime.create("cpu", "bfloat16", attention="math")
+    with rt.compute():
+        assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert torch.backends.cuda.math_sdp_enabled() and not torch.backends.cuda.flash_sdp_enabled()
+    assert torch.backends.cuda.flash_sdp_enabled() and not torch.is_autocast_enabled("cpu")
+    with Runtime.create("cpu", "float32").compute():
+        assert not torch.is_autocast_enabled("cpu") and torch.backends.cuda.flash_sdp_enabled()
+    with pytest.raises(ConfigError, match="trainer.attention=efficient: that kernel needs CUDA"):
+        Runtime.create("cpu", "float32", attention="efficient")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
+def test_a_cpu_runtime_reuses_freed_memory_without_page_faults():
+    """The same 200 MB tensor allocated again and again: with glibc's defaults every page faults in
+    every time (mmap'd afresh), with keep_freed_memory (what Runtime.create does on a CPU) it is
+    reused from the heap without a fault."""
+    code = """if True:
+        import resource, sys, torch
+        from gpt2.runtime import keep_freed_memory
+        if sys.argv[1] == "keep":
+            assert keep_freed_memory()
+        def faults():
+            torch.ones(50_000_000).sum()
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            torch.ones(50_000_000).sum()
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+        print(min(faults() for _ in range(6)))  # the heap settles within a few (fragments of other allocations)
+    """
+    counts = {how: int(subprocess.run([sys.executable, "-c", code, how], capture_output=True, text=True,
+                                      check=True, timeout=120).stdout) for how in ("default", "keep")}
+    assert counts["default"] > 40_000 and counts["keep"] < 1_000, counts

@@ -2,6 +2,7 @@
 a user error into one line on stderr with exit status 1."""
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,7 +11,7 @@ import pytest
 from conftest import ROOT
 
 SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
-           "export_hf.py", "bench_sample.py", "loss_chart.py"]
+           "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -174,3 +175,19 @@ def test_loss_chart_prints_a_mermaid_chart_of_the_runs_metric(tmp_path):
         (tmp_path / "metrics.jsonl").write_text(content)
         bad = run_script("loss_chart.py", str(tmp_path))
         assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_gpu_check_runs_end_to_end_on_a_cpu_with_tiny_settings(tmp_path, data_dir):
+    """scripts/gpu_check.sh, the one script for a GPU machine, kept working here: its GPU tests skip,
+    a shortened shakespeare_char run and a tiny bench fill $OUT/results.md's two tables."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable,
+           "CHAR_ARGS": "trainer.max_iters=2 trainer.eval_iters=1 data.batch_size=2 data.block_size=32 "
+                        f"trainer.sample_tokens=0 trainer.device=cpu data.data_dir={data_dir}",
+           "BENCH_ARGS": f"--preset char_cpu --compile off --iters 2 --warmup 1 data.data_dir={data_dir}"}
+    result = subprocess.run(["bash", "scripts/gpu_check.sh", "400"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                            capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| experiment=shakespeare_char | best val loss" in table and "| char_cpu | off | 12 |" in table, table
+    rows = json.loads((tmp_path / "out" / "bench.json").read_text())
+    assert rows[0]["tokens_per_sec"] > 0 and 0 < rows[0]["mfu"] < 1 and 0 <= rows[0]["data_wait"] < 1
