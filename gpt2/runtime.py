@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -56,7 +57,10 @@ def keep_freed_memory() -> bool:
     B x T x vocab floats); by default glibc maps each one over 32 MB afresh and returns freed heap
     to the kernel, so every step faults all those pages in again: 204,000 page faults per step of
     the default run, over half its time. Served from a heap that is never trimmed, a step faults
-    none. Returns whether it applied (glibc only; elsewhere nothing changes)."""
+    none. Returns whether it applied (glibc only; elsewhere nothing changes). GPT2_KEEP_FREED_MEMORY=0
+    leaves glibc's defaults (to measure the difference)."""
+    if os.environ.get("GPT2_KEEP_FREED_MEMORY") == "0":
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):  # not glibc (musl, macOS, Windows)

@@ -5,7 +5,8 @@ Usage: python scripts/bench.py [--preset gpt2|char|char_cpu ...] [--compile off,
            [--iters 20] [--warmup 5] [--ablate] [--peak-tflops X] [--json FILE] [hydra overrides ...]
 
 Presets: gpt2 (GPT-2 124M, T=1024, batch 16, on Tiny Shakespeare's BPE tokens), char
-(experiment=shakespeare_char: the baby GPT, T=256, batch 64), char_cpu (experiment=shakespeare_char_cpu);
+(experiment=shakespeare_char: the baby GPT, T=256, batch 64), char_cpu (experiment=shakespeare_char_cpu),
+default (what `python train.py` runs);
 default: gpt2 and char with CUDA, char_cpu on a CPU. Overrides apply to every preset.
 
 Each row builds the run's parts as train.py does, takes --warmup steps (compiling, if on: its time is
@@ -40,6 +41,7 @@ PRESETS = {
     "gpt2": ["model=gpt2", "data.block_size=1024", "data.batch_size=16"],
     "char": ["experiment=shakespeare_char"],
     "char_cpu": ["experiment=shakespeare_char_cpu"],
+    "default": [],
 }
 ABLATIONS = {  # one speed setting switched off at a time (those that apply to the device)
     "bf16 -> float32": ["trainer.dtype=float32"],
