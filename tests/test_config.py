@@ -15,7 +15,8 @@ GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) i
 
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group, option):
-    required = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"]}
+    required = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"],
+                ("experiment", "gpt2_124m"): ["data.dir=tokens"]}
     extra = required.get((group, option), [])
     config = from_hydra(compose_config(f"{group}={option}", *extra))
     assert isinstance(config, Config)
@@ -54,6 +55,16 @@ def test_shakespeare_gpt2_cpu_is_the_cpu_model_on_bpe():
     cpu = from_hydra(compose_config("experiment=shakespeare_char_cpu"))
     assert c.data.tokenizer == "gpt2"
     assert (c.model, c.optim, c.trainer) == (cpu.model, cpu.optim, cpu.trainer)
+
+
+def test_gpt2_124m_is_half_a_million_tokens_per_step_on_token_files():
+    c = from_hydra(compose_config("experiment=gpt2_124m", "data.dir=data/owt"))
+    assert (c.data.source, c.data.dir, c.model.n_layer, c.model.n_embd) == ("bin", "data/owt", 12, 768)
+    assert c.data.batch_size * c.data.block_size * c.trainer.grad_accum == 524_288
+    assert (c.optim.lr, c.optim.min_lr, c.optim.beta2, c.optim.warmup_iters, c.trainer.max_iters) == (
+        6e-4, 6e-5, 0.95, 715, 19073)
+    with pytest.raises(Exception, match="data.dir: data.source=bin needs the directory"):
+        from_hydra(compose_config("experiment=gpt2_124m"))
 
 
 def test_overrides_reach_the_dataclasses():
