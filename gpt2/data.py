@@ -234,7 +234,10 @@ class WindowLoader(DataLoader):
             batch = next(starts, None)
             return None if batch is None else self.dataset[batch]
 
-        with ThreadPoolExecutor(1, thread_name_prefix="gather") as pool:
+        # the thread works on this thread's GPU (a rank's own under torchrun), never on a default cuda:0
+        on_gpu = self.dataset.pin_memory and torch.cuda.is_available()
+        init = (torch.cuda.set_device, (torch.cuda.current_device(),)) if on_gpu else (None, ())
+        with ThreadPoolExecutor(1, thread_name_prefix="gather", initializer=init[0], initargs=init[1]) as pool:
             pending = pool.submit(gather)
             while (batch := pending.result()) is not None:
                 pending = pool.submit(gather)
