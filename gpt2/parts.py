@@ -68,7 +68,7 @@ def pretrained_dir(config: Config) -> Path:
 
 def pretrained(config: Config, directory: Path, vocab_size: int) -> GPT:
     """The model with model.init_from's weights; a shorter model.block_size crops its context."""
-    model = load_pretrained(str(directory), dropout=config.model.dropout, vocab_multiple=config.model.vocab_multiple)
+    model = load_pretrained(directory, dropout=config.model.dropout, vocab_multiple=config.model.vocab_multiple)
     if vocab_size != model.vocab_size:
         raise ConfigError(f"model.init_from={config.model.init_from} scores {model.vocab_size} GPT-2 tokens, the "
                           f"data has {vocab_size}: use data.tokenizer=gpt2")

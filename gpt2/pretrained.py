@@ -91,9 +91,10 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     return {name.removeprefix("transformer."): tensor for name, tensor in weights.items()}
 
 
-def load_pretrained(name_or_dir: str, dropout: float = 0.0, vocab_multiple: int = 64) -> GPT:
-    """Our GPT with the weights of a Hugging Face GPT-2 (see `locate`), in float32 on the CPU."""
-    directory = locate(name_or_dir)
+def load_pretrained(name_or_dir: str | Path, dropout: float = 0.0, vocab_multiple: int = 64) -> GPT:
+    """Our GPT with the weights of a Hugging Face GPT-2, in float32 on the CPU: a Path is the folder
+    itself, a str a name or a folder (see `locate`)."""
+    directory = name_or_dir if isinstance(name_or_dir, Path) else locate(name_or_dir)
     model = GPT(replace(read_config(directory), dropout=dropout, vocab_multiple=vocab_multiple))
     weights, vocab = read_weights(directory), model.config.vocab_size
     with torch.no_grad():

@@ -32,7 +32,7 @@ def load_for_inference(path: Path, device: torch.device, data_dir: str = "data",
     """(model in eval mode on device, its tokenizer)."""
     path = Path(path).expanduser()
     if path.is_dir() and (path / "config.json").is_file():
-        model = load_pretrained(str(path))
+        model = load_pretrained(path)  # the folder itself (str(Path("./gpt2")) would name the Hub's gpt2)
         if model.vocab_size != GPT2_VOCAB:
             raise CheckpointError(f"{path} scores {model.vocab_size} tokens: a Hugging Face folder is read with the "
                                   f"GPT-2 tokenizer ({GPT2_VOCAB} tokens)")

@@ -4,6 +4,7 @@ against transformers' own GPT-2 (a test-only dependency) on randomly initialised
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import os
 
 import pytest
@@ -65,6 +66,19 @@ def test_export_round_trip(tmp_path, gelu, bias):
     assert torch.allclose(our_logits(load_pretrained(str(tmp_path / "out")), x), our_logits(model, x), atol=1e-5)
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "out")
     assert tokenizer("Hello world, it's me.")["input_ids"] == [15496, 995, 11, 340, 338, 502, 13]
+
+
+def test_a_local_folder_named_gpt2_is_read_not_fetched(hf_dir, tmp_path, monkeypatch, data_dir):
+    """sample.py ./gpt2 reads that folder (str(Path('./gpt2')) is 'gpt2', the Hub's name)."""
+    import shutil
+
+    from gpt2.sampling import load_for_inference
+
+    shutil.copytree(hf_dir, tmp_path / "gpt2")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("gpt2.pretrained.locate", lambda name: pytest.fail(f"{name} resolved as a name"))
+    model, _ = load_for_inference(Path("./gpt2"), torch.device("cpu"), str(data_dir), str(MIRROR))
+    assert model.block_size == 64
 
 
 def test_a_char_model_is_not_exported(tmp_path):
