@@ -51,11 +51,25 @@ def require_positive(args: argparse.Namespace, *options: str) -> None:
             raise ConfigError(f"{option}: must be at least 1, got {value}")
 
 
+def int_list(text: str, option: str) -> list[int]:
+    """A script's comma-separated positive integers: '16,32' -> [16, 32]; anything else one line."""
+    try:
+        values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ConfigError(f"{option}: comma-separated integers, got {text!r}") from None
+    if min(values) < 1:
+        raise ConfigError(f"{option}: each must be >= 1, got {text!r}")
+    return values
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a script's main(): a user error (see error_line) becomes one line on stderr and exit
-    status 1."""
+    status 1; Ctrl-C one line and status 130."""
     try:
         main()
+    except KeyboardInterrupt:
+        print("stopped by Ctrl-C", file=sys.stderr)
+        sys.exit(130)
     except Exception as exc:
         line = error_line(exc)
         if line is None:

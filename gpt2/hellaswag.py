@@ -43,8 +43,8 @@ def ending_losses(model: GPT, encoder, example: dict, device) -> tuple[torch.Ten
     context = encoder.encode(example["ctx"])
     rows = []
     for ending in example["endings"]:
-        tokens = (context + encoder.encode(" " + ending))[-(model.block_size + 1):]  # the context cut from the left
-        rows.append((tokens, len(encoder.encode(" " + ending))))
+        tail = encoder.encode(" " + ending)
+        rows.append(((context + tail)[-(model.block_size + 1):], len(tail)))  # the context cut from the left
     width = max(len(tokens) for tokens, _ in rows)
     ids = torch.zeros((4, width), dtype=torch.long)
     mask = torch.zeros((4, width - 1))

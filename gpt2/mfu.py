@@ -36,3 +36,9 @@ def peak_tflops(device: torch.device, override: Optional[float] = None) -> Optio
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for fragment, peak in PEAK_TFLOPS if fragment in name), None)
+
+
+def utilisation(tokens_per_sec: float, flops_per_token: float, peak: Optional[float]) -> Optional[float]:
+    """MFU: the share of `peak` TFLOP/s (every device's together) that training at this speed uses;
+    None without a peak."""
+    return tokens_per_sec * flops_per_token / (peak * 1e12) if peak else None

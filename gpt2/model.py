@@ -270,16 +270,14 @@ class GPT(nn.Module):
                   top_p: Optional[float], generator: Optional[torch.Generator], use_cache: bool) -> torch.Tensor:
         cache = KVCache(self.config) if use_cache else None
         start = max(0, idx.size(1) - self.block_size)  # where the window begins in idx
-        cached_from = None  # the window start of what the cache holds: idx[:, start:start + cache.length]
-        for _ in range(max_new_tokens):
+        for _ in range(max_new_tokens):  # the cache holds idx[:, start:start + cache.length]
             if idx.size(1) - start > self.block_size:
                 start = idx.size(1) - max(1, self.block_size // 2)
+                if cache is not None:  # the window moved: fill the cache again
+                    cache.reset()
             if cache is None:
                 logits, _ = self(idx[:, start:])
             else:
-                if cached_from != start:  # the window moved: fill the cache again
-                    cache.reset()
-                    cached_from = start
                 logits, _ = self(idx[:, start + cache.length:], cache=cache)
             idx = torch.cat([idx, next_token(logits[:, -1, :], temperature, top_k, top_p, generator)], dim=1)
         return idx

@@ -41,10 +41,10 @@ import numpy as np
 from tqdm import tqdm
 
 from gpt2.errors import DataError
-from gpt2.files import atomic_write_text, remove_stale_temporaries
+from gpt2.files import atomic_write_text, remove_stale_temporaries, sha256_bytes
 from gpt2.signals import STOP, Interrupted
 from gpt2.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
-from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def find_files(inputs: Iterable[str], settings: Settings) -> list[Path]:
     return list(found)
 
 
-def hash_file(path: Path) -> tuple[int, str, bool]:
+def hash_file(path: str | Path) -> tuple[int, str, bool]:
     """(size, sha256, whether it looks binary: a NUL byte near its start)."""
     digest, size, binary = hashlib.sha256(), 0, False
     with open(path, "rb") as f:
@@ -163,7 +163,7 @@ codecs.register_error("gpt2-harness-count", _count_replaced)
 def _set_encoder(state: Optional[dict], data_dir: str, mirror: Optional[str]) -> None:
     global _encoder
     if state is not None:
-        _encoder = CharTokenizer(state["chars"]) if state["name"] == "char" else GPT2Tokenizer(data_dir, mirror)
+        _encoder = tokenizer_from_state(state, data_dir, mirror)
 
 
 def _init_worker(state: Optional[dict], data_dir: str, mirror: Optional[str]) -> None:
@@ -220,20 +220,12 @@ def read_range(path: str, start: int, end: int) -> tuple[str, int, int]:
 
 def encode_range(path: str, start: int, end: int) -> tuple[np.ndarray, int, int]:
     text, replaced, unsafe = read_range(path, start, end)
-    if isinstance(_encoder, CharTokenizer):
-        ids = _encoder.encode_array(text)
-    else:
-        ids = _encoder.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
-    return ids.astype(DTYPE), replaced, unsafe
+    return _encoder.encode_array(text).astype(DTYPE), replaced, unsafe
 
 
 def chars_of_range(path: str, start: int, end: int) -> tuple[str, int, int]:
     text, replaced, unsafe = read_range(path, start, end)
     return "".join(sorted(set(text))), replaced, unsafe
-
-
-def _hash_worker(path: str) -> tuple[int, str, bool]:
-    return hash_file(Path(path))
 
 
 # ---------------------------------------------------------------------------------- main side
@@ -342,7 +334,7 @@ def describe_sources(files: list[Path], pool, workers: int) -> tuple[list[Doc], 
     docs, skipped = [], []
     tasks = ((None, str(path)) for path in files)
     with progress(sum(path.stat().st_size for path in files), "hashing") as bar:
-        for (_, path), (size, sha256, binary) in ordered(pool, _hash_worker, tasks, 4 * workers):
+        for (_, path), (size, sha256, binary) in ordered(pool, hash_file, tasks, 4 * workers):
             bar.update(size)
             if size == 0 or binary:
                 skipped.append({"path": path, "reason": "binary (NUL bytes)" if binary else "empty"})
@@ -357,7 +349,7 @@ def prepare_key(docs: list[Doc], settings: Settings) -> str:
     """What the output depends on: the bytes of the inputs, in order, and the settings."""
     described = {"format": FORMAT, "cuts": [CHUNK_BYTES, MAX_SCAN], "tokenizer": settings.tokenizer,
                  "train_frac": settings.train_frac, "sources": [[d.sha256, d.bytes] for d in docs]}
-    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+    return sha256_bytes(json.dumps(described, sort_keys=True).encode())
 
 
 def up_to_date(out: Path, key: str) -> Optional[dict]:

@@ -12,7 +12,6 @@ uint16; gpt2/tokenfiles.py): corpora of billions of tokens, in bounded memory.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from pathlib import Path
@@ -155,7 +154,7 @@ class BinSource:
         else:
             self._check_sizes(manifest)
             tokenizer = manifest["tokenizer"]
-            self.fingerprint = hashlib.sha256(json.dumps(manifest["files"], sort_keys=True).encode()).hexdigest()
+            self.fingerprint = sha256_bytes(json.dumps(manifest["files"], sort_keys=True).encode())
         self.tokenizer = tokenizer_from_state(tokenizer, cfg.data_dir, cfg.mirror)
         log.info("token files %s: %d train and %d valid tokens, tokenizer %s (theirs: data.tokenizer and "
                  "data.train_frac do not apply)", self.directory, len(self.train), len(self.valid), self.tokenizer.name)
@@ -173,10 +172,10 @@ class BinSource:
         if not directory.is_dir():
             raise DataError(f"data.dir={directory} is not a directory: make the token files with "
                             f"python scripts/prepare.py <text files> --out {directory}")
-        unfinished = (directory / MARKER).exists() or not all((directory / name).exists() for name in SPLITS)
-        if unfinished and prepare_running(directory):
+        committing = (directory / MARKER).exists()
+        if (committing or not all((directory / name).exists() for name in SPLITS)) and prepare_running(directory):
             raise DataError(f"{directory} is being written by scripts/prepare.py now: wait for it to end")
-        if (directory / MARKER).exists():
+        if committing:
             raise DataError(f"{directory}: a scripts/prepare.py was stopped while it put its files in place: "
                             f"run it again")
 

@@ -52,6 +52,10 @@ class GPT2Tokenizer:
     def encode(self, text: str) -> list[int]:
         return self.encoding.encode_ordinary(text)
 
+    def encode_array(self, text: str) -> np.ndarray:
+        """encode() for long texts, as a numpy array (tiktoken's own, no Python list)."""
+        return self.encoding.encode_to_numpy(text, allowed_special=set(), disallowed_special=())
+
     def token_bytes(self) -> list[int]:
         """<|endoftext|> (a document separator in token files) is no text: 0 bytes."""
         lengths = [len(self.encoding.decode_single_token_bytes(i)) for i in range(self.vocab_size)]

@@ -26,7 +26,7 @@ from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
 from gpt2.model import GPT
-from gpt2.mfu import flops_per_token, peak_tflops
+from gpt2.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.parts import Parts, build
 from gpt2.resume import RunCheckpoints, finished_run, resume_path
 from gpt2.rundir import RunDirLock
@@ -186,7 +186,7 @@ class Trainer:
         self.token_bytes = torch.tensor(p.data.encoder.token_bytes(), device=p.runtime.device)  # bits per byte
         self.flops_per_token = flops_per_token(p.model, config.data.block_size)
         peak = peak_tflops(p.runtime.device, config.trainer.peak_tflops)
-        self.peak_flops = peak * 1e12 * p.runtime.dist.world_size if peak else None  # all devices
+        self.peak_tflops = peak * p.runtime.dist.world_size if peak else None  # all devices
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.resumed_from is not None:
             self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
@@ -199,7 +199,7 @@ class Trainer:
 
     def mfu(self, tokens_per_sec: float) -> Optional[float]:
         """Model FLOPs utilisation at this speed (None without a known peak)."""
-        return tokens_per_sec * self.flops_per_token / self.peak_flops if self.peak_flops else None
+        return utilisation(tokens_per_sec, self.flops_per_token, self.peak_tflops)
 
     def check_finite(self) -> None:
         bad = self.guard.first(self.parts.runtime.dist)
@@ -324,8 +324,9 @@ class Trainer:
         p.train_seconds += elapsed
         row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
                "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
-        if self.peak_flops:
-            row["mfu"] = self.mfu(row["tokens_per_sec"])
+        mfu = self.mfu(row["tokens_per_sec"])
+        if mfu is not None:
+            row["mfu"] = mfu
         if with_eval:
             row["val_loss"], row["val_bpb"] = self.evaluate()
             if p.last_val_loss < p.best_val_loss:

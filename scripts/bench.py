@@ -26,13 +26,13 @@ import itertools
 import json
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 
 from gpt2.config import compose, from_hydra
-from gpt2.errors import ConfigError, require_positive, run_script
-from gpt2.mfu import flops_per_token, peak_tflops
+from gpt2.errors import ConfigError, int_list, require_positive, run_script
+from gpt2.files import atomic_write_text
+from gpt2.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.parts import build
 from gpt2.runtime import dtype_name, peak_rss_mb
 from gpt2.trainer import train_step
@@ -114,7 +114,7 @@ def measure(overrides: list[str], args) -> dict:
            "compile": parts.step_model is not parts.model, "batch_size": d.batch_size, "block_size": d.block_size,
            "params_m": parts.model.num_params(False) / 1e6, "ms_per_iter": 1e3 * with_loader,
            "tokens_per_sec": tokens_per_sec, "peak_tflops": peak,
-           "mfu": tokens_per_sec * flops_per_token(parts.model, d.block_size) / (peak * 1e12),
+           "mfu": utilisation(tokens_per_sec, flops_per_token(parts.model, d.block_size), peak),
            "peak_memory_mb": peak_memory_mb(rt.device), "data_wait": max(0.0, 1 - fixed / with_loader),
            "warmup_s": warmup_s}
     del parts, loader
@@ -135,18 +135,6 @@ def show(name: str, row: dict) -> None:
           f"{row['peak_memory_mb']:,.0f} MB | {100 * row['data_wait']:.1f}% | {row['warmup_s']:.1f} s |", flush=True)
 
 
-def int_list(text: Optional[str], name: str) -> list[Optional[int]]:
-    if text is None:
-        return [None]
-    try:
-        values = [int(v) for v in text.split(",")]
-    except ValueError:
-        raise ConfigError(f"{name}: comma-separated integers, got {text!r}") from None
-    if min(values) < 1:
-        raise ConfigError(f"{name}: each must be >= 1, got {text!r}")
-    return values
-
-
 def plan(args) -> list[tuple[str, list[str]]]:
     """(row name, overrides) for every row asked for."""
     cuda = torch.cuda.is_available()
@@ -155,8 +143,8 @@ def plan(args) -> list[tuple[str, list[str]]]:
     if args.compile not in compiles:
         raise ConfigError(f"--compile: off, on or off,on; got {args.compile!r}")
     rows = []
-    for preset, compiled, batch in itertools.product(presets, compiles[args.compile],
-                                                     int_list(args.batch_sizes, "--batch-sizes")):
+    batches = int_list(args.batch_sizes, "--batch-sizes") if args.batch_sizes else [None]
+    for preset, compiled, batch in itertools.product(presets, compiles[args.compile], batches):
         extra = [f"data.batch_size={batch}"] if batch else []
         rows.append((preset, [*PRESETS[preset], *args.overrides, f"trainer.compile={compiled}", *extra]))
     if args.ablate:
@@ -182,13 +170,15 @@ def main() -> None:
     require_positive(args, "--iters", "--warmup")
     rows = plan(args)
     print(f"torch {torch.__version__}; {args.warmup} warm-up + {args.iters} timed steps per row\n\n{HEADER}")
-    results = []
+    results: list[dict] = []
     for name, overrides in rows:
+        if args.json:  # rewritten after every row: a bench cut short keeps the rows it measured
+            atomic_write_text(args.json, json.dumps(results, indent=1))  # (first: is --json writable?)
         row = measure(overrides, args)
         show(name, row)
         results.append({"name": name, **row})
     if args.json:
-        args.json.write_text(json.dumps(results, indent=1))
+        atomic_write_text(args.json, json.dumps(results, indent=1))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from gpt2.errors import ConfigError, require_positive, run_script
+from gpt2.errors import ConfigError, int_list, require_positive, run_script
 from gpt2.model import GPT, GPTConfig, next_token
 from gpt2.runtime import resolve_device
 from gpt2.sampling import load_for_inference
@@ -82,13 +82,9 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     require_positive(args, "--tokens", "--repeats")
-    try:
-        batches = [int(b) for b in args.batch.split(",")]
-    except ValueError:
-        raise ConfigError(f"--batch: comma-separated integers, got {args.batch!r}") from None
-    unknown = set(args.models.split(",")) - set(MODELS)
-    if unknown or min(batches) < 1:
-        raise ConfigError(f"--models: choose among {', '.join(MODELS)}; --batch: each >= 1")
+    batches = int_list(args.batch, "--batch")
+    if set(args.models.split(",")) - set(MODELS):
+        raise ConfigError(f"--models: choose among {', '.join(MODELS)}")
     device = resolve_device(args.device)
     if args.model:
         models = {args.model: load_for_inference(Path(args.model), device)[0]}

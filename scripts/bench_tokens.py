@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from gpt2.errors import require_positive, run_script
+from gpt2.files import atomic_file
 from gpt2.runtime import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +45,9 @@ def synthetic_corpus(workdir: Path, tokens: int) -> Path:
     if not train.is_file() or train.stat().st_size != 2 * tokens:
         directory.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
-        with open(directory / ".train.tmp", "wb") as f:
+        with atomic_file(train) as f:
             for start in range(0, tokens, 1 << 26):
                 f.write(rng.integers(0, 50257, min(1 << 26, tokens - start), dtype=np.uint16).tobytes())
-        os.replace(directory / ".train.tmp", train)
         rng.integers(0, 50257, 1 << 20, dtype=np.uint16).tofile(directory / "val.bin")
     return directory
 

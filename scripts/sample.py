@@ -68,8 +68,9 @@ def main() -> None:
     out = model.generate(idx, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                          top_p=args.top_p, generator=generator, use_cache=not args.no_cache)
     seconds = time.perf_counter() - start
+    shown = encoder.decode(prompt) if args.prompt else ""
     for row in out[:, len(prompt):].tolist():
-        print(encoder.decode(prompt) + encoder.decode(row) if args.prompt else encoder.decode(row))
+        print(shown + encoder.decode(row))
         print("---------------")
     new = args.num_samples * args.max_new_tokens
     print(f"{new} tokens in {seconds:.2f} s: {new / seconds:,.0f} tokens/s "

@@ -191,3 +191,23 @@ def test_gpu_check_runs_end_to_end_on_a_cpu_with_tiny_settings(tmp_path, data_di
     assert "| experiment=shakespeare_char | best val loss" in table and "| char_cpu | off | 12 |" in table, table
     rows = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert rows[0]["tokens_per_sec"] > 0 and 0 < rows[0]["mfu"] < 1 and 0 <= rows[0]["data_wait"] < 1
+
+
+def test_ctrl_c_in_a_script_is_one_line(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_sample.py"), "--models", "baby",
+                             "--repeats", "50"], cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(6)  # past start-up, decoding
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and err.strip() == "stopped by Ctrl-C", err
+
+
+def test_bench_refuses_an_unwritable_json_before_measuring(tmp_path):
+    (tmp_path / "a_file").write_text("")
+    result = run_script("bench.py", "--json", str(tmp_path / "a_file" / "rows.json"), "--iters", "1", "--warmup", "1")
+    assert result.returncode == 1 and "a_file" in result.stderr and "Traceback" not in result.stderr
+    assert "| char_cpu |" not in result.stdout  # nothing measured first
