@@ -18,14 +18,14 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gpt2.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
+from gpt2.run.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
 from gpt2.config import from_hydra, register_configs  # noqa: E402
 from gpt2.errors import RunDirError  # noqa: E402
-from gpt2.resume import run_checkpoints  # noqa: E402
-from gpt2.rundir import RunDirLock, RunDirTaken  # noqa: E402
+from gpt2.train.resume import run_checkpoints  # noqa: E402
+from gpt2.run.rundir import RunDirLock, RunDirTaken  # noqa: E402
 from gpt2.sweep.report import sweep_group, write_failure  # noqa: E402
 from gpt2.sweep.study import run_study, study_fixed_overrides  # noqa: E402
-from gpt2.trainer import train  # noqa: E402
+from gpt2.train.trainer import train  # noqa: E402
 
 log = logging.getLogger("train")
 register_configs()

@@ -203,7 +203,7 @@ class TrainerConfig:
     fully_shard: parameters, gradients and AdamW state sharded over the processes)."""
     peak_tflops: Optional[float] = None
     """One device's peak TFLOP/s for the MFU figure; null: the GPU's from a table of common GPUs
-    (gpt2/mfu.py), none on a CPU (then no mfu is reported)."""
+    (gpt2/train/mfu.py), none on a CPU (then no mfu is reported)."""
 
     def __post_init__(self) -> None:
         _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
@@ -313,7 +313,7 @@ GROUPS = {"data": DataConfig, "model": ModelConfig, "optim": OptimConfig,
 def register_configs() -> None:
     """Store the root schema and one schema per group (conf/*.yaml extend them by name), and the
     `${unique_tag:}` resolver of default run directories."""
-    from gpt2.rundir import run_stamp, unique_tag
+    from gpt2.run.rundir import run_stamp, unique_tag
 
     OmegaConf.register_new_resolver("unique_tag", unique_tag, replace=True, use_cache=True)
     OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True, use_cache=True)

@@ -12,7 +12,7 @@ default: gpt2 and char with CUDA, char_cpu on a CPU. Overrides apply to every pr
 Each row builds the run's parts as train.py does, takes --warmup steps (compiling, if on: its time is
 reported apart), then times --iters steps twice: drawing batches from the run's loader, and reusing
 one batch already on the device. The data wait is the share of the first time the second does not
-need. MFU is against the device's peak (gpt2/mfu.py's table, or --peak-tflops); on a CPU against the
+need. MFU is against the device's peak (gpt2/train/mfu.py's table, or --peak-tflops); on a CPU against the
 measured peak of a large matmul in the run's dtype. Peak memory: the GPU's allocated peak, or the
 process's peak resident memory over the row on a CPU.
 """
@@ -32,10 +32,10 @@ import torch
 from gpt2.config import compose, from_hydra
 from gpt2.errors import ConfigError, int_list, require_positive, run_script
 from gpt2.files import atomic_write_text
-from gpt2.mfu import flops_per_token, peak_tflops, utilisation
-from gpt2.parts import build
-from gpt2.runtime import dtype_name, peak_rss_mb
-from gpt2.trainer import train_step
+from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
+from gpt2.train.parts import build
+from gpt2.train.runtime import dtype_name, peak_rss_mb
+from gpt2.train.trainer import train_step
 
 PRESETS = {
     "gpt2": ["model=gpt2", "data.block_size=1024", "data.batch_size=16"],

@@ -14,12 +14,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from gpt2.checkpoint import LAST
+from gpt2.train.checkpoint import LAST
 from gpt2.config import compose, from_hydra
 from gpt2.errors import require_positive, run_script
-from gpt2.parts import build
-from gpt2.resume import RunCheckpoints
-from gpt2.trainer import Progress, train_step
+from gpt2.train.parts import build
+from gpt2.train.resume import RunCheckpoints
+from gpt2.train.trainer import Progress, train_step
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ import torch
 
 from gpt2.errors import require_positive, run_script
 from gpt2.files import atomic_file
-from gpt2.runtime import peak_rss_mb
+from gpt2.train.runtime import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
 B, T = 64, 1024
@@ -65,7 +65,7 @@ def run_prepare(corpus: Path, workers: int, workdir: Path, mirror) -> tuple[dict
 
 
 def bench_prepare(workdir: Path, text_mb: int, workers: int, mirror) -> None:
-    from gpt2.tokenizer import GPT2Tokenizer
+    from gpt2.data.tokenizer import GPT2Tokenizer
 
     shakespeare = Path(mirror or os.environ.get("GPT2_DATA_MIRROR", "data")) / "tinyshakespeare" / "input.txt"
     text = shakespeare.read_text()
@@ -90,7 +90,7 @@ def bench_prepare(workdir: Path, text_mb: int, workers: int, mirror) -> None:
 def loader_child(variant: str, directory: Path, batches: int) -> dict:
     """One loader in this process: batches/s after a warm-up, and this process's peak RSS."""
     from gpt2.config import DataConfig
-    from gpt2.data import LMSequenceDataset, TrainLoader, WindowBatchSampler, make_dataloader
+    from gpt2.data.loaders import LMSequenceDataset, TrainLoader, WindowBatchSampler, make_dataloader
 
     cfg = DataConfig(source="bin", dir=str(directory), block_size=T, batch_size=B)
     if variant == "bin":
@@ -141,7 +141,7 @@ def bench_loader(directory: Path, batches: int) -> None:
 
 # ------------------------------------------------------------------------------------------- sampler
 def bench_sampler() -> None:
-    from gpt2.data import WindowBatchSampler
+    from gpt2.data.loaders import WindowBatchSampler
 
     print("sampler: the window order, per batch")
     for windows in (10**8, 10**10):

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from gpt2.errors import ConfigError, run_script
-from gpt2.hellaswag import evaluate_file
-from gpt2.runtime import resolve_device
-from gpt2.sampling import load_for_inference
+from gpt2.eval.hellaswag import evaluate_file
+from gpt2.train.runtime import resolve_device
+from gpt2.eval.inference import load_for_inference
 
 
 def main() -> None:

@@ -13,11 +13,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from gpt2.checkpoint import load_model
-from gpt2.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
+from gpt2.train.checkpoint import load_model
+from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 from gpt2.errors import CheckpointError, run_script
-from gpt2.pretrained import export_pretrained
-from gpt2.sampling import checkpoint_of
+from gpt2.model.pretrained import export_pretrained
+from gpt2.eval.inference import checkpoint_of
 
 
 def main() -> None:

@@ -24,8 +24,8 @@ import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from gpt2.errors import ConfigError, require_positive, run_script  # noqa: E402
-from gpt2.prepare import Settings, prepare  # noqa: E402
-from gpt2.runtime import peak_rss_mb  # noqa: E402
+from gpt2.data.prepare import Settings, prepare  # noqa: E402
+from gpt2.train.runtime import peak_rss_mb  # noqa: E402
 
 
 def summary(manifest: dict, out: Path) -> str:

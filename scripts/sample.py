@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 from gpt2.errors import ConfigError, DataError, require_positive, run_script
-from gpt2.runtime import resolve_device
-from gpt2.sampling import load_for_inference
+from gpt2.train.runtime import resolve_device
+from gpt2.eval.inference import load_for_inference
 
 
 def read_prompt(prompt: str) -> str:

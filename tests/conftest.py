@@ -93,7 +93,7 @@ def start_train(run_dir, *overrides, cwd=ROOT):
 
 def wait_for_iter(proc, run_dir, iteration, timeout=120):
     """Wait until run_dir/metrics.jsonl has a row at `iteration` or later."""
-    from gpt2.runlog import read_metrics
+    from gpt2.run.logger import read_metrics
 
     deadline = time.time() + timeout
     while time.time() < deadline and proc.poll() is None:

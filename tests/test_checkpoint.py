@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2.checkpoint import (FORMAT_VERSION, Checkpointer, RNGState, load_checkpoint, load_model, save_checkpoint,
+from gpt2.train.checkpoint import (FORMAT_VERSION, Checkpointer, RNGState, load_checkpoint, load_model, save_checkpoint,
                              save_periodic)
 from gpt2.errors import CheckpointError
-from gpt2.model import GPT, GPTConfig
-from gpt2.resume import check_resumable
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.train.resume import check_resumable
 
 CONFIG = {"model": {"n_layer": 1, "n_embd": 16}, "trainer": {"max_iters": 10}, "optim": {"lr": 0.1}}
 TOKENIZER = {"name": "char", "vocab_size": 2, "chars": "ab"}

@@ -7,12 +7,12 @@ from itertools import islice
 import pytest
 import torch
 
-from gpt2 import sources as sources_module
+from gpt2.data import sources as sources_module
 from gpt2.config import DataConfig
-from gpt2.data import _mix, FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
+from gpt2.data.loaders import _mix, FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
 from gpt2.errors import DataError
-from gpt2.sources import TextSource, load_tokens, train_valid_split
-from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+from gpt2.data.sources import TextSource, load_tokens, train_valid_split
+from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
 
 from conftest import MIRROR
 

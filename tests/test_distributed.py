@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gpt2.checkpoint import load_checkpoint
-from gpt2.runlog import read_metrics
+from gpt2.train.checkpoint import load_checkpoint
+from gpt2.run.logger import read_metrics
 
 from conftest import ROOT, TINY, wait_for_iter
 

@@ -2,7 +2,7 @@ from dataclasses import replace
 
 import pytest
 
-from gpt2.download import GPT2_VOCAB_BPE, TINY_SHAKESPEARE, Remote, fetch, sha256_file
+from gpt2.data.download import GPT2_VOCAB_BPE, TINY_SHAKESPEARE, Remote, fetch, sha256_file
 from gpt2.errors import DataError
 
 from conftest import MIRROR

@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from gpt2.data import make_dataloader
-from gpt2.runlog import read_metrics
-from gpt2.runtime import Runtime
-from gpt2.trainer import train
+from gpt2.data.loaders import make_dataloader
+from gpt2.run.logger import read_metrics
+from gpt2.train.runtime import Runtime
+from gpt2.train.trainer import train
 
 from conftest import tiny_config
 
@@ -60,7 +60,7 @@ def test_stop_and_resume_on_cuda(data_dir, tmp_path):
     import os
     import signal
 
-    from gpt2.checkpoint import load_checkpoint
+    from gpt2.train.checkpoint import load_checkpoint
 
     def stop(trainer):
         if trainer.progress.iters == 7:
@@ -78,7 +78,7 @@ def test_stop_and_resume_on_cuda(data_dir, tmp_path):
 
 def test_token_files_train_on_cuda_from_pinned_batches(data_dir, tmp_path):
     """data=bin on CUDA: uint16 ids widened into pinned int64 batches, a bf16 run close to the CPU's."""
-    from gpt2.prepare import Settings, prepare
+    from gpt2.data.prepare import Settings, prepare
 
     from conftest import MIRROR
 
@@ -96,7 +96,7 @@ def test_token_files_train_on_cuda_from_pinned_batches(data_dir, tmp_path):
 def test_kv_cache_on_cuda_greedy_and_bf16():
     """On the GPU: greedy decoding identical with and without the cache (float32), and cached
     sampling under bf16 autocast (the cache takes the keys' bf16 dtype)."""
-    from gpt2.model import GPT, GPTConfig
+    from gpt2.model.gpt import GPT, GPTConfig
 
     torch.manual_seed(0)
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=64, vocab_size=65, block_size=32)).cuda().eval()

@@ -1,4 +1,4 @@
-"""HellaSwag scoring (gpt2/hellaswag.py, scripts/eval_hellaswag.py) on a 4-example fixture in the
+"""HellaSwag scoring (gpt2/eval/hellaswag.py, scripts/eval_hellaswag.py) on a 4-example fixture in the
 official format (the real file, hellaswag_val.jsonl, is not downloadable here)."""
 
 import pytest
@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.errors import DataError
-from gpt2.hellaswag import ending_losses, evaluate_file, read_examples
-from gpt2.model import GPT, GPTConfig
-from gpt2.tokenizer import GPT2Tokenizer
+from gpt2.eval.hellaswag import ending_losses, evaluate_file, read_examples
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.data.tokenizer import GPT2Tokenizer
 
 from conftest import MIRROR, ROOT
 from test_scripts import run_script
@@ -42,7 +42,7 @@ def test_the_script_reports_acc_and_acc_norm(model_and_encoder, tmp_path):
     model, encoder = model_and_encoder
     score = evaluate_file(model, encoder, FIXTURE, "cpu")
     assert score.examples == 4 and 0 <= score.acc_norm <= 1
-    from gpt2.pretrained import export_pretrained
+    from gpt2.model.pretrained import export_pretrained
 
     export_pretrained(model, tmp_path / "hf")
     result = run_script("eval_hellaswag.py", str(tmp_path / "hf"), "--data", str(FIXTURE), "--device", "cpu",

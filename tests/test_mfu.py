@@ -1,13 +1,13 @@
-"""MFU (gpt2/mfu.py): FLOPs per token, the GPU peak table, and the figure in every run's rows."""
+"""MFU (gpt2/train/mfu.py): FLOPs per token, the GPU peak table, and the figure in every run's rows."""
 
 import json
 
 import pytest
 import torch
 
-from gpt2.mfu import flops_per_token, peak_tflops
-from gpt2.model import GPT, GPTConfig
-from gpt2.runlog import read_metrics
+from gpt2.train.mfu import flops_per_token, peak_tflops
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.run.logger import read_metrics
 
 from conftest import TINY, run_train
 

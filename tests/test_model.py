@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from gpt2.model import GPT, GPTConfig
+from gpt2.model.gpt import GPT, GPTConfig
 
 
 def small(vocab_size=65, block_size=16, **kw) -> GPT:
@@ -16,11 +16,11 @@ def small(vocab_size=65, block_size=16, **kw) -> GPT:
 
 
 def test_model_module_stands_alone():
-    """gpt2.model imports torch only: no Hydra, no OmegaConf, no other module of the harness."""
-    code = ("import sys, gpt2.model; print(' '.join(sorted(m for m in sys.modules "
+    """gpt2.model.gpt imports torch only: no Hydra, no OmegaConf, no other module of the harness."""
+    code = ("import sys, gpt2.model.gpt; print(' '.join(sorted(m for m in sys.modules "
             "if m.split('.')[0] in ('gpt2', 'hydra', 'omegaconf', 'tiktoken', 'wandb'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["gpt2", "gpt2.model"]
+    assert out.split() == ["gpt2", "gpt2.model", "gpt2.model.gpt"]  # the packages, docstrings only
 
 
 def test_gpt_config_defaults_are_gpt2_small_and_checked():
@@ -150,7 +150,7 @@ def small_model(block_size=16, vocab=65):
 def test_cached_logits_equal_the_full_forward():
     """Prefill, then token by token, then a chunk of three: every position's logits as the whole
     sequence's forward gives them (the cache's causal mask is aligned to the cached positions)."""
-    from gpt2.model import KVCache
+    from gpt2.model.gpt import KVCache
 
     model, idx = small_model(), torch.randint(0, 65, (2, 12))
     full = torch.cat([model(idx[:, : t + 1])[0] for t in range(12)], dim=1)  # last-position logits
@@ -178,7 +178,7 @@ def test_greedy_decoding_is_identical_with_and_without_the_cache(prompt_length):
 
 
 def test_greedy_is_the_most_likely_token_and_top_p_keeps_the_likeliest():
-    from gpt2.model import next_token
+    from gpt2.model.gpt import next_token
 
     logits = torch.tensor([[0.0, 3.0, 2.0, -1.0], [5.0, 0.0, 0.0, 0.0]])
     assert next_token(logits, temperature=0).tolist() == [[1], [0]]
@@ -193,7 +193,7 @@ def test_greedy_is_the_most_likely_token_and_top_p_keeps_the_likeliest():
 def test_sampling_draws_what_torch_multinomial_draws():
     """next_token's draw is torch.multinomial's (the same ids from the same generator), with top-k
     and temperature applied first; and the frequencies follow the probabilities."""
-    from gpt2.model import next_token
+    from gpt2.model.gpt import next_token
 
     logits = torch.randn(4, 65, generator=torch.Generator().manual_seed(1))
     for top_k in (None, 5, 65, 200):
@@ -225,7 +225,7 @@ def test_generate_restores_the_onednn_setting(enabled):
 def test_bfloat16_attention_on_a_cpu_runs_in_float32():
     """Under bfloat16 autocast on a CPU, attention is computed in float32 (CPU flash attention is 4x
     slower in bfloat16) and handed back in bfloat16; gradients flow to q, k and v."""
-    from gpt2.model import attention
+    from gpt2.model.gpt import attention
 
     q, k, v = (torch.randn(2, 2, 8, 16, requires_grad=True) for _ in range(3))
     with torch.autocast("cpu", dtype=torch.bfloat16):

@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from gpt2.config import OptimConfig
-from gpt2.model import GPT, GPTConfig
-from gpt2.optim import LRSchedule, build_optimizer, param_groups
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.train.optim import LRSchedule, build_optimizer, param_groups
 
 
 def schedule(**kw) -> LRSchedule:

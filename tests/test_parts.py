@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from gpt2.parts import build, gpt_config
-from gpt2.runlog import read_metrics
-from gpt2.trainer import Trainer
+from gpt2.train.parts import build, gpt_config
+from gpt2.run.logger import read_metrics
+from gpt2.train.trainer import Trainer
 
 from conftest import tiny_config
 

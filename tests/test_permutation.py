@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from gpt2.permutation import FeistelPermutation
+from gpt2.data.permutation import FeistelPermutation
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 17, 100, 1023, 4099, 65_537])

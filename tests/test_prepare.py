@@ -1,4 +1,4 @@
-"""scripts/prepare.py and gpt2/prepare.py: text files -> train.bin, val.bin, manifest.json."""
+"""scripts/prepare.py and gpt2/data/prepare.py: text files -> train.bin, val.bin, manifest.json."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ import time
 import numpy as np
 import pytest
 
-from gpt2 import prepare as prep
+from gpt2.data import prepare as prep
 from gpt2.config import DataConfig
-from gpt2.data import make_dataloader
+from gpt2.data.loaders import make_dataloader
 from gpt2.errors import DataError
-from gpt2.prepare import Settings, prepare
-from gpt2.tokenizer import GPT2Tokenizer
+from gpt2.data.prepare import Settings, prepare
+from gpt2.data.tokenizer import GPT2Tokenizer
 
 from conftest import MIRROR, ROOT
 

@@ -1,4 +1,4 @@
-"""GPT-2 weights in and out of Hugging Face's format (gpt2/pretrained.py, scripts/export_hf.py), checked
+"""GPT-2 weights in and out of Hugging Face's format (gpt2/model/pretrained.py, scripts/export_hf.py), checked
 against transformers' own GPT-2 (a test-only dependency) on randomly initialised models."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from gpt2.errors import ConfigError, DataError
-from gpt2.model import GPT, GPTConfig
-from gpt2.pretrained import export_pretrained, load_pretrained
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.model.pretrained import export_pretrained, load_pretrained
 
 from conftest import MIRROR, TINY, one_line, run_train
 from test_scripts import run_script
@@ -72,11 +72,11 @@ def test_a_local_folder_named_gpt2_is_read_not_fetched(hf_dir, tmp_path, monkeyp
     """sample.py ./gpt2 reads that folder (str(Path('./gpt2')) is 'gpt2', the Hub's name)."""
     import shutil
 
-    from gpt2.sampling import load_for_inference
+    from gpt2.eval.inference import load_for_inference
 
     shutil.copytree(hf_dir, tmp_path / "gpt2")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("gpt2.pretrained.locate", lambda name: pytest.fail(f"{name} resolved as a name"))
+    monkeypatch.setattr("gpt2.model.pretrained.locate", lambda name: pytest.fail(f"{name} resolved as a name"))
     model, _ = load_for_inference(Path("./gpt2"), torch.device("cpu"), str(data_dir), str(MIRROR))
     assert model.block_size == 64
 

@@ -22,14 +22,14 @@ from conftest import (
     wait_for_iter,
 )
 
-from gpt2.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from gpt2.train.checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from gpt2.config import Config, OptimConfig, TrainerConfig
 from gpt2.errors import CheckpointError, ConfigError, NonFiniteLossError
-from gpt2.optim import LRSchedule
-from gpt2.parts import build
-from gpt2.resume import RunCheckpoints, continue_schedule
-from gpt2.runlog import read_metrics
-from gpt2.trainer import Progress, train
+from gpt2.train.optim import LRSchedule
+from gpt2.train.parts import build
+from gpt2.train.resume import RunCheckpoints, continue_schedule
+from gpt2.run.logger import read_metrics
+from gpt2.train.trainer import Progress, train
 
 # 600 characters: 540 train tokens, 524 windows, 16 batches of 32 per epoch, so 30 steps cross an
 # epoch boundary at step 16. Dropout on, so the RNG state matters too.
@@ -329,7 +329,7 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_referen
 def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     script = (
         "import sys, torch\n"
-        "from gpt2.checkpoint import FORMAT_VERSION, save_checkpoint\n"
+        "from gpt2.train.checkpoint import FORMAT_VERSION, save_checkpoint\n"
         "state = {'format_version': FORMAT_VERSION, 'w': torch.randn(4_000_000)}\n"
         "print('ready', flush=True)\n"
         "i = 0\n"

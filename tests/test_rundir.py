@@ -6,11 +6,11 @@ import signal
 
 import pytest
 
-from gpt2.checkpoint import load_checkpoint
+from gpt2.train.checkpoint import load_checkpoint
 from gpt2.errors import CheckpointError
-from gpt2.rundir import LOCK_FILE, RunDirBusy, RunDirLock
-from gpt2.runlog import read_metrics
-from gpt2.trainer import train
+from gpt2.run.rundir import LOCK_FILE, RunDirBusy, RunDirLock
+from gpt2.run.logger import read_metrics
+from gpt2.train.trainer import train
 
 from conftest import TINY, run_train, start_train, tiny_config, wait_for_iter
 

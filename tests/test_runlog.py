@@ -5,7 +5,7 @@ import pytest
 
 from gpt2.config import LoggerConfig
 from gpt2.errors import ConfigError, DataError
-from gpt2.runlog import (RunLogger, WandbRun, check_wandb_env, read_metrics, resolve_wandb_mode,
+from gpt2.run.logger import (RunLogger, WandbRun, check_wandb_env, read_metrics, resolve_wandb_mode,
                          wandb_credentials_configured, wandb_mode)
 
 from conftest import read_wandb_records

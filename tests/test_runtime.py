@@ -6,12 +6,12 @@ import pytest
 import torch
 
 from gpt2.errors import ConfigError
-from gpt2.runtime import Runtime, is_out_of_memory, resolve_device, resolve_dtype
+from gpt2.train.runtime import Runtime, is_out_of_memory, resolve_device, resolve_dtype
 from gpt2.signals import STOP, Interrupted
 
 
 def test_cpu_runtime_defaults(monkeypatch):
-    from gpt2 import runtime
+    from gpt2.train import runtime
 
     rt = Runtime.create("cpu", "float32")
     assert rt.device == torch.device("cpu") and rt.dtype == torch.float32 and rt.scaler is None
@@ -87,7 +87,7 @@ def test_a_cpu_runtime_reuses_freed_memory_without_page_faults():
     reused from the heap without a fault."""
     code = """if True:
         import resource, sys, torch
-        from gpt2.runtime import keep_freed_memory
+        from gpt2.train.runtime import keep_freed_memory
         if sys.argv[1] == "keep":
             assert keep_freed_memory()
         def faults():

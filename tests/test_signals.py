@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from gpt2.checkpoint import load_checkpoint
-from gpt2.runlog import read_metrics
+from gpt2.train.checkpoint import load_checkpoint
+from gpt2.run.logger import read_metrics
 from gpt2.signals import Interrupted
-from gpt2.trainer import Trainer, train
+from gpt2.train.trainer import Trainer, train
 
 from conftest import TINY, start_train, tiny_config
 

@@ -14,7 +14,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from gpt2.config import compose, from_hydra
-from gpt2.runlog import read_metrics
+from gpt2.run.logger import read_metrics
 from gpt2.sweep.report import collect_jobs, sweep_group
 
 from conftest import ROOT, TINY, read_wandb_records, run_train
@@ -166,7 +166,7 @@ def test_parallel_jobs_with_the_joblib_launcher(tmp_path, data_dir):
 
 
 def fake_train(stop_on_call=None):
-    """A stand-in for gpt2.trainer.train: the loss is a function of the config; one call may be
+    """A stand-in for gpt2.train.trainer.train: the loss is a function of the config; one call may be
     'stopped' by a signal."""
     calls = []
 

@@ -1,4 +1,4 @@
-"""data=bin: memory-mapped token files (gpt2/tokenfiles.py, BinSource in gpt2/sources.py)."""
+"""data=bin: memory-mapped token files (gpt2/data/tokenfiles.py, BinSource in gpt2/data/sources.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ import pytest
 import torch
 
 from gpt2.config import DataConfig
-from gpt2.data import LMSequenceDataset, make_dataloader
+from gpt2.data.loaders import LMSequenceDataset, make_dataloader
 from gpt2.errors import DataError
-from gpt2.prepare import Settings, prepare
-from gpt2.runlog import read_metrics
-from gpt2.tokenfiles import LOCK, MARKER, TokenFile
+from gpt2.data.prepare import Settings, prepare
+from gpt2.run.logger import read_metrics
+from gpt2.data.tokenfiles import LOCK, MARKER, TokenFile
 
 from conftest import MIRROR, TINY, one_line, run_train
 

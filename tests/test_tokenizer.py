@@ -1,6 +1,6 @@
 import pytest
 
-from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer, build_tokenizer, tokenizer_from_state
+from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer, build_tokenizer, tokenizer_from_state
 
 from conftest import MIRROR
 

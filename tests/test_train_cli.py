@@ -8,8 +8,8 @@ import pytest
 import torch
 import yaml
 
-from gpt2.checkpoint import load_checkpoint
-from gpt2.runlog import read_metrics
+from gpt2.train.checkpoint import load_checkpoint
+from gpt2.run.logger import read_metrics
 
 from conftest import ROOT, TINY, one_line, read_wandb_records, run_train
 

@@ -5,13 +5,13 @@ import signal
 import pytest
 import torch
 
-from gpt2.checkpoint import load_checkpoint, load_model
+from gpt2.train.checkpoint import load_checkpoint, load_model
 from gpt2.errors import CheckpointError, DataError, HarnessError
-from gpt2.model import GPT, GPTConfig
-from gpt2.runlog import read_metrics
-from gpt2.runtime import Runtime
-from gpt2.tokenizer import tokenizer_from_state
-from gpt2.trainer import evaluate, sample_text, train
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.run.logger import read_metrics
+from gpt2.train.runtime import Runtime
+from gpt2.data.tokenizer import tokenizer_from_state
+from gpt2.train.trainer import evaluate, sample_text, train
 
 from conftest import tiny_config
 
@@ -115,7 +115,7 @@ def test_the_sample_comes_from_the_best_weights(data_dir, tmp_path):
 def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_dir, tmp_path, monkeypatch):
     import errno
 
-    import gpt2.checkpoint
+    import gpt2.train.checkpoint
 
     saves = []
     real_save = torch.save
@@ -127,13 +127,13 @@ def test_a_full_disk_while_saving_keeps_the_previous_checkpoint(data_dir, tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         real_save(state, f)
 
-    monkeypatch.setattr(gpt2.checkpoint.torch, "save", save_until_the_disk_is_full)
+    monkeypatch.setattr(gpt2.train.checkpoint.torch, "save", save_until_the_disk_is_full)
     with pytest.raises(CheckpointError) as failed:
         train(tiny_config(data_dir, "trainer.ckpt_interval=10", "trainer.eval_interval=20"), tmp_path)
     assert str(failed.value) == (f"could not save {tmp_path / 'ckpt' / 'best.pt'} at iteration 20 (No space left on "
                                  f"device); {tmp_path / 'ckpt' / 'last.pt'} (iteration 10) is intact: resume with "
                                  f"trainer.resume=auto")
-    monkeypatch.setattr(gpt2.checkpoint.torch, "save", real_save)
+    monkeypatch.setattr(gpt2.train.checkpoint.torch, "save", real_save)
     assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 10
     assert not list((tmp_path / "ckpt").glob(".*.tmp"))  # no half-written file left
 
@@ -158,7 +158,7 @@ def test_out_of_memory_in_a_step_is_one_line(data_dir, tmp_path, monkeypatch):
 def test_an_unreadable_text_is_one_data_error(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from gpt2.sources import read_text
+    from gpt2.data.sources import read_text
 
     def refuse(self):
         raise PermissionError(13, "Permission denied", str(self))
@@ -172,7 +172,7 @@ def test_an_unreadable_text_is_one_data_error(tmp_path, monkeypatch):
 @pytest.mark.parametrize("kind", ["gpt2", "char"])
 def test_bits_per_byte_is_the_loss_over_the_bytes_of_the_targets(tmp_path, kind):
     """val_bpb = the targets' summed cross-entropy in bits / their UTF-8 bytes, counted by hand here."""
-    from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer
+    from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
 
     from conftest import MIRROR
 

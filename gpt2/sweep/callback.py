@@ -12,7 +12,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from gpt2.files import atomic_write_text
-from gpt2.rundir import exclusive
+from gpt2.run.rundir import exclusive
 from gpt2.signals import STOP
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 

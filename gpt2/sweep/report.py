@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from gpt2.errors import HarnessError
 from gpt2.files import atomic_file
-from gpt2.runlog import write_summary
+from gpt2.run.logger import write_summary
 
 log = logging.getLogger(__name__)
 

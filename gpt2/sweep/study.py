@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2.config import OptunaConfig, flatten
 from gpt2.errors import ConfigError, HarnessError, RunDirError
 from gpt2.files import atomic_write_text
-from gpt2.rundir import RunDirTaken
+from gpt2.run.rundir import RunDirTaken
 from gpt2.signals import STOP
 from gpt2.sweep.report import OVERRIDES_FILE, write_failure
 

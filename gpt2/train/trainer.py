@@ -1,6 +1,6 @@
 """The training loop and its policy: when to evaluate, log, save and stop.
 
-The parts of a run come from `gpt2.parts.build`; their state goes into checkpoints through one
+The parts of a run come from `gpt2.train.parts.build`; their state goes into checkpoints through one
 `Checkpointer`. A run directory ends up with config.yaml, train.log (Hydra), metrics.jsonl,
 summary.json, loss.png, sample.txt and ckpt/{last,best,iter_NNNNNNN}.pt.
 """
@@ -21,18 +21,18 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.checkpoint import BEST, LAST, load_checkpoint, load_model
+from gpt2.train.checkpoint import BEST, LAST, load_checkpoint, load_model
 from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
 from gpt2.files import atomic_write_text
-from gpt2.model import GPT
-from gpt2.mfu import flops_per_token, peak_tflops, utilisation
-from gpt2.parts import Parts, build
-from gpt2.resume import RunCheckpoints, finished_run, resume_path
-from gpt2.rundir import RunDirLock
-from gpt2.runlog import NoLogger, RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
-from gpt2.distributed import Dist
-from gpt2.runtime import Runtime, dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
+from gpt2.model.gpt import GPT
+from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
+from gpt2.train.parts import Parts, build
+from gpt2.train.resume import RunCheckpoints, finished_run, resume_path
+from gpt2.run.rundir import RunDirLock
+from gpt2.run.logger import NoLogger, RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
+from gpt2.train.distributed import Dist
+from gpt2.train.runtime import Runtime, dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
 from gpt2.signals import STOP, Interrupted, StopSignals
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ import torch
 
 from gpt2.errors import CheckpointError
 from gpt2.files import atomic_file
-from gpt2.model import GPT, GPTConfig
+from gpt2.model.gpt import GPT, GPTConfig
 
 FORMAT_VERSION = 3
 LAST, BEST = "last.pt", "best.pt"

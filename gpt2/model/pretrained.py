@@ -20,7 +20,7 @@ import torch
 
 from gpt2.errors import CheckpointError, ConfigError, DataError
 from gpt2.files import atomic_file, atomic_write_text
-from gpt2.model import GPT, GPTConfig
+from gpt2.model.gpt import GPT, GPTConfig
 
 HF_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
             "gpt2-large": "openai-community/gpt2-large", "gpt2-xl": "openai-community/gpt2-xl"}

@@ -13,7 +13,7 @@ from typing import Optional
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from gpt2.distributed import Dist
+from gpt2.train.distributed import Dist
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)

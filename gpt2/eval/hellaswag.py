@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.errors import DataError
-from gpt2.model import GPT
+from gpt2.model.gpt import GPT
 
 SOURCE = "https://raw.githubusercontent.com/rowanz/hellaswag/master/data/hellaswag_val.jsonl"
 

@@ -1,5 +1,5 @@
 """Where a run's tokens come from: a `TokenSource` gives the tokenizer and the train and validation
-token sequences; the Dataset (gpt2/data.py) only ever sees those sequences.
+token sequences; the Dataset (gpt2/data/loaders.py) only ever sees those sequences.
 
 `TextSource` (data.source=text) is a UTF-8 text file tokenized in memory: the file (Tiny Shakespeare by
 default, fetched with a checksum) is read and hashed once, its tokens are cached under data_dir/cache
@@ -7,7 +7,7 @@ keyed by that hash and the tokenizer, and the sequence is split contiguously, th
 it for training (`load_tokens` and `train_valid_split`, the pipeline's first two steps).
 
 `BinSource` (data=bin) memory-maps the token files scripts/prepare.py writes (train.bin and val.bin,
-uint16; gpt2/tokenfiles.py): corpora of billions of tokens, in bounded memory.
+uint16; gpt2/data/tokenfiles.py): corpora of billions of tokens, in bounded memory.
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ from typing import Protocol
 import torch
 
 from gpt2.config import DataConfig
-from gpt2.download import TINY_SHAKESPEARE, fetch
+from gpt2.data.download import TINY_SHAKESPEARE, fetch
 from gpt2.errors import DataError
 from gpt2.files import atomic_file, sha256_bytes
-from gpt2.tokenfiles import MARKER, SPLITS, TokenFile, prepare_running, quick_fingerprint, read_manifest
-from gpt2.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
+from gpt2.data.tokenfiles import MARKER, SPLITS, TokenFile, prepare_running, quick_fingerprint, read_manifest
+from gpt2.data.tokenizer import Tokenizer, build_tokenizer, tokenizer_from_state
 
 log = logging.getLogger(__name__)
 

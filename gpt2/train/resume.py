@@ -12,17 +12,17 @@ from typing import Any, Optional
 
 import torch
 
-from gpt2.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, checkpoint_iteration,
+from gpt2.train.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, checkpoint_iteration,
                              load_checkpoint, load_model, numbered_checkpoints, save_checkpoint, save_periodic)
 from gpt2.config import Config, flatten, to_dict
-from gpt2.distributed import WholeModelState, WholeOptimizerState, is_sharded
+from gpt2.train.distributed import WholeModelState, WholeOptimizerState, is_sharded
 from gpt2.errors import CheckpointError, ConfigError
 from gpt2.files import remove_stale_temporaries
-from gpt2.model import GPT
-from gpt2.optim import LRSchedule
-from gpt2.parts import Parts
-from gpt2.runlog import SUMMARY_FILE
-from gpt2.rundir import RunDirTaken
+from gpt2.model.gpt import GPT
+from gpt2.train.optim import LRSchedule
+from gpt2.train.parts import Parts
+from gpt2.run.logger import SUMMARY_FILE
+from gpt2.run.rundir import RunDirTaken
 
 log = logging.getLogger(__name__)
 

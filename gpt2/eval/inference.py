@@ -1,6 +1,6 @@
 """A trained model for inference, from wherever it is: a run directory (its ckpt/best.pt, else
 ckpt/last.pt), a checkpoint, or a Hugging Face GPT-2 folder; with its tokenizer. Decoding itself is
-`GPT.generate` (gpt2/model.py: KV cache, temperature, top-k, top-p)."""
+`GPT.generate` (gpt2/model/gpt.py: KV cache, temperature, top-k, top-p)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import Optional
 
 import torch
 
-from gpt2.checkpoint import BEST, LAST, load_model
+from gpt2.train.checkpoint import BEST, LAST, load_model
 from gpt2.errors import CheckpointError
-from gpt2.model import GPT
-from gpt2.pretrained import GPT2_VOCAB, load_pretrained
-from gpt2.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_state
+from gpt2.model.gpt import GPT
+from gpt2.model.pretrained import GPT2_VOCAB, load_pretrained
+from gpt2.data.tokenizer import GPT2Tokenizer, Tokenizer, tokenizer_from_state
 
 
 def checkpoint_of(path: Path) -> Path:

@@ -1,7 +1,7 @@
 """From tokens to batches: a Dataset of every (x, y) window of a token sequence, seeded samplers, and
 the DataLoaders a run iterates.
 
-The pipeline: a token source (gpt2/sources.py: text -> tokens -> contiguous train/valid split) ->
+The pipeline: a token source (gpt2/data/sources.py: text -> tokens -> contiguous train/valid split) ->
 `LMSequenceDataset` over each split, where window i is x = tokens[i:i+T], y = tokens[i+1:i+1+T] ->
 a sampler that draws whole batches of window starts from its own seeded generator (a shuffled
 permutation of every window, once per epoch) -> `dataset[starts]`, one gather for the whole (B, T)
@@ -19,10 +19,10 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpt2.config import DataConfig
 from gpt2.errors import DataError
-from gpt2.permutation import FeistelPermutation
-from gpt2.sources import TokenSource, make_source
-from gpt2.tokenfiles import WIDEN, TokenFile
-from gpt2.tokenizer import Tokenizer
+from gpt2.data.permutation import FeistelPermutation
+from gpt2.data.sources import TokenSource, make_source
+from gpt2.data.tokenfiles import WIDEN, TokenFile
+from gpt2.data.tokenizer import Tokenizer
 
 
 # -------------------------------------------------------------------------------------- dataset

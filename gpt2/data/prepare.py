@@ -1,4 +1,4 @@
-"""Text files -> token files (train.bin, val.bin, manifest.json; see gpt2/tokenfiles.py), streaming.
+"""Text files -> token files (train.bin, val.bin, manifest.json; see gpt2/data/tokenfiles.py), streaming.
 
 `prepare(inputs, out)` tokenizes any amount of text in bounded memory: each file is cut into ~8 MB byte
 ranges that worker processes read, decode and encode themselves, and the main process appends their
@@ -43,8 +43,8 @@ from tqdm import tqdm
 from gpt2.errors import DataError
 from gpt2.files import atomic_write_text, remove_stale_temporaries, sha256_bytes
 from gpt2.signals import STOP, Interrupted
-from gpt2.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
-from gpt2.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
+from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
+from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 
 log = logging.getLogger(__name__)
 

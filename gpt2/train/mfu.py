@@ -13,7 +13,7 @@ from typing import Optional
 
 import torch
 
-from gpt2.model import GPT
+from gpt2.model.gpt import GPT
 
 PEAK_TFLOPS = (  # (a fragment of torch.cuda.get_device_name(), dense bf16/fp16 TFLOP/s); first match wins
     ("H200", 989.0), ("H100 NVL", 835.0), ("H100 PCIe", 756.0), ("H100", 989.0), ("GH200", 989.0),

@@ -11,7 +11,7 @@ from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
-from gpt2.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
+from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 
 
 class Tokenizer(Protocol):

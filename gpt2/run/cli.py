@@ -22,7 +22,7 @@ from typing import Callable, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import compose, from_hydra, hydra_error_line
-from gpt2.distributed import Dist, is_peer_failure
+from gpt2.train.distributed import Dist, is_peer_failure
 from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, RunDirError,
                          error_line)
 from gpt2.files import atomic_write_text

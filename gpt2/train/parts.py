@@ -19,11 +19,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gpt2.config import Config, ModelConfig
 from gpt2.errors import ConfigError
-from gpt2.data import DataLoaders, make_dataloader
-from gpt2.model import GPT, GPTConfig
-from gpt2.optim import LRSchedule, build_optimizer
-from gpt2.pretrained import load_pretrained, locate, read_config
-from gpt2.runtime import Runtime
+from gpt2.data.loaders import DataLoaders, make_dataloader
+from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.train.optim import LRSchedule, build_optimizer
+from gpt2.model.pretrained import load_pretrained, locate, read_config
+from gpt2.train.runtime import Runtime
 
 
 @dataclass
