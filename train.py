@@ -18,13 +18,15 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
 
-from gpt2.run.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
-from gpt2.config import from_hydra, register_configs  # noqa: E402
+from gpt2.config import from_hydra  # noqa: E402
 from gpt2.errors import RunDirError  # noqa: E402
-from gpt2.train.resume import run_checkpoints  # noqa: E402
+from gpt2.run.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
+from gpt2.run.compose import register_configs  # noqa: E402
+from gpt2.run.record import record_failure  # noqa: E402
 from gpt2.run.rundir import RunDirLock, RunDirTaken  # noqa: E402
-from gpt2.sweep.report import sweep_group, write_failure  # noqa: E402
+from gpt2.sweep.report import sweep_group  # noqa: E402
 from gpt2.sweep.study import run_study, study_fixed_overrides  # noqa: E402
+from gpt2.train.checkpoint import run_checkpoints  # noqa: E402
 from gpt2.train.trainer import train  # noqa: E402
 
 log = logging.getLogger("train")
@@ -54,7 +56,7 @@ def main(cfg: DictConfig) -> float:
             fail(exc, run_dir)
         # a failed sweep job: record it and keep the other jobs going
         save_run_files(cfg, run_dir)
-        write_failure(run_dir, exc)
+        record_failure(run_dir, exc)
         return math.inf
     report(summary, run_dir, multirun)
     return summary["best_val_loss"]

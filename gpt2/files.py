@@ -1,13 +1,17 @@
-"""File helpers: content hashes, and atomic writes that a crash or a kill never leaves half done."""
+"""File helpers: content hashes, atomic writes that a crash or a kill never leaves half done, strict
+JSON, and the one file lock (`FileLock`) that run directories, sweeps and token files all use."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
+import json
+import math
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import Any, BinaryIO, Iterator, Optional
 
 
 _UMASK = os.umask(0)
@@ -54,3 +58,88 @@ def remove_stale_temporaries(directory: Path) -> None:
     """Delete the temporary files of atomic writes that a killed process left in `directory`."""
     for stale in Path(directory).glob(".*.tmp"):
         stale.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------------------------ strict JSON
+def finite_or_none(value: Any) -> Any:
+    """`value` with every non-finite float, in dicts and lists at any depth, replaced by None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_or_none(v) for v in value]
+    return value
+
+
+def strict_json(value: Any, indent: int | None = None) -> str:
+    """Standard JSON (no Infinity/NaN literals, which strict parsers refuse): non-finite floats become null."""
+    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
+
+
+# ------------------------------------------------------------------------------------- file locks
+class FileLock:
+    """An `flock` on `path` (the file is created if needed): exclusive, or shared with `shared=True`.
+    The kernel drops the lock of a process that dies (SIGKILL, a crash), so nothing is left stuck.
+    `with FileLock(path):` waits for it; `acquire(wait=False)` returns False at once when another
+    process holds it. `release(remove=True)` deletes the file while still holding the lock: a process
+    that was waiting on the old file notices (another inode) and opens the new one."""
+
+    def __init__(self, path: Path, *, shared: bool = False):
+        self.path, self.shared = Path(path), shared
+        self.fd: Optional[int] = None
+        """The open lock file while the lock is held (its holder may write into it)."""
+
+    def acquire(self, wait: bool = True) -> bool:
+        mode = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        while self.fd is None:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, mode)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            if _same_file(fd, self.path):  # not a lock file its last holder removed meanwhile
+                self.fd = fd
+            else:
+                os.close(fd)
+        return True
+
+    def release(self, remove: bool = False) -> None:
+        if self.fd is not None:
+            if remove:
+                self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
+
+    def __enter__(self) -> "FileLock":
+        self.acquire(wait=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def locked_elsewhere(path: Path) -> bool:
+    """Whether a process holds an exclusive lock on `path` now (False where there is no such file or
+    it cannot be opened; nothing is created)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return False
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False

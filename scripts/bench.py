@@ -29,13 +29,15 @@ from pathlib import Path
 
 import torch
 
-from gpt2.config import compose, from_hydra
-from gpt2.errors import ConfigError, int_list, require_positive, run_script
+from gpt2.config import from_hydra
+from gpt2.errors import ConfigError
 from gpt2.files import atomic_write_text
+from gpt2.run.compose import compose
+from gpt2.run.script import int_list, require_positive, run_script
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.train.parts import build
 from gpt2.train.runtime import dtype_name, peak_rss_mb
-from gpt2.train.trainer import train_step
+from gpt2.train.step import train_step
 
 PRESETS = {
     "gpt2": ["model=gpt2", "data.block_size=1024", "data.batch_size=16"],

@@ -14,12 +14,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from gpt2.config import from_hydra
+from gpt2.run.compose import compose
+from gpt2.run.script import require_positive, run_script
 from gpt2.train.checkpoint import LAST
-from gpt2.config import compose, from_hydra
-from gpt2.errors import require_positive, run_script
 from gpt2.train.parts import build
-from gpt2.train.resume import RunCheckpoints
-from gpt2.train.trainer import Progress, train_step
+from gpt2.train.run_checkpoints import RunCheckpoints
+from gpt2.train.step import train_step
+from gpt2.train.trainer import Progress
 
 
 def main() -> None:

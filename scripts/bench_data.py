@@ -26,8 +26,8 @@ from torch.utils.data import DataLoader
 
 from gpt2.config import DataConfig
 from gpt2.data.loaders import LMSequenceDataset, make_dataloader
-from gpt2.errors import require_positive, run_script
 from gpt2.data.sources import load_tokens, train_valid_split
+from gpt2.run.script import require_positive, run_script
 
 
 def textbook_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):

@@ -20,10 +20,11 @@ from pathlib import Path
 
 import torch
 
-from gpt2.errors import ConfigError, int_list, require_positive, run_script
-from gpt2.model.gpt import GPT, GPTConfig, next_token
-from gpt2.train.runtime import resolve_device
+from gpt2.errors import ConfigError
 from gpt2.eval.inference import load_for_inference
+from gpt2.model.gpt import GPT, GPTConfig, next_token
+from gpt2.run.script import int_list, require_positive, run_script
+from gpt2.train.runtime import resolve_device
 
 WAYS = ("cache", "no cache", "nanogpt")
 MODELS = {

@@ -30,8 +30,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gpt2.errors import require_positive, run_script
 from gpt2.files import atomic_file
+from gpt2.run.script import require_positive, run_script
 from gpt2.train.runtime import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -14,10 +14,11 @@ import argparse
 import time
 from pathlib import Path
 
-from gpt2.errors import ConfigError, run_script
+from gpt2.errors import ConfigError
 from gpt2.eval.hellaswag import evaluate_file
-from gpt2.train.runtime import resolve_device
 from gpt2.eval.inference import load_for_inference
+from gpt2.run.script import run_script
+from gpt2.train.runtime import resolve_device
 
 
 def main() -> None:

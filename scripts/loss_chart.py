@@ -15,7 +15,8 @@ import json
 import math
 from pathlib import Path
 
-from gpt2.errors import DataError, run_script
+from gpt2.errors import DataError
+from gpt2.run.script import run_script
 
 
 def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:

@@ -23,8 +23,9 @@ import logging  # noqa: E402
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from gpt2.errors import ConfigError, require_positive, run_script  # noqa: E402
 from gpt2.data.prepare import Settings, prepare  # noqa: E402
+from gpt2.errors import ConfigError  # noqa: E402
+from gpt2.run.script import require_positive, run_script  # noqa: E402
 from gpt2.train.runtime import peak_rss_mb  # noqa: E402
 
 

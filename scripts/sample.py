@@ -18,9 +18,10 @@ from pathlib import Path
 
 import torch
 
-from gpt2.errors import ConfigError, DataError, require_positive, run_script
-from gpt2.train.runtime import resolve_device
+from gpt2.errors import ConfigError, DataError
 from gpt2.eval.inference import load_for_inference
+from gpt2.run.script import require_positive, run_script
+from gpt2.train.runtime import resolve_device
 
 
 def read_prompt(prompt: str) -> str:

@@ -10,7 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from gpt2.errors import HarnessError, run_script
+from gpt2.errors import HarnessError
+from gpt2.run.script import run_script
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gpt2.config import Config, compose, from_hydra, register_configs
+from gpt2.config import Config, from_hydra
+from gpt2.run.compose import compose, register_configs
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("GPT2_DATA_MIRROR") or ROOT.parent / "shared" / "data").resolve()

@@ -98,11 +98,11 @@ def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, mo
     monkeypatch.setattr(prep, "CHUNK_BYTES", 4096)
     original, calls = prep.encode_range, []
 
-    def interrupted(*args):
+    def interrupted(*args, **kwargs):
         calls.append(args)
         if len(calls) == 5:
             raise KeyboardInterrupt
-        return original(*args)
+        return original(*args, **kwargs)
 
     monkeypatch.setattr(prep, "encode_range", interrupted)
     with pytest.raises(KeyboardInterrupt):

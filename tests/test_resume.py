@@ -27,7 +27,8 @@ from gpt2.config import Config, OptimConfig, TrainerConfig
 from gpt2.errors import CheckpointError, ConfigError, NonFiniteLossError
 from gpt2.train.optim import LRSchedule
 from gpt2.train.parts import build
-from gpt2.train.resume import RunCheckpoints, continue_schedule
+from gpt2.train.resume import continue_schedule
+from gpt2.train.run_checkpoints import RunCheckpoints
 from gpt2.run.logger import read_metrics
 from gpt2.train.trainer import Progress, train
 
@@ -376,3 +377,66 @@ def test_resume_checks_the_text_not_its_path(tmp_path, data_dir, corpus, referen
     with pytest.raises(CheckpointError, match="trained on other data"):
         train(config(data_dir, corpus, f"data.path={moved}", f"trainer.resume={stopped / 'ckpt' / 'last.pt'}"),
               tmp_path / "other")
+
+
+# ----------------------------------------------------------------------------- the resume plan
+def count_loads(monkeypatch) -> dict:
+    """Count the torch.load calls of checkpoints (files in a ckpt/ folder) by name, for the rest of the test."""
+    counts, real_load = {}, torch.load
+
+    def counting_load(path, *args, **kwargs):
+        if Path(path).parent.name == "ckpt":
+            counts[Path(path).name] = counts.get(Path(path).name, 0) + 1
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", counting_load)
+    return counts
+
+
+def test_a_resume_opens_its_checkpoint_once(tmp_path, data_dir, corpus, reference, monkeypatch):
+    train(config(data_dir, corpus), tmp_path, on_step=signal_at(17, signal.SIGTERM))  # best.pt at 10, last at 17
+    counts = count_loads(monkeypatch)
+    train(config(data_dir, corpus, "trainer.resume=auto", "trainer.sample_tokens=0"), tmp_path)
+    # last.pt (iteration 17) is continued, best.pt (10) only compared: each opened once, the
+    # numbered copies not at all (their names say their iterations)
+    assert counts == {"last.pt": 1, "best.pt": 1}
+    assert_same_run(tmp_path, reference)
+    counts.clear()
+    train(config(data_dir, corpus, f"trainer.resume={tmp_path / 'ckpt' / 'iter_0000030.pt'}",
+                 "trainer.sample_tokens=0"), tmp_path / "elsewhere")
+    assert counts == {"iter_0000030.pt": 1}
+
+
+def test_the_plan_says_what_a_start_means(tmp_path, data_dir, corpus, reference):
+    from gpt2.errors import RunDirError
+    from gpt2.train.resume import plan_start
+
+    assert plan_start(config(data_dir, corpus), tmp_path / "new").kind == "fresh"
+    assert plan_start(config(data_dir, corpus, "trainer.resume=auto"), tmp_path / "new").kind == "fresh"
+    finished = plan_start(config(data_dir, corpus, "trainer.resume=auto"), reference)
+    assert (finished.kind, finished.path.name, finished.summary["iters"]) == ("finished", "last.pt", 30)
+    longer = plan_start(config(data_dir, corpus, "trainer.resume=auto", "trainer.max_iters=40"), reference)
+    assert longer.kind == "resume" and longer.state["iter"] == 30
+    assert longer.changes.allowed == {"trainer.max_iters": (30, 40), "trainer.resume": (None, "auto"),
+                                      "optim.lr_decay_iters": (30, 40)}  # resolved; the schedule is kept
+    assert longer.changes.refused == {}
+    other = plan_start(config(data_dir, corpus, "trainer.resume=auto", "optim.lr=0.01"), reference)
+    assert other.kind == "resume" and other.changes.refused == {"optim.lr": (0.003, 0.01)}  # refused on restore
+    with pytest.raises(RunDirError, match="already holds a run"):
+        plan_start(config(data_dir, corpus), reference)
+    with pytest.raises(RunDirError, match="is at iteration 25, but .* holds later checkpoints"):
+        plan_start(config(data_dir, corpus, f"trainer.resume={reference / 'ckpt' / 'iter_0000025.pt'}"), reference)
+
+
+def test_one_rule_says_which_keys_may_change():
+    """The same rule decides a resume and whether a finished run is kept: with token files on both
+    sides their split and tokenizer keys are theirs, not the config's."""
+    from gpt2.train.resume import config_changes
+
+    bin_run = {"data": {"source": "bin", "train_frac": 0.9, "tokenizer": "gpt2"}, "trainer": {"max_iters": 10}}
+    changes = config_changes(bin_run, {**bin_run, "data": {"source": "bin", "train_frac": 0.5, "tokenizer": "char"},
+                                       "trainer": {"max_iters": 20}})
+    assert changes.refused == {} and set(changes.allowed) == {"data.train_frac", "data.tokenizer", "trainer.max_iters"}
+    text_run = {**bin_run, "data": {"source": "text", "train_frac": 0.9}}
+    assert set(config_changes(text_run, {**text_run, "data": {"source": "text", "train_frac": 0.5}}).refused) == {
+        "data.train_frac"}

@@ -5,8 +5,9 @@ import pytest
 
 from gpt2.config import LoggerConfig
 from gpt2.errors import ConfigError, DataError
-from gpt2.run.logger import (RunLogger, WandbRun, check_wandb_env, read_metrics, resolve_wandb_mode,
-                         wandb_credentials_configured, wandb_mode)
+from gpt2.run.logger import RunLogger, read_metrics
+from gpt2.run.wandb_run import (WandbRun, check_wandb_env, resolve_wandb_mode, wandb_credentials_configured,
+                                wandb_mode)
 
 from conftest import read_wandb_records
 

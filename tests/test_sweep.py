@@ -13,7 +13,8 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from gpt2.config import compose, from_hydra
+from gpt2.config import from_hydra
+from gpt2.run.compose import compose
 from gpt2.run.logger import read_metrics
 from gpt2.sweep.report import collect_jobs, sweep_group
 

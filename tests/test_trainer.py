@@ -11,7 +11,8 @@ from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.run.logger import read_metrics
 from gpt2.train.runtime import Runtime
 from gpt2.data.tokenizer import tokenizer_from_state
-from gpt2.train.trainer import evaluate, sample_text, train
+from gpt2.train.step import evaluate, sample_text
+from gpt2.train.trainer import train
 
 from conftest import tiny_config
 

@@ -19,8 +19,7 @@ unchanged inputs and settings does nothing; a failed or stopped run leaves the d
 
 from __future__ import annotations
 
-import codecs
-import fcntl
+import functools
 import glob
 import hashlib
 import json
@@ -41,7 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from gpt2.errors import DataError
-from gpt2.files import atomic_write_text, remove_stale_temporaries, sha256_bytes
+from gpt2.files import FileLock, atomic_write_text, remove_stale_temporaries, sha256_bytes
 from gpt2.signals import STOP, Interrupted
 from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
 from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
@@ -147,31 +146,20 @@ def assign_splits(docs: list[Doc], train_frac: float) -> str:
 
 
 # --------------------------------------------------------------------------------- worker side
-_encoder = None
-_replaced = 0
+_ESCAPED = re.compile("[\udc80-\udcff]")  # an undecodable byte, as the surrogateescape handler keeps it
 
 
-def _count_replaced(exc: UnicodeDecodeError) -> tuple[str, int]:
-    global _replaced
-    _replaced += exc.end - exc.start
-    return "\ufffd" * (exc.end - exc.start), exc.end
+@functools.lru_cache(maxsize=1)
+def worker_tokenizer(state_json: str, data_dir: str, mirror: Optional[str]):
+    """This process's tokenizer for a prepare's `state` (as JSON): built at its first range, then reused."""
+    return tokenizer_from_state(json.loads(state_json), data_dir, mirror)
 
 
-codecs.register_error("gpt2-harness-count", _count_replaced)
-
-
-def _set_encoder(state: Optional[dict], data_dir: str, mirror: Optional[str]) -> None:
-    global _encoder
-    if state is not None:
-        _encoder = tokenizer_from_state(state, data_dir, mirror)
-
-
-def _init_worker(state: Optional[dict], data_dir: str, mirror: Optional[str]) -> None:
+def _init_worker() -> None:
     """A worker ignores Ctrl-C (the terminal sends it to every process: the main process stops the
     pool) and dies of SIGTERM (not by a handler it may have inherited from its parent)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _set_encoder(state, data_dir, mirror)
 
 
 def _after_non_space(window: bytes, i: int) -> bool:
@@ -206,21 +194,25 @@ def safe_cut(f, pos: int, size: int) -> tuple[int, bool]:
 
 
 def read_range(path: str, start: int, end: int) -> tuple[str, int, int]:
-    """(text, invalid bytes, unsafe cut) of the nominal byte range [start, end) moved to safe cuts."""
-    global _replaced
+    """(text, invalid bytes, unsafe cut) of the nominal byte range [start, end) moved to safe cuts;
+    each invalid byte becomes one U+FFFD."""
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         (begin, _), (stop, safe) = safe_cut(f, start, size), safe_cut(f, end, size)
         f.seek(begin)
         raw = f.read(max(0, stop - begin))
-    _replaced = 0
-    text = raw.decode("utf-8", errors="gpt2-harness-count")
-    return text, _replaced, int(not safe and stop < size)
+    text = raw.decode("utf-8", errors="surrogateescape")
+    replaced = len(_ESCAPED.findall(text))
+    if replaced:
+        text = _ESCAPED.sub("\ufffd", text)
+    return text, replaced, int(not safe and stop < size)
 
 
-def encode_range(path: str, start: int, end: int) -> tuple[np.ndarray, int, int]:
+def encode_range(path: str, start: int, end: int, tokenizer: tuple[str, str, Optional[str]]
+                 ) -> tuple[np.ndarray, int, int]:
+    """The range's token ids with `tokenizer` ((state as JSON, data_dir, mirror): see worker_tokenizer)."""
     text, replaced, unsafe = read_range(path, start, end)
-    return _encoder.encode_array(text).astype(DTYPE), replaced, unsafe
+    return worker_tokenizer(*tokenizer).encode_array(text).astype(DTYPE), replaced, unsafe
 
 
 def chars_of_range(path: str, start: int, end: int) -> tuple[str, int, int]:
@@ -247,15 +239,13 @@ class InProcess:
 
 
 @contextmanager
-def make_pool(settings: Settings, state: Optional[dict]) -> Iterator:
-    """settings.workers processes (this one for 1), each with the tokenizer of `state`. On leaving,
-    tasks not started are cancelled; a worker that died (killed, out of memory) is one clear error."""
+def make_pool(settings: Settings) -> Iterator:
+    """settings.workers processes (this one for 1). On leaving, tasks not started are cancelled; a
+    worker that died (killed, out of memory) is one clear error."""
     if settings.workers == 1:
-        _set_encoder(state, settings.data_dir, settings.mirror)
         yield InProcess()
         return
-    pool = ProcessPoolExecutor(settings.workers, initializer=_init_worker,
-                               initargs=(state, settings.data_dir, settings.mirror))
+    pool = ProcessPoolExecutor(settings.workers, initializer=_init_worker)
     try:
         yield pool
     except BrokenProcessPool:
@@ -307,26 +297,23 @@ class OutputLock:
 
     def __init__(self, out: Path):
         self.out, self.path = out, out / LOCK
+        self._lock = FileLock(self.path)
 
     def __enter__(self) -> "OutputLock":
         if self.out.exists() and not self.out.is_dir():
             raise DataError(f"--out {self.out} is a file, not a directory")
         self.created = not self.out.exists()
         self.out.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a")
-        try:
-            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._file.close()
+        if not self._lock.acquire(wait=False):
             raise DataError(f"{self.out} is being written by another scripts/prepare.py: wait for it "
-                            f"to end, or use another --out") from None
+                            f"to end, or use another --out")
         return self
 
     def __exit__(self, *exc) -> None:
         if self.created and [p.name for p in self.out.iterdir()] == [LOCK]:
-            self.path.unlink()
+            self._lock.release(remove=True)
             self.out.rmdir()
-        self._file.close()
+        self._lock.release()
 
 
 def describe_sources(files: list[Path], pool, workers: int) -> tuple[list[Doc], list[dict]]:
@@ -397,13 +384,15 @@ class Written:
     documents: dict = field(default_factory=lambda: {name: 0 for name in SPLITS})
 
 
-def encode_docs(docs: list[Doc], pool, outputs: dict, separator: Optional[int], workers: int) -> Written:
+def encode_docs(docs: list[Doc], pool, outputs: dict, state: dict, settings: Settings) -> Written:
     """Append every doc's tokens to its split's open file, in order, a separator between documents."""
     written, last = Written(), {}
+    separator = state.get("eot_token")
     sep = None if separator is None else np.array([separator], dtype=DTYPE)
+    encode = functools.partial(encode_range, tokenizer=(json.dumps(state), settings.data_dir, settings.mirror))
     with progress(sum(doc.bytes for doc in docs), "tokenizing") as bar:
-        for (index, _, start, end), (ids, replaced, unsafe) in ordered(pool, encode_range, ranges(docs),
-                                                                      2 * workers + 2):
+        for (index, _, start, end), (ids, replaced, unsafe) in ordered(pool, encode, ranges(docs),
+                                                                      2 * settings.workers + 2):
             doc = docs[index]
             name = "val.bin" if doc.split == "val" else "train.bin"
             if last.get(name, index) != index and sep is not None:
@@ -438,10 +427,9 @@ def write_token_files(out: Path, docs: list[Doc], rule: str, state: dict, settin
     whatever the directory held before stays as it was until `commit`."""
     tmp = temporaries(out)
     try:
-        with make_pool(settings, state) as pool:
+        with make_pool(settings) as pool:
             with open(tmp["train.bin"], "wb") as train, open(tmp["val.bin"], "wb") as val:
-                written = encode_docs(docs, pool, {"train.bin": train, "val.bin": val},
-                                      state.get("eot_token"), settings.workers)
+                written = encode_docs(docs, pool, {"train.bin": train, "val.bin": val}, state, settings)
         if rule == "position":
             split_by_position(tmp["train.bin"], tmp["val.bin"], written, settings.train_frac)
         empty = [name for name in SPLITS if written.tokens[name] == 0]
@@ -489,7 +477,7 @@ def prepare(inputs: list[str], out: Path, settings: Settings) -> dict:
     refuse_foreign(out)
     with STOP.deferred(), OutputLock(out):
         remove_stale_temporaries(out)
-        with make_pool(settings, None) as pool:
+        with make_pool(settings) as pool:
             docs, skipped = describe_sources(files, pool, settings.workers)
             key = prepare_key(docs, settings)
             manifest = up_to_date(out, key)

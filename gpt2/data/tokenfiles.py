@@ -15,7 +15,6 @@ np.memmap for every batch for the same reason (its issue #287); dropping the pag
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import mmap
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 
 from gpt2.errors import DataError
+from gpt2.files import locked_elsewhere
 
 FORMAT = "gpt2-harness-tokens/1"
 MANIFEST = "manifest.json"
@@ -129,14 +129,7 @@ def read_manifest(directory: Path) -> Optional[dict]:
 
 def prepare_running(directory: Path) -> bool:
     """Whether a scripts/prepare.py holds the directory's lock now."""
-    try:
-        with open(Path(directory) / LOCK, "rb") as f:
-            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False
-    return False
+    return locked_elsewhere(Path(directory) / LOCK)
 
 
 def quick_fingerprint(paths: list[Path], sample: int = 1 << 20) -> str:

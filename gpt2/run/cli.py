@@ -14,20 +14,20 @@ import contextlib
 import io
 import logging
 import os
-import shlex
 import sys
 from pathlib import Path
 from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2.config import compose, from_hydra, hydra_error_line
-from gpt2.train.distributed import Dist, is_peer_failure
-from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, RunDirError,
+from gpt2.config import from_hydra
+from gpt2.run.compose import compose, hydra_error_line
+from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, PeerFailed, RunDirError,
                          error_line)
 from gpt2.files import atomic_write_text
+from gpt2.run.record import continue_command, sweep_continue_command
 from gpt2.signals import STOP
-from gpt2.sweep import callback
+from gpt2.world import World
 
 log = logging.getLogger("train")
 
@@ -39,7 +39,7 @@ FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "-
 def quiet_other_ranks() -> None:
     """Under torchrun, only rank 0 logs (to the console and train.log); the others log warnings and
     errors to the console only."""
-    if Dist.from_env().is_main:
+    if World.from_env().is_main:
         return
     root = logging.getLogger()
     for handler in root.handlers[:]:
@@ -110,7 +110,7 @@ def run_entry(main: Callable[[], None]) -> None:
     ours = "HYDRA_FULL_ERROR" not in os.environ
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing
     try:
-        if Dist.from_env().enabled and {"-m", "--multirun"} & set(argv):
+        if World.from_env().enabled and {"-m", "--multirun"} & set(argv):
             raise ConfigError("a sweep (-m) under torchrun is not supported: run the sweep's jobs with "
                               "hydra/launcher=submitit_slurm (or submitit_local), each job one process")
         if "--help" in argv or "-h" in argv:
@@ -129,19 +129,15 @@ def run_entry(main: Callable[[], None]) -> None:
 def fail(exc: Exception, run_dir: Path) -> None:
     """One line on the console (and in train.log, unless the directory is another run's), exit 1; a
     bug keeps its traceback."""
-    dist = Dist.from_env()
-    if dist.enabled and is_peer_failure(exc):  # the failing process shows its own error
-        if not dist.is_main:
-            sys.exit(1)
-        log.error("stopped: another process of this torchrun run failed (its error is shown by it)")
-        sys.exit(1)
+    world = World.from_env()
     line = error_line(exc)
     if line is None:
         raise exc
-    if not dist.is_main:  # an error every rank meets alike (config, data, directory, NaN) is rank 0's to say
-        if isinstance(exc, (ConfigError, DataError, CheckpointError, RunDirError, NonFiniteLossError)):
+    if not world.is_main:  # an error every rank meets alike (config, data, directory, NaN) is rank 0's to
+        # say, and a peer's failure the failing process's
+        if isinstance(exc, (ConfigError, DataError, CheckpointError, RunDirError, NonFiniteLossError, PeerFailed)):
             sys.exit(1)
-        line = f"rank {dist.rank}: {line}"
+        line = f"rank {world.rank}: {line}"
     if isinstance(exc, RunDirError):  # do not write into the other run's train.log
         for handler in logging.getLogger().handlers[:]:
             if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
@@ -154,7 +150,7 @@ def report(summary: dict, run_dir: Path, multirun: bool) -> None:
     """Print a run's result; a stopped run exits 1 with the line that continues it. Under torchrun
     rank 0 does; the other ranks end quietly with status 0, so that torchrun does not end rank 0
     before it has said it."""
-    if not Dist.from_env().is_main:
+    if not World.from_env().is_main:
         return
     print(f"best val loss {summary['best_val_loss']:.4f} after {summary['iters']} iterations "
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
@@ -170,14 +166,10 @@ def report(summary: dict, run_dir: Path, multirun: bool) -> None:
 
 
 def continue_hint(run_dir: Path, multirun: bool) -> str:
-    """How to continue: this run's command line with trainer.resume=auto and its directory."""
+    """How to continue: this run's (or sweep's) command line with trainer.resume=auto and its directory."""
     from hydra.core.hydra_config import HydraConfig
 
+    hc = HydraConfig.get()
     if multirun:
-        return f"Continue the sweep with: {callback.continue_command}"
-    overrides = [shlex.quote(o) for o in HydraConfig.get().overrides.task if not o.startswith("trainer.resume=")]
-    dist, run = Dist.from_env(), shlex.quote(f"hydra.run.dir={run_dir}")
-    if dist.enabled and os.environ.get("LOCAL_WORLD_SIZE") != str(dist.world_size):  # several nodes
-        return f"Resume with the same launch command plus trainer.resume=auto {run}"
-    launch = f"torchrun --standalone --nproc_per_node={dist.world_size}" if dist.enabled else "python"
-    return f"Resume with: {launch} train.py {' '.join(overrides)} trainer.resume=auto {run}"
+        return f"Continue the sweep with: {sweep_continue_command(Path(hc.sweep.dir))}"
+    return continue_command(hc.overrides.task, run_dir, World.from_env())

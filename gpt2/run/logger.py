@@ -1,12 +1,8 @@
-"""What a run records: metrics.jsonl, summary.json, loss.png, and the same rows in Weights & Biases.
+"""What a run logs as it goes: metrics.jsonl (one row per logged step), loss.png, and the same rows in
+Weights & Biases (gpt2/run/wandb_run.py); at the end the summary (gpt2/run/record.py).
 
-W&B is imported lazily and never prompts: logger.mode=auto logs online only when credentials are
-configured (WANDB_API_KEY or a netrc entry from `wandb login`) and offline otherwise, with the mode
-fixed before init so that an offline run makes no network call. `check_wandb_env` refuses, in one line
-and before any data or model is built, the WANDB_* variables and modes that would stop W&B later.
-
-The files are strict JSON: a non-finite float (e.g. best_val_loss=inf before the first evaluation) is
-written as null, never as the non-standard Infinity/NaN.
+The rows are strict JSON: a non-finite float is written as null, never as the non-standard
+Infinity/NaN.
 """
 
 from __future__ import annotations
@@ -14,161 +10,19 @@ from __future__ import annotations
 import json
 import logging
 import math
-import netrc
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Optional
-from urllib.parse import urlparse
+from typing import Optional
 
 from gpt2.config import LoggerConfig
-from gpt2.errors import ConfigError, DataError
-from gpt2.files import atomic_file, atomic_write_text
+from gpt2.errors import DataError
+from gpt2.files import atomic_file, atomic_write_text, strict_json
+from gpt2.run.record import RunSummary
+from gpt2.run.wandb_run import WandbRun, wandb_mode
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 DAMAGED_METRICS_FIX = "repair or delete the line, or move the file away to resume with a fresh log"
-WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older names
-LOGGER_SETTINGS = {"project": "project", "entity": "entity", "group": "run_group", "name": "run_name",
-                   "tags": "run_tags"}  # logger.* key -> the wandb setting wandb.init makes of it
-
-
-def wandb_credentials_configured() -> bool:
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def resolve_wandb_mode(mode: str) -> str:
-    """The mode W&B runs in. An explicit logger.mode wins over WANDB_MODE (it is passed to wandb as a
-    setting, which wandb ranks above the environment); logger.mode=auto follows WANDB_MODE when it is
-    set (dryrun meaning offline, run online), else is online only with credentials. Online without
-    credentials is refused: wandb would prompt for a key."""
-    source = "logger.mode"
-    if mode == "auto" and os.environ.get("WANDB_MODE"):
-        mode, source = WANDB_MODE_ALIASES.get(os.environ["WANDB_MODE"], os.environ["WANDB_MODE"]), "WANDB_MODE"
-    if mode == "auto":
-        return "online" if wandb_credentials_configured() else "offline"
-    if mode in ("online", "shared") and not wandb_credentials_configured():
-        raise ConfigError(f"{source}: {mode!r} needs W&B credentials (set WANDB_API_KEY or run "
-                          f"`wandb login`); use logger.mode=offline or logger=none")
-    return mode
-
-
-def wandb_mode(cfg: LoggerConfig) -> str | None:
-    """The mode of the run's W&B run after `check_wandb_settings`, or None when W&B is off: logger=none,
-    logger.mode=disabled, or logger.mode=auto with WANDB_MODE=disabled."""
-    if cfg.backend != "wandb" or cfg.mode == "disabled":
-        return None
-    check_wandb_settings(cfg)
-    mode = resolve_wandb_mode(cfg.mode)
-    return None if mode == "disabled" else mode
-
-
-def check_wandb_env(cfg: LoggerConfig) -> None:
-    """Refuse, as a one-line ConfigError, what would stop W&B once training has been set up: a WANDB_*
-    variable or logger.* value that wandb rejects, or an online mode without credentials. Checks
-    nothing unless W&B logs (logger=wandb, logger.mode not disabled)."""
-    wandb_mode(cfg)
-
-
-def check_wandb_settings(cfg: LoggerConfig) -> None:
-    """Apply each WANDB_* variable to a wandb Settings the way wandb.setup does, then the logger.* values
-    that wandb.init takes; the first value wandb rejects becomes a ConfigError naming it."""
-    from wandb.sdk.wandb_settings import Settings
-
-    settings = Settings()
-    for name, value in os.environ.items():
-        if name.startswith("WANDB_"):
-            with _refused(f"{name}={value!r}", " (or unset it)"):
-                settings.update_from_env_vars({name: value})
-    for key, setting in LOGGER_SETTINGS.items():
-        value = getattr(cfg, key)
-        if value:
-            with _refused(f"logger.{key}={value!r}"):
-                setattr(settings, setting, list(value) if key == "tags" else value)
-
-
-@contextmanager
-def _refused(what: str, hint: str = "") -> Iterator[None]:
-    """Turn wandb refusing a setting into a ConfigError: '<what> is not valid: <what wandb wants><hint>'."""
-    from pydantic import ValidationError
-    from wandb.errors import UsageError
-
-    try:
-        yield
-    except (ValidationError, UsageError) as exc:
-        raise ConfigError(f"{what} is not valid: {_settings_reason(exc)}{hint}") from None
-
-
-def _settings_reason(exc: Exception) -> str:
-    """What wandb's Settings want instead, in a few words."""
-    from pydantic import ValidationError
-
-    if not isinstance(exc, ValidationError):
-        return str(exc)
-    error = exc.errors()[0]
-    if error["type"] == "literal_error":
-        return "use " + error["ctx"]["expected"].replace("'", "")
-    if error["type"] == "bool_parsing":
-        return "use true or false"
-    return error["msg"].removeprefix("Value error, ")
-
-
-def _wandb_settings_error(cfg: LoggerConfig, exc: Exception) -> ConfigError:
-    """The ConfigError for a Settings error raised inside wandb.setup/init: the WANDB_* variable or
-    logger.* value at fault when one is, else the setting wandb names."""
-    check_wandb_settings(cfg)
-    error = exc.errors()[0]
-    setting = ".".join(str(part) for part in error["loc"])
-    return ConfigError(f"W&B setting {setting}={error.get('input')!r} is not valid: {_settings_reason(exc)}")
-
-
-class WandbRun:
-    """A W&B run in `run_dir/wandb`, in `mode` (see `wandb_mode`). A failed online init falls back to
-    offline (nothing is lost: `wandb sync` uploads it later) instead of stopping training."""
-
-    def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict,
-                 run_id: Optional[str] = None, *, mode: str):
-        import wandb
-        from pydantic import ValidationError
-
-        kwargs = dict(project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.name,
-                      tags=list(cfg.tags) or None, config=config, dir=str(run_dir),
-                      id=run_id, resume="allow" if run_id else None)  # a resumed run keeps its id
-        try:
-            self.run = self._init(wandb, mode, kwargs)
-        except ValidationError as exc:  # a setting that check_wandb_settings did not see
-            raise _wandb_settings_error(cfg, exc) from None
-        except Exception as exc:  # wandb raises many types on network trouble
-            if mode != "online":
-                raise
-            log.warning("W&B online init failed (%s); logging offline instead", exc)
-            self.run = self._init(wandb, "offline", kwargs)
-        self.mode = self.run.settings.mode
-
-    @staticmethod
-    def _init(wandb, mode: str, kwargs: dict):
-        settings = wandb.Settings(mode=mode, silent=True, console="off", init_timeout=30)
-        wandb.setup(settings=settings)  # before init: the mode decides whether anything calls out
-        return wandb.init(settings=settings, reinit="finish_previous", **kwargs)
-
-    def log(self, row: dict) -> None:
-        self.run.log({k: v for k, v in row.items() if k != "iter"}, step=row["iter"])
-
-    def finish(self, summary: dict) -> None:
-        self.run.summary.update(summary)
-        self.run.finish()
-
-    def abort(self) -> None:
-        self.run.finish(exit_code=1)
 
 
 class RunLogger:
@@ -209,7 +63,7 @@ class RunLogger:
             self.wandb.log(row)
 
     def finish(self, summary: dict) -> None:
-        write_summary(self.run_dir, summary)
+        RunSummary(summary).write(self.run_dir)
         if self.rows:
             plot_losses(self.rows, self.run_dir / "loss.png")
         if self.wandb is not None:
@@ -243,29 +97,9 @@ class NoLogger:
         pass
 
 
-def finite_or_none(value: Any) -> Any:
-    """`value` with every non-finite float, in dicts and lists at any depth, replaced by None."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_or_none(v) for v in value]
-    return value
-
-
-def strict_json(value: Any, indent: int | None = None) -> str:
-    """Standard JSON (no Infinity/NaN literals, which strict parsers refuse): non-finite floats become null."""
-    return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)
-
-
 def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     """Replace run_dir/metrics.jsonl with these rows, atomically."""
     atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(strict_json(r) + "\n" for r in rows))
-
-
-def write_summary(run_dir: Path, summary: dict) -> None:
-    atomic_write_text(Path(run_dir) / SUMMARY_FILE, strict_json(summary, indent=2) + "\n")
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

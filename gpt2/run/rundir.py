@@ -1,25 +1,24 @@
 """A run directory belongs to one process at a time.
 
-`RunDirLock` holds an exclusive `flock` on `<run dir>/.lock` for as long as the run goes on: a second
-process given the same directory is refused with one line naming the holder, and the kernel drops the
-lock of a process that dies (SIGKILL, a crash), so nothing is left stuck. `unique_tag` makes default
+`RunDirLock` holds an exclusive lock (`gpt2.files.FileLock`) on `<run dir>/.lock` for as long as the
+run goes on: a second process given the same directory is refused with one line naming the holder, and
+the kernel drops the lock of a process that dies (SIGKILL, a crash), so nothing is left stuck. `unique_tag` makes default
 run directories unique per process (`outputs/DATE/TIME-TAG`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import secrets
 import socket
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
 
 from gpt2.errors import CheckpointError, ConfigError, HarnessError, RunDirError
+from gpt2.files import FileLock
+from gpt2.world import World
 
 LOCK_FILE = ".lock"
 TAG_ENV = "GPT2_RUN_TAG"
@@ -36,10 +35,10 @@ def run_stamp() -> str:
     """DATE/TIME-TAG, the default run directory under outputs/ (resolver `${run_stamp:}`). Under
     torchrun every rank resolves it on its own, so it is then `torchrun/<run id>`, the id all ranks
     share (`--standalone` draws one per launch; multi-node launches pass `--rdzv_id`)."""
-    run_id = os.environ.get("TORCHELASTIC_RUN_ID", "none")
-    if run_id != "none":
+    run_id = World.run_id()
+    if run_id is not None:
         return f"torchrun/{run_id}"
-    if int(os.environ.get("WORLD_SIZE", 1)) > 1:  # each rank would pick its own directory
+    if World.from_env().enabled:  # each rank would pick its own directory
         raise ConfigError("under torchrun without --standalone or --rdzv_id the ranks cannot agree on a "
                           "default run directory: set hydra.run.dir")
     return os.environ.setdefault(STAMP_ENV, f"{time.strftime('%Y-%m-%d/%H-%M-%S')}-{unique_tag()}")
@@ -66,25 +65,16 @@ class RunDirLock:
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / LOCK_FILE
-        self._fd: Optional[int] = None
+        self._lock = FileLock(self.path)
 
     def __enter__(self) -> "RunDirLock":
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            while self._fd is None:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    raise RunDirBusy(f"run directory {self.run_dir} is in use by {self.holder()}: wait for "
-                                     f"that run to end, or use another hydra.run.dir") from None
-                if _same_file(fd, self.path):  # not a lock file its last owner removed meanwhile
-                    self._fd = fd
-                else:
-                    os.close(fd)
-            os.ftruncate(self._fd, 0)
-            os.write(self._fd, json.dumps(_holder_info()).encode())
+            if not self._lock.acquire(wait=False):
+                raise RunDirBusy(f"run directory {self.run_dir} is in use by {self.holder()}: wait for "
+                                 f"that run to end, or use another hydra.run.dir")
+            os.ftruncate(self._lock.fd, 0)
+            os.write(self._lock.fd, json.dumps(_holder_info()).encode())
         except OSError as exc:
             self.__exit__()
             raise dir_error(self.run_dir, exc) from None
@@ -100,29 +90,7 @@ class RunDirLock:
             return "another process"
 
     def __exit__(self, *exc) -> None:
-        if self._fd is not None:
-            self.path.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the inode
-            os.close(self._fd)
-            self._fd = None
-
-
-@contextmanager
-def exclusive(path: Path) -> Iterator[None]:
-    """Wait for, then hold, an exclusive flock on `path` (created if needed): for a read-modify-write
-    of a file that parallel processes share."""
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _same_file(fd: int, path: Path) -> bool:
-    try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
-    except FileNotFoundError:
-        return False
+        self._lock.release(remove=True)  # the file goes with the run
 
 
 def _holder_info() -> dict:

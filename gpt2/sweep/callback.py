@@ -4,35 +4,27 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
 from pathlib import Path
 from typing import Any, Optional
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from gpt2.files import atomic_write_text
-from gpt2.run.rundir import exclusive
+from gpt2.errors import DataError
+from gpt2.files import FileLock, atomic_write_text
+from gpt2.run.record import RunSummary, sweep_continue_command
 from gpt2.signals import STOP
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
-
-
-# the command that continues the running sweep (set when it starts; train.py prints it on a stop)
-continue_command = "the same command with trainer.resume=auto and hydra.sweep.dir=<the sweep dir>"
 
 
 def job_failure(job_dir: Path) -> Optional[str]:
     """The error a job's summary.json records (train.py marks failed jobs there), or None (also for a
     job without one: an Optuna study's job writes best_params.json instead)."""
     try:
-        summary = json.loads((job_dir / "summary.json").read_text())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return "summary.json is not readable JSON"
-    if not isinstance(summary, dict):
-        return "summary.json is not an object"
-    return summary.get("error", "failed") if summary.get("status") == "failed" else None
+        summary = RunSummary.read(job_dir)
+    except DataError as exc:
+        return str(exc)
+    return summary.error if summary is not None else None
 
 
 def read_results(path: Path) -> list[dict]:
@@ -52,18 +44,15 @@ class SweepReport(Callback):
     sweep_report.png there (what scripts/sweep_report.py does for any sweep directory)."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        global continue_command
         sweep_dir = config.hydra.sweep.dir
         held = sorted(Path(sweep_dir).glob("*/ckpt/*.pt"))
         if held and config.trainer.resume is None:  # refused before Hydra rewrites its multirun.yaml
             # Hydra turns a callback's exception into a warning: end the process here, in one line
             raise SystemExit(f"error: hydra.sweep.dir={sweep_dir} already holds a sweep's runs ({held[0]}, ...): "
                              f"continue it with trainer.resume=auto, or use another hydra.sweep.dir")
-        overrides = [shlex.quote(o) for o in config.hydra.overrides.task if not o.startswith("trainer.resume=")]
-        continue_command = " ".join(["python train.py -m", *overrides, "trainer.resume=auto",
-                                     shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
+        command = sweep_continue_command(Path(sweep_dir), list(config.hydra.overrides.task))
         STOP.context = (f"during sweep {sweep_dir} (the jobs that finished are in its results.jsonl): continue "
-                        f"it with: {continue_command}")
+                        f"it with: {command}")
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         hydra_cfg = job_return.hydra_cfg.hydra
@@ -77,7 +66,7 @@ class SweepReport(Callback):
                "objective": value if not failure and isinstance(value, float) and math.isfinite(value) else None,
                "error": failure}
         results = Path(config.hydra.sweep.dir) / "results.jsonl"  # resolved as the job's directory was
-        with exclusive(results.with_name(".results.lock")):  # parallel jobs (joblib) write it too
+        with FileLock(results.with_name(".results.lock")):  # parallel jobs (joblib) write it too
             rows = [r for r in read_results(results) if r.get("job") != row["job"]]  # a rerun replaces its row
             atomic_write_text(results, "".join(json.dumps(r) + "\n" for r in rows + [row]))
 
@@ -86,6 +75,6 @@ class SweepReport(Callback):
         jobs = collect_jobs(sweep_dir)
         if jobs:
             plot_sweep(jobs, sweep_dir / "sweep_report.png")
-            failed = sum(j["summary"].get("status") == "failed" for j in jobs)
+            failed = sum(j["summary"].status == "failed" for j in jobs)
             print(f"\nsweep {sweep_dir} ({len(jobs)} runs), best first:\n{format_table(jobs)}"
                   + (f"\n{failed} of {len(jobs)} jobs failed (see their train.log)" if failed else ""))

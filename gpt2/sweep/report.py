@@ -1,5 +1,5 @@
 """Reading a sweep: every job's summary.json and overrides, a table sorted by best val loss, a PNG of
-val loss against each swept parameter, and how a failed job is recorded. Works on Hydra multirun
+val loss against each swept parameter. Works on Hydra multirun
 directories (jobs 0/, 1/, ...) and Optuna studies (trial_NNN/ folders) alike."""
 
 from __future__ import annotations
@@ -14,24 +14,13 @@ from typing import Any
 import yaml
 from omegaconf import OmegaConf
 
-from gpt2.errors import HarnessError
+from gpt2.errors import DataError
 from gpt2.files import atomic_file
-from gpt2.run.logger import write_summary
+from gpt2.run.record import RunSummary
 
 log = logging.getLogger(__name__)
 
 OVERRIDES_FILE = "overrides.json"
-
-
-def write_failure(job_dir: Path, exc: Exception) -> None:
-    """Log a failed sweep job (with the traceback in train.log when it is not a user error) and mark
-    its summary.json failed, so reports list it with its one-line reason."""
-    reason = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-    if isinstance(exc, HarnessError):
-        log.error("%s failed: %s", job_dir.name, reason)
-    else:
-        log.exception("%s failed: %s", job_dir.name, reason)
-    write_summary(job_dir, {"status": "failed", "error": reason})
 
 
 def _job_overrides(job_dir: Path) -> list[str]:
@@ -53,16 +42,13 @@ def _job_overrides(job_dir: Path) -> list[str]:
     return overrides
 
 
-def _job_summary(summary_file: Path) -> dict | None:
-    """The job's summary.json, or None with a warning naming it when it is not a JSON object."""
+def _job_summary(job_dir: Path) -> RunSummary | None:
+    """The job's summary.json, or None with a warning naming it when it is damaged."""
     try:
-        summary = json.loads(summary_file.read_text())
-    except (OSError, ValueError):
-        summary = None
-    if not isinstance(summary, dict):
-        log.warning("%s is not a JSON object (damaged?): the job is left out of the report", summary_file)
+        return RunSummary.read(job_dir)
+    except DataError as exc:
+        log.warning("%s: the job is left out of the report", exc)
         return None
-    return summary
 
 
 def _number(text: str) -> Any:
@@ -81,7 +67,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict]:
     jobs = []
     for summary_file in sorted(Path(sweep_dir).rglob("summary.json")):
         job_dir = summary_file.parent
-        summary = _job_summary(summary_file)
+        summary = _job_summary(job_dir)
         if summary is None:
             continue
         overrides = dict(o.split("=", 1) for o in _job_overrides(job_dir) if "=" in o)
@@ -97,7 +83,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict]:
 
 def _sort_key(job: dict):
     value = job["summary"].get("best_val_loss")
-    failed = (job["summary"].get("status") == "failed" or not isinstance(value, (int, float))
+    failed = (job["summary"].status == "failed" or not isinstance(value, (int, float))
               or not math.isfinite(value))
     return (failed, value if not failed else 0.0, job["job"])
 
@@ -112,11 +98,11 @@ def format_table(jobs: list[dict]) -> str:
     for rank, job in enumerate(jobs, 1):
         s = job["summary"]
         swept = " ".join(f"{k}={v}" for k, v in job["swept"].items())
-        if s.get("status") == "failed":
-            rows.append((str(rank), job["job"], "FAILED", "-", "-", f"{swept}  ({s.get('error', '')})"))
+        if s.status == "failed":
+            rows.append((str(rank), job["job"], "FAILED", "-", "-", f"{swept}  ({s.error})"))
             continue
         rows.append((str(rank), job["job"], _fmt(s.get("best_val_loss"), ".4f"), _fmt(s.get("tokens_per_sec"), ".0f"),
-                     _fmt(s.get("wall_s"), ".1f"), swept + ("  (stopped)" if s.get("stopped_by") else "")))
+                     _fmt(s.get("wall_s"), ".1f"), swept + ("  (stopped)" if s.status == "stopped" else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r[:5], widths)) + "  " + r[5] for r in rows)
 

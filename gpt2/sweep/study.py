@@ -20,9 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from gpt2.config import OptunaConfig, flatten
 from gpt2.errors import ConfigError, HarnessError, RunDirError
 from gpt2.files import atomic_write_text
+from gpt2.run.record import record_failure
 from gpt2.run.rundir import RunDirTaken
 from gpt2.signals import STOP
-from gpt2.sweep.report import OVERRIDES_FILE, write_failure
+from gpt2.sweep.report import OVERRIDES_FILE
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +128,7 @@ def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_
     except RunDirError:
         raise  # not this trial's failure: nothing may be written into that directory
     except Exception as exc:  # an invalid combination, a NaN, an out-of-memory: this trial fails
-        write_failure(trial_dir, exc)
+        record_failure(trial_dir, exc)
         return None, None
     value = summary["best_val_loss"]
     log.info("%s: best val loss %.4f with %s", trial_dir.name, value, override_line(params))

@@ -105,6 +105,18 @@ def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:
     return last
 
 
+def run_checkpoints(run_dir: Path) -> list[Path]:
+    """The checkpoints a run left in run_dir/ckpt: last.pt, best.pt, iter_*.pt (those that exist)."""
+    ckpt = Path(run_dir) / "ckpt"
+    return [p for p in (ckpt / LAST, ckpt / BEST) if p.is_file()] + numbered_checkpoints(ckpt)
+
+
+def numbered_iteration(path: Path) -> Optional[int]:
+    """The iteration an iter_NNNNNNN.pt file's name says; None for other names."""
+    m = NUMBERED.match(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
 def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
     """ckpt/iter_*.pt, oldest first by iteration number (iter_10000000 comes after iter_9999999)."""
     found = [(int(m.group(1)), p) for p in Path(ckpt_dir).glob("iter_*.pt") if (m := NUMBERED.match(p.name))]
@@ -117,18 +129,6 @@ def _reason(exc: Exception, limit: int = 100) -> str:
     if first.startswith("Weights only load failed"):
         return "it holds Python objects, not only tensors"
     return first if len(first) <= limit else first[:limit].rstrip() + "..."
-
-
-def checkpoint_iteration(path: Path) -> int:
-    """The iteration a checkpoint was saved at: from an iter_NNNNNNN.pt name, else read from the file
-    (memory-mapped: the weights are not read)."""
-    path = Path(path)
-    if m := NUMBERED.match(path.name):
-        return int(m.group(1))
-    try:
-        return int(load_checkpoint(path)["iter"])
-    except CheckpointError as exc:
-        raise CheckpointError(f"{exc}: move it away (or resume from another checkpoint of the run)") from None
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:

@@ -13,38 +13,27 @@ writes files or talks to W&B.
 from __future__ import annotations
 
 import datetime
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 import torch.distributed as torch_dist
 
 from gpt2.errors import ConfigError
+from gpt2.world import World
 
 # a collective that waits this long means a peer is gone (torchrun ends the others sooner when one
 # dies); long enough for rank 0 to tokenize a large text while the others wait for its cache
 TIMEOUT = datetime.timedelta(minutes=60)
-_cpu_group = None  # a gloo group beside NCCL (None: the default group is gloo already)
 
 
 @dataclass(frozen=True)
-class Dist:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
+class Dist(World):
+    """This process's place among the processes (`World`) and the collectives over them."""
 
-    @classmethod
-    def from_env(cls) -> "Dist":
-        return cls(int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0)),
-                   int(os.environ.get("WORLD_SIZE", 1)))
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
+    cpu_group: Any = field(default=None, compare=False, repr=False)
+    """The gloo group for small host-side agreements beside NCCL (set by `init`; None: the default
+    group, gloo already on the CPU)."""
 
     def check_batch(self, batch_size: int) -> None:
         """data.batch_size is the global batch: each of the world_size processes takes a slice."""
@@ -59,16 +48,19 @@ class Dist:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def init(self, device: torch.device) -> None:
-        global _cpu_group
-        if self.enabled and not torch_dist.is_initialized():
-            if device.type == "cuda":
-                torch.cuda.set_device(device)
-            torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT,
-                                          device_id=device if device.type == "cuda" else None)
-            # small host-side agreements (the stop flag each step) go over gloo on CPU tensors: with
-            # NCCL they would make the host wait for the GPU every step
-            _cpu_group = torch_dist.new_group(backend="gloo", timeout=TIMEOUT) if device.type == "cuda" else None
+    def init(self, device: torch.device) -> "Dist":
+        """Join the process group (NCCL on CUDA, gloo on the CPU); returns this Dist with its host-side
+        group. Nothing to do in one process."""
+        if not self.enabled or torch_dist.is_initialized():
+            return self
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=TIMEOUT,
+                                      device_id=device if device.type == "cuda" else None)
+        # small host-side agreements (the stop flag each step) go over gloo on CPU tensors: with NCCL
+        # they would make the host wait for the GPU every step
+        return replace(self, cpu_group=torch_dist.new_group(backend="gloo", timeout=TIMEOUT)
+                       if device.type == "cuda" else None)
 
     def close(self) -> None:
         if torch_dist.is_initialized():
@@ -92,7 +84,7 @@ class Dist:
         if not self.enabled:
             return value
         tensor = torch.tensor(value, dtype=torch.long)
-        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX, group=_cpu_group)
+        torch_dist.all_reduce(tensor, op=torch_dist.ReduceOp.MAX, group=self.cpu_group)
         return int(tensor.item())
 
     def min_int(self, value: int) -> int:

@@ -1,28 +1,31 @@
-"""A run's checkpoints and how a run continues: which checkpoint `trainer.resume` means, what a run's
-checkpoint holds (`RunCheckpoints`), the check that a checkpoint fits the config it is resumed with,
-and the LR schedule a resumed run follows."""
+"""What a start means, decided once: `plan_start(config, run_dir)` returns a `ResumePlan`.
+
+trainer.resume is read here only, before any slow work:
+- null starts fresh; refused where run_dir holds a run's checkpoints (they would be overwritten);
+- auto continues the newest checkpoint in run_dir (best.pt when the run was killed before its first
+  last.pt), starts fresh where there is none, and keeps a finished run as it is (its summary.json
+  says it ran its trainer.max_iters unstopped, and the config continues it);
+- a path continues that checkpoint; refused where continuing it would overwrite another run's
+  checkpoints, or later ones of its own run.
+The plan holds the checkpoint it continues, opened once (memory-mapped: the weights are read as they
+are used), and how the config differs from the checkpoint's. `config_changes` is the one rule of which
+config keys may change on resume; `check_resumable` applies it, with the data and the tokenizer, once
+the data is built; `continue_schedule` is the LR schedule a resumed run follows.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
-from dataclasses import asdict
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-import torch
-
-from gpt2.train.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, checkpoint_iteration,
-                             load_checkpoint, load_model, numbered_checkpoints, save_checkpoint, save_periodic)
 from gpt2.config import Config, flatten, to_dict
-from gpt2.train.distributed import WholeModelState, WholeOptimizerState, is_sharded
-from gpt2.errors import CheckpointError, ConfigError
-from gpt2.files import remove_stale_temporaries
-from gpt2.model.gpt import GPT
-from gpt2.train.optim import LRSchedule
-from gpt2.train.parts import Parts
-from gpt2.run.logger import SUMMARY_FILE
+from gpt2.errors import CheckpointError, ConfigError, DataError
+from gpt2.run.record import RunSummary
 from gpt2.run.rundir import RunDirTaken
+from gpt2.train.checkpoint import load_checkpoint, numbered_iteration, run_checkpoints
+from gpt2.train.optim import LRSchedule
 
 log = logging.getLogger(__name__)
 
@@ -38,80 +41,38 @@ RESUMABLE_CHANGES = (
     "optim.lr_decay_iters", "data.num_workers", "data.prefetch", "data.data_dir", "data.mirror", "data.path",
     "data.dir", "model.init_from", "trainer.tf32", "trainer.attention", "logger.",
 )
+# token files carry their own split and tokenizer (checked by fingerprint and tokenizer state)
+INERT_WITH_TOKEN_FILES = ("data.train_frac", "data.tokenizer")
+MAY_CHANGE = ("only run length, intervals, device, threads, data workers and paths, logging and the end of the "
+              "LR decay may change on resume")
 
 
-def run_checkpoints(run_dir: Path) -> list[Path]:
-    """The checkpoints a run left in run_dir/ckpt: last.pt, best.pt, iter_*.pt (those that exist)."""
-    ckpt = Path(run_dir) / "ckpt"
-    return [p for p in (ckpt / LAST, ckpt / BEST) if p.is_file()] + numbered_checkpoints(ckpt)
+@dataclass
+class ConfigChanges:
+    """How a config differs from a checkpoint's, key by key: {dotted key: (saved value, value now)}."""
+
+    allowed: dict = field(default_factory=dict)
+    refused: dict = field(default_factory=dict)
 
 
-def newest(checkpoints: list[Path]) -> Path:
-    """The checkpoint of the highest iteration (the first of equals: last.pt before best.pt)."""
-    return max(checkpoints, key=checkpoint_iteration)
-
-
-def resume_path(resume: Optional[str], run_dir: Path) -> Optional[Path]:
-    """The checkpoint trainer.resume asks for: None for a fresh start. Never one that would overwrite
-    the checkpoints of another run: a fresh start, or a checkpoint from elsewhere, needs a run_dir
-    without checkpoints; `auto` continues the newest checkpoint in run_dir (best.pt when the run was
-    killed before its first last.pt); a checkpoint of run_dir itself must be its newest."""
-    held = run_checkpoints(run_dir)
-    names = ", ".join(p.name for p in held)
-    if resume is None:
-        if held:
-            raise RunDirTaken(f"{run_dir} already holds a run (ckpt/: {names}): continue it with "
-                                  f"trainer.resume=auto, or start in another hydra.run.dir")
-        return None
-    if resume == "auto":
-        if not held:
-            log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", Path(run_dir) / "ckpt")
-            return None
-        return newest(held)
-    path = Path(resume).expanduser()
-    if not path.is_file():
-        raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
-    if held and path.resolve().parent != (Path(run_dir) / "ckpt").resolve():
-        raise RunDirTaken(f"trainer.resume={resume}: {run_dir} already holds another run (ckpt/: {names}), "
-                              f"which resuming there would overwrite: resume into a new hydra.run.dir")
-    at = checkpoint_iteration(path) if held else 0
-    newer = [p.name for p in held if checkpoint_iteration(p) > at]
-    if newer:
-        raise RunDirTaken(f"trainer.resume={resume} is at iteration {at}, but "
-                              f"{run_dir} holds later checkpoints ({', '.join(newer)}) that continuing from it "
-                              f"would overwrite: resume it into a new hydra.run.dir")
-    return path
-
-
-def finished_run(config: Config, run_dir: Path) -> Optional[dict]:
-    """The summary of the run in run_dir when trainer.resume=auto could only finish it again (it ran
-    its trainer.max_iters, was not stopped, and the config continues it): the caller keeps its files
-    as they are. None otherwise."""
-    try:
-        summary = json.loads((Path(run_dir) / SUMMARY_FILE).read_text()) if config.trainer.resume == "auto" else None
-        held = run_checkpoints(run_dir)
-        if (not isinstance(summary, dict) or summary.get("status") == "failed" or summary.get("stopped_by")
-                or not isinstance(summary.get("iters"), int) or summary["iters"] < config.trainer.max_iters
-                or not held):
-            return None
-        state = load_checkpoint(newest(held))
-    except (OSError, ValueError, CheckpointError):
-        return None  # the normal resume says what is wrong
-    saved, now = saved_config(state["config"], to_dict(config))
-    changed = [k for k in set(saved) | set(now) if saved.get(k) != now.get(k) and not k.startswith(RESUMABLE_CHANGES)]
-    return summary if state.get("iter") == summary["iters"] and not changed else None
-
-
-def saved_config(saved: dict, config: dict) -> tuple[dict, dict]:
-    """Both configs as dotted keys; a key the checkpoint predates (added to the schema since) counts
-    as the schema's default, where the config has it."""
+def config_changes(saved: dict, config: dict) -> ConfigChanges:
+    """The one rule of what may change on resume (RESUMABLE_CHANGES; with token files on both sides
+    also INERT_WITH_TOKEN_FILES). A key the checkpoint predates (added to the schema since) counts as
+    the schema's default, where the config has it."""
     saved, now = flatten(saved), flatten(config)
     saved.update({k: v for k, v in flatten(to_dict(Config())).items() if k not in saved and k in now})
-    return saved, now
+    inert = INERT_WITH_TOKEN_FILES if saved.get("data.source") == now.get("data.source") == "bin" else ()
+    changes = ConfigChanges()
+    for key in sorted(set(saved) | set(now)):
+        if saved.get(key) != now.get(key):
+            allowed = key.startswith(RESUMABLE_CHANGES) or key in inert
+            (changes.allowed if allowed else changes.refused)[key] = (saved.get(key), now.get(key))
+    return changes
 
 
 def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fingerprint: str) -> None:
-    """Refuse, naming the file and the first mismatch, a checkpoint that the config cannot continue."""
+    """Refuse, naming the file and the first mismatch, a checkpoint that the config cannot continue:
+    other data, another tokenizer or vocabulary, or a config key that may not change."""
     if state["data_fingerprint"] != fingerprint:
         raise CheckpointError(f"{path} does not match this config: it was trained on other data "
                               f"(sha256 {state['data_fingerprint'][:12]}..., this data {fingerprint[:12]}...)")
@@ -121,15 +82,110 @@ def check_resumable(path: Path, state: dict, config: dict, tokenizer: dict, fing
                 f"tokenizer {saved_tok.get('name')!r}, the config has {tok.get('name')!r}")
         raise CheckpointError(f"{path} does not match this config: it was trained with {what} "
                               f"(vocab_size {saved_tok.get('vocab_size')} vs {tok.get('vocab_size')})")
-    saved, now = saved_config(state["config"], config)
-    # token files carry their own split and tokenizer (checked above): these keys do not apply
-    inert = ("data.train_frac", "data.tokenizer") if saved.get("data.source") == now.get("data.source") == "bin" else ()
-    for key in sorted(set(saved) | set(now)):
-        if saved.get(key) != now.get(key) and not key.startswith(RESUMABLE_CHANGES) and key not in inert:
-            raise CheckpointError(f"{path} does not match this config: {key} was {saved.get(key)!r} "
-                                  f"when it was saved, the config says {now.get(key)!r} (only run "
-                                  f"length, intervals, device, threads, data workers and paths, logging "
-                                  f"and the end of the LR decay may change on resume)")
+    for key, (was, now) in config_changes(state["config"], config).refused.items():
+        raise CheckpointError(f"{path} does not match this config: {key} was {was!r} when it was saved, the "
+                              f"config says {now!r} ({MAY_CHANGE})")
+
+
+@dataclass
+class ResumePlan:
+    """What a start means (see the module's docstring); the trainer follows it, opening nothing."""
+
+    kind: str = "fresh"
+    """'fresh', 'resume' (continue `path`) or 'finished' (run_dir's run is done: keep it as it is)."""
+    path: Optional[Path] = None
+    """The checkpoint to continue (resume, finished)."""
+    state: Optional[dict] = None
+    """What `path` holds, opened once."""
+    summary: Optional[RunSummary] = None
+    """A finished run's summary.json."""
+    changes: ConfigChanges = field(default_factory=ConfigChanges)
+    """How the config differs from the checkpoint's."""
+
+    @property
+    def resuming(self) -> bool:
+        return self.kind == "resume"
+
+
+class OpenedOnce:
+    """Checkpoints opened at most once each, by resolved path: to read their iterations and to
+    continue one of them."""
+
+    def __init__(self) -> None:
+        self.states: dict[Path, dict] = {}
+
+    def state(self, path: Path) -> dict:
+        key = Path(path).resolve()
+        if key not in self.states:
+            self.states[key] = load_checkpoint(path)
+        return self.states[key]
+
+    def iteration(self, path: Path) -> int:
+        """From an iter_NNNNNNN.pt name, else from the file."""
+        number = numbered_iteration(path)
+        if number is not None:
+            return number
+        try:
+            return int(self.state(path)["iter"])
+        except CheckpointError as exc:
+            raise CheckpointError(f"{exc}: move it away (or resume from another checkpoint of the run)") from None
+
+
+def plan_start(config: Config, run_dir: Path) -> ResumePlan:
+    """What trainer.resume means in run_dir (see the module's docstring); a refusal raises RunDirTaken
+    or CheckpointError."""
+    run_dir, resume = Path(run_dir), config.trainer.resume
+    held, opened = run_checkpoints(run_dir), OpenedOnce()
+    if resume is None:
+        if held:
+            raise RunDirTaken(f"{run_dir} already holds a run (ckpt/: {names(held)}): continue it with "
+                              f"trainer.resume=auto, or start in another hydra.run.dir")
+        return ResumePlan()
+    if resume == "auto" and not held:
+        log.info("trainer.resume=auto: no checkpoint in %s yet, starting fresh", run_dir / "ckpt")
+        return ResumePlan()
+    # the newest (the first of equals: last.pt before best.pt), or the one named
+    path = max(held, key=opened.iteration) if resume == "auto" else named_checkpoint(resume, run_dir, held, opened)
+    state = opened.state(path)
+    changes = config_changes(state["config"], to_dict(config))
+    summary = finished_summary(config, run_dir, state, changes) if resume == "auto" else None
+    return ResumePlan("finished" if summary else "resume", path, state, summary, changes)
+
+
+def named_checkpoint(resume: str, run_dir: Path, held: list[Path], opened: OpenedOnce) -> Path:
+    """trainer.resume=PATH, unless continuing it would overwrite checkpoints: another run's (run_dir
+    holds a run and PATH is not in it) or its own run's later ones."""
+    path = Path(resume).expanduser()
+    if not path.is_file():
+        raise CheckpointError(f"trainer.resume={resume}: there is no checkpoint file there")
+    if held and path.resolve().parent != (run_dir / "ckpt").resolve():
+        raise RunDirTaken(f"trainer.resume={resume}: {run_dir} already holds another run (ckpt/: {names(held)}), "
+                          f"which resuming there would overwrite: resume into a new hydra.run.dir")
+    at = opened.iteration(path) if held else 0
+    newer = [p.name for p in held if opened.iteration(p) > at]
+    if newer:
+        raise RunDirTaken(f"trainer.resume={resume} is at iteration {at}, but {run_dir} holds later checkpoints "
+                          f"({', '.join(newer)}) that continuing from it would overwrite: resume it into a new "
+                          f"hydra.run.dir")
+    return path
+
+
+def finished_summary(config: Config, run_dir: Path, state: dict, changes: ConfigChanges) -> Optional[RunSummary]:
+    """run_dir's summary when trainer.resume=auto could only finish its run again: it ran its
+    trainer.max_iters, was not stopped, its newest checkpoint is its last iteration and the config
+    continues it (a damaged summary: None, and the run is resumed)."""
+    try:
+        summary = RunSummary.read(run_dir)
+    except DataError:
+        return None
+    if (summary is None or summary.status != "finished" or not isinstance(summary.get("iters"), int)
+            or summary["iters"] < config.trainer.max_iters or changes.refused):
+        return None
+    return summary if state.get("iter") == summary["iters"] else None
+
+
+def names(checkpoints: list[Path]) -> str:
+    return ", ".join(p.name for p in checkpoints)
 
 
 def continue_schedule(schedule: LRSchedule, config: Config, step: int) -> str:
@@ -155,77 +211,3 @@ def continue_schedule(schedule: LRSchedule, config: Config, step: int) -> str:
     schedule.decay_to(step, wanted)
     return (f"lr schedule changed at iteration {step} by optim.lr_decay_iters={wanted}: "
             f"{schedule.describe()} (lr {before:.2e} -> {schedule(step):.2e})")
-
-
-class RunCheckpoints:
-    """The checkpoints of one run directory (ckpt/): each holds what identifies the run (config,
-    model_args, tokenizer, data fingerprint, W&B run id) and the state of every stateful part."""
-
-    def __init__(self, ckpt_dir: Path, config: Config, parts: Parts, progress: Any):
-        self.dir, self.config, self.parts, self.progress = Path(ckpt_dir), config, parts, progress
-        self.dir.mkdir(parents=True, exist_ok=True)
-        remove_stale_temporaries(self.dir)  # left by a save that was killed
-        self.config_dict = to_dict(config)
-        self.sharded = is_sharded(parts.model)  # FSDP: the whole state is gathered from every rank
-        # fsdp checkpoints key the optimizer state by parameter name, at every world size (1 included)
-        model, optimizer = ((WholeModelState(parts.model), WholeOptimizerState(parts.model, parts.optimizer))
-                            if config.trainer.parallel == "fsdp" else (parts.model, parts.optimizer))
-        self.checkpointer = Checkpointer(model=model, optimizer=optimizer, schedule=parts.schedule,
-                                         train_loader=parts.data.train_dl, progress=progress, rng=RNGState(),
-                                         grad_scaler=parts.runtime.scaler)
-        self.wandb_id: Optional[str] = None
-        self.last_saved: Optional[int] = None  # the iteration of the newest ckpt/last.pt
-        self.resumed_from: Optional[Path] = None
-
-    def identity(self) -> dict:
-        """What makes a checkpoint this run's: the model's shape, the tokenizer, the data."""
-        data = self.parts.data
-        return {"model_args": asdict(self.parts.model.config), "tokenizer": data.encoder.state(),
-                "data_fingerprint": data.source.fingerprint}
-
-    def state(self) -> dict:
-        return {"format_version": FORMAT_VERSION, "config": self.config_dict, **self.identity(),
-                "iter": self.progress.iters, "best_val_loss": self.progress.best_val_loss,
-                "wandb_id": self.wandb_id, **self.checkpointer.state_dict()}
-
-    def save(self, name: str) -> None:
-        """ckpt/NAME; for last.pt also the numbered copies that trainer.keep_last keeps. Under
-        torchrun every rank calls it (a sharded model's state is gathered from all), rank 0 writes."""
-        dist = self.parts.runtime.dist
-        state = self.state() if dist.is_main or self.sharded else None  # DDP: every rank holds the same
-        if not dist.is_main:
-            self.last_saved = self.progress.iters if name == LAST else self.last_saved
-            return
-        if name == LAST:
-            save_periodic(self.dir, state, self.config.trainer.keep_last)
-            self.last_saved = self.progress.iters
-        else:
-            save_checkpoint(self.dir / name, state)
-
-    def restore(self, path: Path) -> None:
-        """Load every part from `path`, after checking that it continues this config's run."""
-        state, data = load_checkpoint(path), self.parts.data
-        check_resumable(path, state, self.config_dict, data.encoder.state(), data.source.fingerprint)
-        try:
-            self.checkpointer.load_state_dict(state)
-        except CheckpointError as exc:
-            raise CheckpointError(f"{path}: {exc}") from None
-        self.wandb_id, self.last_saved, self.resumed_from = state["wandb_id"], state["iter"], Path(path)
-        log.info("resumed from %s at iteration %d", path, state["iter"])
-        log.info("%s", continue_schedule(self.parts.schedule, self.config, state["iter"]))
-
-    def best_model(self, device: torch.device) -> Optional[tuple[GPT, Path]]:
-        """The model of this run's best validation loss and its file: ckpt/best.pt, or the best.pt
-        beside the checkpoint the run resumed from; None when neither is this run's (same model,
-        tokenizer and data, and the best_val_loss the run reached)."""
-        candidates = [self.dir / BEST] + ([self.resumed_from.parent / BEST] if self.resumed_from else [])
-        for path in candidates:
-            try:
-                model, state = load_model(path, device) if path.is_file() else (None, None)
-            except CheckpointError as exc:
-                log.warning("not sampling from %s: %s", path, exc)
-                continue
-            mine = {key: state[key] for key in self.identity()} if state else None
-            if mine == self.identity() and state["best_val_loss"] == self.progress.best_val_loss:
-                return model, path
-        return None

@@ -99,7 +99,7 @@ class Runtime:
             torch.set_num_threads(num_threads)
         dist = Dist.from_env()
         device = dist.device(resolve_device(device_name))
-        dist.init(device)
+        dist = dist.init(device)
         dtype = resolve_dtype(dtype_name, device)
         if attention in ("efficient", "cudnn") and device.type != "cuda":
             raise ConfigError(f"trainer.attention={attention}: that kernel needs CUDA; on {device.type} use auto, "

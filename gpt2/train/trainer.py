@@ -1,7 +1,9 @@
-"""The training loop and its policy: when to evaluate, log, save and stop.
+"""The training loop and its policy: when to evaluate, log, save and stop (`Trainer.loop`), and
+`train()`, which plans the start (gpt2/train/resume.py), runs the trainer and ends every process
+together.
 
-The parts of a run come from `gpt2.train.parts.build`; their state goes into checkpoints through one
-`Checkpointer`. A run directory ends up with config.yaml, train.log (Hydra), metrics.jsonl,
+The parts of a run come from `gpt2.train.parts.build`; their state goes into checkpoints through
+`RunCheckpoints`. A run directory ends up with config.yaml, train.log (Hydra), metrics.jsonl,
 summary.json, loss.png, sample.txt and ckpt/{last,best,iter_NNNNNNN}.pt.
 """
 
@@ -15,116 +17,31 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Optional
+from typing import Callable, Iterator, Optional
 
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
-from gpt2.train.checkpoint import BEST, LAST, load_checkpoint, load_model
 from gpt2.config import Config, TrainerConfig
-from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError
+from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError, PeerFailed
 from gpt2.files import atomic_write_text
-from gpt2.model.gpt import GPT
+from gpt2.run.logger import NoLogger, RunLogger, read_metrics, write_metrics
+from gpt2.run.record import RunSummary
+from gpt2.run.rundir import RunDirLock
+from gpt2.run.wandb_run import check_wandb_env
+from gpt2.signals import STOP, Interrupted, StopSignals
+from gpt2.train.checkpoint import BEST, LAST, load_model
+from gpt2.train.distributed import Dist, is_peer_failure
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.train.parts import Parts, build
-from gpt2.train.resume import RunCheckpoints, finished_run, resume_path
-from gpt2.run.rundir import RunDirLock
-from gpt2.run.logger import NoLogger, RunLogger, check_wandb_env, read_metrics, write_metrics, write_summary
-from gpt2.train.distributed import Dist
-from gpt2.train.runtime import Runtime, dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
-from gpt2.signals import STOP, Interrupted, StopSignals
+from gpt2.train.resume import ResumePlan, plan_start
+from gpt2.train.run_checkpoints import RunCheckpoints
+from gpt2.train.runtime import dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
+from gpt2.train.step import Evaluation, FiniteGuard, evaluate, sample_text, train_step
 
 log = logging.getLogger(__name__)
 
 
-# ----------------------------------------------------------------------------------- the steps
-def grad_sync(model: nn.Module, sync: bool):
-    """Under torchrun, gradients are reduced over ranks in the last micro-step's backward only:
-    DDP's `no_sync()` for the others, FSDP's `set_requires_gradient_sync`. Nothing in one process."""
-    if hasattr(model, "set_requires_gradient_sync"):
-        model.set_requires_gradient_sync(sync)
-    elif hasattr(model, "no_sync") and not sync:
-        return model.no_sync()
-    return nullcontext()
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, rt: Runtime,
-               lr: float, grad_accum: int, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) as tensors
-    (no device sync here)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-    total = torch.zeros((), device=rt.device)
-    for micro in range(grad_accum):
-        x, y = next(batches)
-        with rt.compute(), grad_sync(model, micro == grad_accum - 1):
-            _, loss = model(rt.to_device(x), rt.to_device(y))
-            loss = loss / grad_accum
-            (rt.scaler.scale(loss) if rt.scaler else loss).backward()
-        total += loss.detach()
-    if rt.scaler:
-        rt.scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip if grad_clip > 0 else math.inf)
-    if hasattr(norm, "full_tensor"):  # FSDP: the norm over every shard
-        norm = norm.full_tensor()
-    if rt.scaler:
-        rt.scaler.step(optimizer)
-        rt.scaler.update()
-    else:
-        optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return total, norm
-
-
-class Evaluation(NamedTuple):
-    loss: float
-    """Mean cross-entropy per validation token (nats)."""
-    bpb: float
-    """Bits per UTF-8 byte of the validation targets: the same scale for any tokenizer (nan without
-    the tokens' byte lengths)."""
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.Tensor] = None) -> Evaluation:
-    """The mean loss per validation token over the loader's fixed batches (a short batch counts for
-    its tokens, not as much as a full one), and bits per byte where `token_bytes` (the UTF-8 length of
-    each token id, on rt.device) is given; under torchrun each rank scores its slices and the sums are reduced, so
-    every validation window counts once."""
-    model.eval()
-    sums = torch.zeros(3, device=rt.device, dtype=torch.float64)  # loss x tokens, tokens, bytes
-    for x, y in loader:
-        tokens = y.numel()
-        if not tokens:  # this rank's slice of a short last batch is empty: FSDP still needs its forward
-            x = y = torch.zeros((1, x.shape[1]), dtype=torch.long)
-        y = rt.to_device(y)
-        with rt.compute():
-            _, loss = model(rt.to_device(x), y)
-        if tokens:
-            sums[0] += loss.double() * tokens
-            sums[1] += tokens
-            if token_bytes is not None:
-                sums[2] += token_bytes[y].sum()
-    model.train()
-    total, tokens, nbytes = rt.dist.sum_(sums).tolist()
-    return Evaluation(total / tokens, total / math.log(2) / nbytes if nbytes else math.nan)
-
-
-def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
-    try:
-        prompt = encoder.encode("\n") or [0]
-    except ValueError:  # a char vocabulary without a newline
-        prompt = [0]
-    idx = torch.tensor([prompt], dtype=torch.long, device=rt.device)
-    generator = torch.Generator(device=rt.device).manual_seed(seed)
-    model.eval()
-    with rt.compute():
-        out = model.generate(idx, num_tokens, temperature=0.8, top_k=200, generator=generator)
-    model.train()
-    return encoder.decode(out[0, len(prompt):].tolist())
-
-
-# ------------------------------------------------------------------------------ loop state
 @dataclass
 class Progress:
     """What the loop tracks: the step count, losses, and the timing window since the last log."""
@@ -149,36 +66,15 @@ class Progress:
             setattr(self, key, value)
 
 
-NONE_BAD = 2**62  # no bad iteration (larger than any iteration, for the minimum over ranks)
-
-
-class FiniteGuard:
-    """The first iteration whose loss was NaN/inf, kept on the device: checking costs no sync per step."""
-
-    def __init__(self, device: torch.device):
-        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
-
-    def update(self, loss: torch.Tensor, iteration: int) -> None:
-        self.first_bad = torch.where((self.first_bad < 0) & ~torch.isfinite(loss), iteration, self.first_bad)
-
-    def first(self, dist: Dist = Dist()) -> Optional[int]:
-        """The first bad iteration on any rank (a collective under torchrun: every rank asks at once)."""
-        bad = int(self.first_bad.item())
-        bad = dist.min_int(bad if bad >= 0 else NONE_BAD)
-        return bad if bad < NONE_BAD else None
-
-
-# ------------------------------------------------------------------------------------ the loop
 class Trainer:
-    """Trains the parts of a run (`build(config)` unless given) into run_dir."""
+    """Trains the parts of a run (`build(config)` unless given) into run_dir, as `plan` says (a
+    fresh start unless given: `train()` makes the plan)."""
 
-    def __init__(self, config: Config, run_dir: Path, parts: Optional[Parts] = None):
-        self.config, self.run_dir = config, Path(run_dir)
-        self.resumed_from = resume_path(config.trainer.resume, self.run_dir)  # before any slow work,
-        check_wandb_env(config.logger)  # as the W&B settings are
+    def __init__(self, config: Config, run_dir: Path, parts: Optional[Parts] = None,
+                 plan: Optional[ResumePlan] = None):
+        self.config, self.run_dir, self.plan = config, Path(run_dir), plan or ResumePlan()
         # a fine-tune resumes from its checkpoint alone: model.init_from's weights are not read again
-        resumed_args = (load_checkpoint(self.resumed_from)["model_args"]
-                        if self.resumed_from is not None and config.model.init_from else None)
+        resumed_args = self.plan.state["model_args"] if self.plan.resuming and config.model.init_from else None
         self.parts = p = parts or build_or_explain(config, resumed_args)
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
@@ -188,14 +84,171 @@ class Trainer:
         peak = peak_tflops(p.runtime.device, config.trainer.peak_tflops)
         self.peak_tflops = peak * p.runtime.dist.world_size if peak else None  # all devices
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
-        if self.resumed_from is not None:
-            self.ckpts.restore(self.resumed_from)  # last: restores the RNGs that model init consumed
+        if self.plan.resuming:
+            self.ckpts.restore(self.plan)  # last: restores the RNGs that model init consumed
         else:
             log.info("lr schedule: %s", p.schedule.describe())
         log.info("%s", describe_batch(config, p.runtime.dist))
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), context %d, "
                  "device %s, %s", p.model.num_params(False) / 1e6, p.model.num_params(), p.model.vocab_size,
                  p.model.padded_vocab_size, p.model.block_size, p.runtime.device, dtype_name(p.runtime.dtype))
+
+    # ---------------------------------------------------------------------------------- the run
+    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> RunSummary:
+        """Evaluate at step 0 (a fresh run), train to trainer.max_iters, save ckpt/last.pt, sample
+        from the best weights; a stop signal ends it early, with a checkpoint. Returns the summary
+        (also in summary.json)."""
+        wall_start, main = time.perf_counter(), self.parts.runtime.dist.is_main
+        with self.open_log() as run_log, STOP.deferred() as stop:
+            self.ckpts.wandb_id = run_log.wandb_id
+            try:
+                if not self.plan.resuming:
+                    loss, bpb = self.evaluate()
+                    run_log.log({"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)})
+                self.loop(run_log, stop, on_step)
+                self.save(LAST)
+                sample = self.sample()
+                stopped_by = self.stopped_by(self.stopping or stop.received)
+                summary = run_summary(self, time.perf_counter() - wall_start, stopped_by, sample)
+                run_log.finish(summary)
+            except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
+                if not main:
+                    raise SystemExit(1) from None  # rank 0 says it
+                stopped_by = self.stopped_by(exc.signal_name)
+                run_summary(self, time.perf_counter() - wall_start, stopped_by, "").write(self.run_dir)
+                raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
+                                                   f"{self.intact()}") from None
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}") from None
+        return summary
+
+    def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
+        """Train until trainer.max_iters or a stop signal; after each step, what is due: an
+        evaluation (ckpt/best.pt when it is the best yet), a logged row, a checkpoint."""
+        tc, p = self.config.trainer, self.progress
+        batches = self.parts.data.train_dl.forever()
+        with self.progress_bar() as bar:
+            p.window_start = time.perf_counter()
+            self.stopping = self.poll_stop(stop)
+            while p.iters < tc.max_iters and self.stopping is None:
+                loss, norm, lr = self.step(batches)
+                bar.update(1)
+                if on_step is not None:
+                    on_step(self)
+                self.stopping = self.poll_stop(stop)  # every rank stops at the same step
+                evaluating = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
+                if evaluating or p.iters % tc.log_interval == 0 or self.stopping:
+                    row = self.measure(loss, norm, lr)  # syncs the device
+                    if evaluating:
+                        row["val_loss"], row["val_bpb"] = self.evaluate()
+                        if p.last_val_loss < p.best_val_loss:
+                            self.keep_best()
+                    self.log(run_log, row, bar)
+                if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
+                    saving = time.perf_counter()
+                    self.save(LAST)
+                    p.window_start += time.perf_counter() - saving  # not training time
+
+    # --------------------------------------------------------------- what the loop's lines do
+    def step(self, batches: Iterator) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """One optimizer step at this iteration's LR, counted; (loss, grad norm, lr), the first two
+        left on the device."""
+        p, parts = self.progress, self.parts
+        lr = parts.schedule(p.iters)
+        loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
+                                self.config.trainer.grad_accum, self.config.optim.grad_clip)
+        p.iters += 1
+        p.window_steps += 1
+        self.guard.update(loss, p.iters)
+        return loss, norm, lr
+
+    def measure(self, loss: torch.Tensor, norm: torch.Tensor, lr: float) -> dict:
+        """This step's row: the training loss (its mean over ranks), the gradient norm, the LR and
+        the speed of the steps since the last row. A NaN/inf loss since the last check stops here."""
+        self.check_finite()
+        p = self.progress
+        p.last_train_loss = self.parts.runtime.dist.mean(loss).item()  # over ranks too
+        elapsed = time.perf_counter() - p.window_start
+        p.train_seconds += elapsed
+        row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
+               "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
+        mfu = self.mfu(row["tokens_per_sec"])
+        if mfu is not None:
+            row["mfu"] = mfu
+        return row
+
+    def evaluate(self) -> Evaluation:
+        """Scores the validation batches; sets progress.last_val_loss and last_val_bpb."""
+        # the plain module: not DDP's wrapper (no gradients to reduce), not torch.compile's (its batch
+        # shapes and eval mode would compile the model again)
+        result = evaluate(self.parts.model, self.parts.data.valid_dl, self.parts.runtime, self.token_bytes)
+        self.progress.last_val_loss, self.progress.last_val_bpb = result
+        return result
+
+    def keep_best(self) -> None:
+        """The last evaluation is the best yet: record it and save its weights as ckpt/best.pt."""
+        p = self.progress
+        p.best_val_loss, p.best_val_bpb = p.last_val_loss, p.last_val_bpb
+        self.save(BEST)
+
+    def log(self, run_log: RunLogger, row: dict, bar: tqdm) -> None:
+        """Write the row (metrics.jsonl, W&B), its line in train.log and on the progress bar; the
+        next row's speed counts from here."""
+        p = self.progress
+        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s%s", p.iters, p.last_train_loss,
+                 f", val loss {p.last_val_loss:.4f}" if "val_loss" in row else "", row["lr"],
+                 row["tokens_per_sec"], f", mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
+        run_log.log(row)
+        p.window_start, p.window_steps = time.perf_counter(), 0
+        bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+
+    def save(self, name: str) -> None:
+        self.check_finite()  # never overwrite a good checkpoint with diverged weights
+        try:
+            self.ckpts.save(name)
+        except OSError as exc:  # a full disk, a vanished directory: the atomic write left the old file
+            raise CheckpointError(f"could not save {self.ckpts.dir / name} at iteration {self.progress.iters} "
+                                  f"({exc.strerror}); {self.intact()}") from None
+
+    def poll_stop(self, stop: StopSignals) -> Optional[str]:
+        """The stop signal any rank has received: under torchrun every rank gets the same answer at
+        the same step (one small all-reduce per step), so all stop together."""
+        dist = self.parts.runtime.dist
+        if not dist.enabled:
+            return stop.received
+        code = dist.max_int(signal.Signals[stop.received].value if stop.received else 0)
+        return signal.Signals(code).name if code else None
+
+    # ------------------------------------------------------------------------------- the rest
+    def open_log(self) -> RunLogger | NoLogger:
+        """Rank 0's RunLogger (a resumed run's metrics.jsonl and W&B run continued after the
+        checkpoint's iteration); NoLogger on the other ranks."""
+        if not self.parts.runtime.dist.is_main:
+            return NoLogger()
+        resume_from = self.progress.iters if self.plan.resuming else None
+        if resume_from is not None:
+            adopt_history(self.plan.path, self.run_dir, resume_from)
+        return RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from, self.ckpts.wandb_id)
+
+    def progress_bar(self) -> tqdm:
+        tc = self.config.trainer
+        return tqdm(total=tc.max_iters, initial=self.progress.iters, desc="train", unit="it", dynamic_ncols=True,
+                    disable=not (tc.progress and sys.stderr.isatty() and self.parts.runtime.dist.is_main))
+
+    def sample(self) -> str:
+        """Rank 0's sample.txt from the best weights ("" on the other ranks, and after a stop, which
+        ends quickly)."""
+        if not self.parts.runtime.dist.is_main or self.stopped_by(self.stopping):
+            return ""
+        sample = sample_best(self.ckpts, self.parts, self.config.trainer)
+        atomic_write_text(self.run_dir / "sample.txt", sample)
+        return sample
+
+    def stopped_by(self, signal_name: Optional[str]) -> Optional[str]:
+        """A stop during the final evaluation or sample of a finished run does not make it unfinished."""
+        return signal_name if self.progress.iters < self.config.trainer.max_iters else None
 
     def mfu(self, tokens_per_sec: float) -> Optional[float]:
         """Model FLOPs utilisation at this speed (None without a known peak)."""
@@ -209,135 +262,43 @@ class Trainer:
                     if last is not None else "no checkpoint had been saved yet")
             raise NonFiniteLossError(f"the training loss became NaN/inf at iteration {bad}; stopped ({kept})")
 
-    def save(self, name: str) -> None:
-        self.check_finite()  # never overwrite a good checkpoint with diverged weights
-        try:
-            self.ckpts.save(name)
-        except OSError as exc:  # a full disk, a vanished directory: the atomic write left the old file
-            raise CheckpointError(f"could not save {self.ckpts.dir / name} at iteration {self.progress.iters} "
-                                  f"({exc.strerror}); {self.intact()}") from None
-
     def intact(self) -> str:
         """Which checkpoint a stop or an error leaves intact."""
         last = self.ckpts.last_saved
         return (f"{self.ckpts.dir / LAST} (iteration {last}) is intact: resume with trainer.resume=auto"
                 if last is not None else "no checkpoint had been saved yet")
 
-    def evaluate(self) -> Evaluation:
-        """Scores the validation batches; sets progress.last_val_loss and last_val_bpb."""
-        # the plain module: not DDP's wrapper (no gradients to reduce), not torch.compile's (its batch
-        # shapes and eval mode would compile the model again)
-        result = evaluate(self.parts.model, self.parts.data.valid_dl, self.parts.runtime, self.token_bytes)
-        self.progress.last_val_loss, self.progress.last_val_bpb = result
-        return result
 
-    def fit(self, on_step: Optional[Callable[["Trainer"], None]] = None) -> dict:
-        """Evaluate at step 0, every eval_interval and at the end; log every log_interval; stop early,
-        with a checkpoint, on SIGINT/SIGTERM. Returns the summary (also in summary.json)."""
-        wall_start, main = time.perf_counter(), self.parts.runtime.dist.is_main
-        resume_from = self.progress.iters if self.resumed_from is not None else None
-        if resume_from is not None and main:
-            adopt_history(self.resumed_from, self.run_dir, resume_from)
-        logger = (RunLogger(self.config.logger, self.run_dir, self.ckpts.config_dict, resume_from, self.ckpts.wandb_id)
-                  if main else NoLogger())
-        with logger as run_log, STOP.deferred() as stop:
-            self.ckpts.wandb_id = run_log.wandb_id
-            try:
-                sample = self.run(run_log, stop, on_step)
-                stopped_by = self.stopped_by(self.stopping or stop.received)
-                summary = run_summary(self, time.perf_counter() - wall_start, stopped_by, sample)
-                run_log.finish(summary)
-            except Interrupted as exc:  # a second Ctrl-C: no final save, but say what is intact
-                stopped_by = self.stopped_by(exc.signal_name)
-                if not main:
-                    raise SystemExit(1) from None  # rank 0 says it
-                write_summary(self.run_dir, run_summary(self, time.perf_counter() - wall_start, stopped_by, ""))
-                raise Interrupted(exc.signal_name, f"at once (second Ctrl-C) at iteration {self.progress.iters}; "
-                                                   f"{self.intact()}") from None
-            except Exception as exc:
-                if not is_out_of_memory(exc):
-                    raise
-                raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}") from None
-        return summary
-
-    def stopped_by(self, signal_name: Optional[str]) -> Optional[str]:
-        """A stop during the final evaluation or sample of a finished run does not make it unfinished."""
-        return signal_name if self.progress.iters < self.config.trainer.max_iters else None
-
-    def run(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> str:
-        """The evaluation at step 0 (fresh runs), the loop, the last checkpoint; returns the sample."""
-        if self.resumed_from is None:
-            loss, bpb = self.evaluate()
-            run_log.log({"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)})
-        self.loop(run_log, stop, on_step)
-        self.save(LAST)
-        if not self.parts.runtime.dist.is_main or self.stopped_by(self.stopping):  # a stop saves, ends quickly
-            return ""
-        sample = sample_best(self.ckpts, self.parts, self.config.trainer)
-        atomic_write_text(self.run_dir / "sample.txt", sample)
-        return sample
-
-    def poll_stop(self, stop: StopSignals) -> Optional[str]:
-        """The stop signal any rank has received: under torchrun every rank gets the same answer at
-        the same step (one small all-reduce per step), so all stop together."""
-        dist = self.parts.runtime.dist
-        if not dist.enabled:
-            return stop.received
-        code = dist.max_int(signal.Signals[stop.received].value if stop.received else 0)
-        return signal.Signals(code).name if code else None
-
-    def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
-        tc, p, parts = self.config.trainer, self.progress, self.parts
-        bar = tqdm(total=tc.max_iters, initial=p.iters, desc="train", unit="it", dynamic_ncols=True,
-                   disable=not (tc.progress and sys.stderr.isatty() and parts.runtime.dist.is_main))
-        batches = parts.data.train_dl.forever()
-        p.window_start = time.perf_counter()
-        self.stopping = self.poll_stop(stop)
-        while p.iters < tc.max_iters and self.stopping is None:
-            lr = parts.schedule(p.iters)
-            loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
-                                    tc.grad_accum, self.config.optim.grad_clip)
-            p.iters += 1
-            p.window_steps += 1
-            self.guard.update(loss, p.iters)
-            bar.update(1)
-            if on_step is not None:
-                on_step(self)
-            self.stopping = self.poll_stop(stop)
-            with_eval = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-            if with_eval or p.iters % tc.log_interval == 0 or self.stopping:
-                row = self.log_row(run_log, loss, norm, lr, with_eval)
-                bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
-            if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
-                saving = time.perf_counter()
-                self.save(LAST)
-                p.window_start += time.perf_counter() - saving  # not training time
-        bar.close()
-
-    def log_row(self, run_log: RunLogger, loss: torch.Tensor, norm: torch.Tensor, lr: float,
-                with_eval: bool) -> dict:
-        """Log this step's row (syncs the device); evaluates and saves best.pt when asked."""
-        self.check_finite()
-        p = self.progress
-        p.last_train_loss = self.parts.runtime.dist.mean(loss).item()  # over ranks too
-        elapsed = time.perf_counter() - p.window_start
-        p.train_seconds += elapsed
-        row = {"iter": p.iters, "train_loss": p.last_train_loss, "lr": lr, "grad_norm": norm.item(),
-               "tokens_per_sec": p.window_steps * self.tokens_per_step / elapsed}
-        mfu = self.mfu(row["tokens_per_sec"])
-        if mfu is not None:
-            row["mfu"] = mfu
-        if with_eval:
-            row["val_loss"], row["val_bpb"] = self.evaluate()
-            if p.last_val_loss < p.best_val_loss:
-                p.best_val_loss, p.best_val_bpb = p.last_val_loss, p.last_val_bpb
-                self.save(BEST)
-        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s%s", p.iters, p.last_train_loss,
-                 f", val loss {p.last_val_loss:.4f}" if with_eval else "", lr, row["tokens_per_sec"],
-                 f", mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
-        run_log.log(row)
-        p.window_start, p.window_steps = time.perf_counter(), 0
-        return row
+def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None,
+          on_start: Optional[Callable[[], None]] = None) -> RunSummary:
+    """Train as the config says, writing everything into run_dir, which this process owns meanwhile
+    (RunDirLock); returns the summary. The start is planned first (`plan_start`: fresh, resumed, a
+    finished run kept as it is, or refused). `on_start()` runs once the directory and the resume are
+    accepted, before training (train.py writes config.yaml there); `on_step(trainer)` after every
+    optimizer step (tests use it to send signals)."""
+    dist = Dist.from_env()
+    dist.check_batch(config.data.batch_size)  # before any work
+    with RunDirLock(run_dir) if dist.is_main else nullcontext():  # rank 0 owns the directory
+        plan = plan_start(config, run_dir)
+        if plan.kind == "finished":  # e.g. a finished job of a continued sweep: keep its files as they are
+            log.info("%s holds a finished run (%d iterations, best val loss %.4f): kept as it is",
+                     run_dir, plan.summary["iters"], plan.summary["best_val_loss"])
+            return plan.summary
+        check_wandb_env(config.logger)  # before any slow work, as the resume is
+        try:
+            trainer = Trainer(config, run_dir, plan=plan)
+            if on_start is not None and dist.is_main:
+                on_start()
+            summary = trainer.fit(on_step)
+            dist.barrier()  # rank 0 has written everything before any rank leaves
+            return summary
+        except Exception as exc:
+            if dist.enabled and is_peer_failure(exc):  # the failing process shows its own error
+                raise PeerFailed("stopped: another process of this torchrun run failed (its error is shown "
+                                 "by it)") from None
+            raise
+        finally:
+            dist.close()
 
 
 def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
@@ -352,20 +313,20 @@ def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
     return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed)
 
 
-def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], sample: str) -> dict:
+def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], sample: str) -> RunSummary:
     """What summary.json holds."""
     p, parts, per_step = trainer.progress, trainer.parts, trainer.tokens_per_step
     # stopped before the first evaluation of training: the best measured is the one at step 0
     best = p.best_val_loss if math.isfinite(p.best_val_loss) else p.last_val_loss
     best_bpb = p.best_val_bpb if math.isfinite(p.best_val_loss) else p.last_val_bpb
     tokens_per_sec = p.iters * per_step / max(p.train_seconds, 1e-9)
-    return {"best_val_loss": best, "final_val_loss": p.last_val_loss, "best_val_bpb": best_bpb,
+    return RunSummary({"best_val_loss": best, "final_val_loss": p.last_val_loss, "best_val_bpb": best_bpb,
             "final_val_bpb": p.last_val_bpb,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": tokens_per_sec, "mfu": trainer.mfu(tokens_per_sec),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
             "dtype": dtype_name(parts.runtime.dtype), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "stopped_by": stopped_by, "sample": sample}
+            "stopped_by": stopped_by, "sample": sample})
 
 
 def build_or_explain(config: Config, model_args: Optional[dict] = None) -> Parts:
@@ -397,31 +358,6 @@ def adopt_history(checkpoint: Path, run_dir: Path, upto: int) -> None:
     source_dir = Path(checkpoint).resolve().parent.parent
     if source_dir != Path(run_dir).resolve():
         write_metrics(run_dir, [r for r in read_metrics(source_dir) if r["iter"] <= upto])
-
-
-def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], None]] = None,
-          on_start: Optional[Callable[[], None]] = None) -> dict:
-    """Train as the config says, writing everything into run_dir, which this process owns meanwhile
-    (RunDirLock); returns the summary dict. `on_start()` runs once the directory and the resume are
-    accepted, before training (train.py writes config.yaml there); `on_step(trainer)` after every
-    optimizer step (tests use it to send signals)."""
-    dist = Dist.from_env()
-    dist.check_batch(config.data.batch_size)  # before any work
-    with RunDirLock(run_dir) if dist.is_main else nullcontext():  # rank 0 owns the directory
-        finished = finished_run(config, run_dir)
-        if finished is not None:  # e.g. a finished job of a continued sweep: keep its files as they are
-            log.info("%s holds a finished run (%d iterations, best val loss %.4f): kept as it is",
-                     run_dir, finished["iters"], finished["best_val_loss"])
-            return finished
-        try:
-            trainer = Trainer(config, run_dir)
-            if on_start is not None and dist.is_main:
-                on_start()
-            summary = trainer.fit(on_step)
-            dist.barrier()  # rank 0 has written everything before any rank leaves
-            return summary
-        finally:
-            dist.close()
 
 
 def describe_batch(config: Config, dist: Dist) -> str:
