@@ -1,4 +1,5 @@
-# Two commands do everything:  `make train` (set up, then the default training run) and `make test`.
+# Two commands do everything:  `make train` (set up, then the default training run) and `make test`
+# (every test; `make test-fast` skips the subprocess-heavy ones marked slow: under a minute on 2 cores).
 # Offline, point the harness at a local copy of its downloads first:
 #   export GPT2_DATA_MIRROR=../shared/data
 # Pass Hydra overrides to training with ARGS, e.g.  make train ARGS="experiment=shakespeare_char_cpu"
@@ -12,7 +13,7 @@ TORCH  ?= torch==2.13.0
 ARGS   ?=
 PYTEST_ARGS ?=
 
-.PHONY: setup train test clean-venv
+.PHONY: setup train test test-fast clean-venv
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +28,9 @@ train: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -30,7 +30,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from gpt2.data.tokenfiles import read_manifest
 from gpt2.files import atomic_file
+from gpt2.run.record import RunSummary
 from gpt2.run.script import require_positive, run_script
 from gpt2.train.runtime import peak_rss_mb
 
@@ -60,7 +62,7 @@ def run_prepare(corpus: Path, workers: int, workdir: Path, mirror) -> tuple[dict
                                  "--workers", str(workers), "--data-dir", str(workdir / "data"),
                                  *(["--mirror", mirror] if mirror else [])],
                                 capture_output=True, text=True, check=True, stdin=subprocess.DEVNULL)
-        manifest = json.loads((Path(out) / "manifest.json").read_text())
+        manifest = read_manifest(Path(out))
     return manifest, float(re.search(r"peak RSS ([\d,]+) MB", result.stdout)[1].replace(",", ""))
 
 
@@ -182,7 +184,7 @@ def bench_train(directory: Path, iters: int, extra: list[str]) -> None:
                        "trainer.eval_iters=2", "trainer.sample_tokens=0", "trainer.device=cpu", "logger=none",
                        *extra, f"hydra.run.dir={run_dir}"]
             subprocess.run(command, check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
-            summary = json.loads((Path(run_dir) / "summary.json").read_text())
+            summary = RunSummary.read(Path(run_dir))
         print(f"  {' '.join(data):60s} {summary['tokens_per_sec']:9,.0f} tokens/s   peak RSS "
               f"{summary['peak_rss_mb']:7,.0f} MB   final train loss {summary['final_train_loss']:.3f}")
 

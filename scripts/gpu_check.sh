@@ -51,14 +51,14 @@ echo "== bench ($(( $(left) - 10 )) s at most)"
 timeout $(( $(left) - 10 )) $PY scripts/bench.py ${BENCH_ARGS:---preset gpt2 --compile off,on --batch-sizes 16,32 --iters 20 --warmup 5} \
   --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log" | grep -v "^$"
 
-$PY - "$OUT" <<'PYEOF' | tee "$OUT/results.md"
-import json, sys
+$PY - "$OUT" "$RUNS" <<'PYEOF' | tee "$OUT/results.md"
+import sys
 from pathlib import Path
+from gpt2.run.record import RunSummary
 out = Path(sys.argv[1])
 print((out / "gpu.txt").read_text().strip().replace("\n", "; "), "\n")
-summary = out / "shakespeare_char.summary.json"
-if summary.is_file():
-    s = json.loads(summary.read_text())
+s = RunSummary.read(Path(sys.argv[2]) / "shakespeare_char")
+if s is not None and s.status != "failed":
     mfu = f"{100 * s['mfu']:.1f}%" if s.get("mfu") is not None else "-"
     print("| experiment=shakespeare_char | best val loss | iterations | wall | tokens/s | MFU |\n| --- | --- | --- | --- | --- | --- |")
     print(f"| {s['dtype']} | {s['best_val_loss']:.4f} | {s['iters']} | {s['wall_s']:.0f} s | {s['tokens_per_sec']:,.0f} | {mfu} |\n")

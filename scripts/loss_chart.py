@@ -1,5 +1,5 @@
 """A run's loss curve as a Mermaid chart, for a README or any Markdown page that renders Mermaid
-(GitHub does): the README's reproduction table shows its runs this way. Each run also writes the
+(GitHub does): docs/results.md's reproduction table shows its runs this way. Each run also writes the
 same curves as loss.png beside its metrics.jsonl.
 
 Usage: python scripts/loss_chart.py RUN_DIR [--title TEXT] [--metric val_loss]
@@ -11,29 +11,23 @@ metrics.jsonl has it, against the iteration.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from pathlib import Path
 
 from gpt2.errors import DataError
+from gpt2.run.logger import METRICS_FILE, read_metrics
 from gpt2.run.script import run_script
 
 
 def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:
-    path = run_dir / "metrics.jsonl"
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read it ({exc.strerror}): give a run directory") from None
+    path = run_dir / METRICS_FILE
+    if not path.is_file():
+        raise DataError(f"{path}: there is no such file: give a run directory")
     found = {}
-    for number, line in enumerate(lines, 1):
-        try:
-            row = json.loads(line)
-            value = row.get(metric)
-            if value is not None and math.isfinite(value):
-                found[int(row["iter"])] = float(value)  # a resumed run's repeated iteration: the last
-        except (ValueError, TypeError, KeyError, AttributeError):
-            raise DataError(f"{path}:{number}: not a metrics row") from None
+    for row in read_metrics(run_dir):  # a last line cut short (a live run) is left out
+        value = row.get(metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            found[row["iter"]] = float(value)  # a resumed run's repeated iteration: the last
     if not found:
         raise DataError(f"{path} has no {metric!r} values")
     return sorted(found.items())

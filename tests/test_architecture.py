@@ -123,3 +123,10 @@ def test_no_module_global_is_rewritten_at_run_time():
     found = [f"{path.relative_to(ROOT)}:{node.lineno}" for path in sources
              for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Global)]
     assert not found, found
+
+
+def test_every_module_has_its_test_file():
+    """tests/ mirrors gpt2/: gpt2/<group>/<module>.py is tested in tests/test_<module>.py."""
+    missing = [str(path.relative_to(ROOT)) for path in (ROOT / "gpt2").rglob("*.py")
+               if path.name != "__init__.py" and not (ROOT / "tests" / f"test_{path.stem}.py").is_file()]
+    assert not missing, missing

@@ -144,6 +144,7 @@ def test_dataclasses_check_themselves():
     ("model.n_head=5", "model.n_head: model.n_embd (128) must be divisible by model.n_head (5)"),
     ("model=bigg", "Could not find 'model/bigg'"),
 ])
+@pytest.mark.slow
 def test_train_py_rejects_bad_overrides_before_any_work(tmp_path, override, message):
     result = run_train(tmp_path / "run", override, "logger=none")
     assert result.returncode == 1
@@ -153,6 +154,7 @@ def test_train_py_rejects_bad_overrides_before_any_work(tmp_path, override, mess
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 
+@pytest.mark.slow
 def test_help_lists_the_groups(tmp_path):
     result = run_train(tmp_path, "--help")
     assert result.returncode == 0

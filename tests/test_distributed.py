@@ -16,6 +16,8 @@ from gpt2.run.logger import read_metrics
 
 from conftest import ROOT, TINY, wait_for_iter
 
+pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
+
 # dropout off: with it, one process draws masks for the whole batch and two draw them per slice; float32:
 # bfloat16 (auto on CPUs with AMX) rounds a batch of 4 and one of 8 differently, beyond the 1e-5 compared
 RUN = [*TINY, "data.tokenizer=char", "data.batch_size=8", "trainer.grad_accum=2", "trainer.max_iters=24",

@@ -38,6 +38,7 @@ def test_each_ending_is_scored_on_its_own_tokens(model_and_encoder):
         assert mean[i].item() == pytest.approx(losses.mean().item(), rel=1e-5)
 
 
+@pytest.mark.slow
 def test_the_script_reports_acc_and_acc_norm(model_and_encoder, tmp_path):
     model, encoder = model_and_encoder
     score = evaluate_file(model, encoder, FIXTURE, "cpu")

@@ -12,6 +12,7 @@ from gpt2.run.logger import read_metrics
 from conftest import TINY, run_train
 
 
+@pytest.mark.slow
 def test_flops_per_token_of_gpt2_small_by_hand():
     model = GPT(GPTConfig())  # 124M: 12 layers, 12 heads of 64, 768 wide, padded vocab 50304
     n = 50304 * 768 + 12 * (12 * 768 * 768 + 13 * 768) + 2 * 768  # parameters without the position table
@@ -30,6 +31,7 @@ def test_the_peak_comes_from_the_gpu_name(monkeypatch, name, peak):
     assert peak_tflops(torch.device("cpu")) is None
 
 
+@pytest.mark.slow
 def test_every_row_and_the_summary_report_mfu_against_the_configured_peak(tmp_path, data_dir):
     run = run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none", "trainer.peak_tflops=0.5")
     assert run.returncode == 0, run.stderr

@@ -28,6 +28,7 @@ def test_the_same_config_builds_the_same_parts(data_dir):
     assert all(torch.equal(p, q) for p, q in zip(a.model.state_dict().values(), b.model.state_dict().values()))
 
 
+@pytest.mark.slow
 def test_a_longer_context_than_the_training_windows(data_dir, tmp_path):
     config = tiny_config(data_dir, "model.block_size=64", "trainer.max_iters=4", "trainer.eval_interval=2")
     assert gpt_config(config, 65).block_size == 64

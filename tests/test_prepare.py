@@ -90,6 +90,7 @@ def test_a_second_run_on_unchanged_inputs_does_nothing(tmp_path):
     assert changed["files"]["train.bin"]["tokens"] > first["files"]["train.bin"]["tokens"]
 
 
+@pytest.mark.slow
 def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, monkeypatch):
     """A first prepare stopped mid-way leaves nothing (the directory it created is removed); a rerun
     stopped or failing mid-way leaves the earlier finished files, usable as they were."""
@@ -125,6 +126,7 @@ def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, mo
     assert first["files"]["train.bin"]["tokens"] == len(tokens(out / "train.bin"))
 
 
+@pytest.mark.slow
 def test_a_killed_prepare_script_is_finished_by_running_it_again(tmp_path, gpt2):
     big = tmp_path / "big.txt"
     big.write_text(SHAKESPEARE.read_text() * 12)  # 13 MB: seconds of tokenizing
@@ -145,6 +147,7 @@ def test_a_killed_prepare_script_is_finished_by_running_it_again(tmp_path, gpt2)
     assert not list((tmp_path / "out").glob(".*.tmp")) and not (tmp_path / "out" / prep.MARKER).exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_mid_prepare_is_one_line_and_leaves_nothing_finished(tmp_path, sig):
     """Ctrl-C reaches every process of the terminal's group (the workers too); SIGTERM the main one."""
@@ -168,6 +171,7 @@ def test_ctrl_c_or_sigterm_mid_prepare_is_one_line_and_leaves_nothing_finished(t
     assert not out.exists()  # it created the directory and wrote nothing finished in it
 
 
+@pytest.mark.slow
 def test_bad_input_is_counted_or_refused(tmp_path):
     (tmp_path / "good.txt").write_text("fine text here. " * 50)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9 cr\xe8me br\xfbl\xe9e. ".encode("latin-1") * 10)
@@ -269,6 +273,7 @@ def test_text_without_ascii_words_is_still_cut_where_gpt2_splits(tmp_path, gpt2,
     assert tokens(tmp_path / "out" / "train.bin") + tokens(tmp_path / "out" / "val.bin") == gpt2.encode(text)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_is_one_line(tmp_path):
     big = tmp_path / "big.txt"
     big.write_text(SHAKESPEARE.read_text() * 12)
@@ -276,11 +281,11 @@ def test_a_worker_that_dies_is_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(big), "--out", str(out),
                              "--workers", "2", "--data-dir", str(tmp_path / "data")], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 60
-    while not (out / ".train.bin.tmp").exists() and time.time() < deadline:
+    deadline, workers = time.time() + 60, []
+    while not (workers and (out / ".train.bin.tmp").exists()) and time.time() < deadline:  # tokenizing
         time.sleep(0.01)
-    worker = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0]
-    os.kill(int(worker), signal.SIGKILL)  # as the OOM killer would
+        workers = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
+    os.kill(int(workers[0]), signal.SIGKILL)  # as the OOM killer would
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 1 and stderr.strip() == (
         "error: a worker process died (killed, or out of memory?): nothing finished was written; run the "

@@ -86,6 +86,7 @@ def test_a_char_model_is_not_exported(tmp_path):
         export_pretrained(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=65, block_size=8)), tmp_path)
 
 
+@pytest.mark.slow
 def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
     """train.py model.init_from=<folder> starts from its weights, resumes without the folder (the
     checkpoint holds them), then scripts/export_hf.py and scripts/sample.py take the run."""
@@ -113,6 +114,7 @@ def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
     assert sampled.returncode == 0 and sampled.stdout.startswith("Hello"), sampled.stderr
 
 
+@pytest.mark.slow
 def test_init_from_mistakes_are_one_line(hf_dir, tmp_path, data_dir):
     base = [*RUN, f"data.data_dir={data_dir}", "logger=none"]
     assert one_line(run_train(tmp_path / "a", *base, f"model.init_from={hf_dir}", "model.n_layer=3")) == (

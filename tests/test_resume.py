@@ -150,6 +150,7 @@ def test_what_a_new_decay_end_may_do_on_resume():
     assert line == "lr schedule kept from the checkpoint: constant 1.00e-03" and schedule(150) == 1e-3
 
 
+@pytest.mark.slow
 def test_checkpoints_record_resolved_values_and_plain_names(tmp_path, data_dir, corpus):
     """A null that follows another key is saved as the value the run used (so an explicit equal value
     resumes), and the model's names are GPT-2's even when the step model is compiled."""
@@ -205,6 +206,7 @@ def test_resumed_elsewhere_the_sample_comes_from_the_runs_best(tmp_path, data_di
     assert f"sampling 16 tokens from {tmp_path / 'a' / 'ckpt' / 'best.pt'}" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_explicit_new_decay_end_continues_from_the_current_lr(tmp_path, data_dir, corpus, caplog):
     extended = ("trainer.max_iters=40", "optim.lr_decay_iters=60", "trainer.resume=auto")
     train(config(data_dir, corpus), tmp_path / "a", on_step=signal_at(10, signal.SIGINT))
@@ -270,6 +272,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, data
     assert [r["iter"] for r in read_metrics(tmp_path)][-1] == 8  # the NaN row was never logged
 
 
+@pytest.mark.slow
 def test_wandb_run_is_resumed_not_duplicated(tmp_path, data_dir, corpus):
     train(config(data_dir, corpus, "logger=wandb", "logger.mode=offline"), tmp_path,
           on_step=signal_at(12, signal.SIGINT))
@@ -295,6 +298,7 @@ def cli_reference(tmp_path_factory, data_dir, corpus):
     return run_dir, overrides
 
 
+@pytest.mark.slow
 def test_sigterm_saves_exits_nonzero_and_says_how_to_resume(tmp_path, cli_reference):
     reference_dir, overrides = cli_reference
     proc = start_train(tmp_path, *overrides)
@@ -313,6 +317,7 @@ def test_sigterm_saves_exits_nonzero_and_says_how_to_resume(tmp_path, cli_refere
     assert_same_run(tmp_path, reference_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_reference):
     reference_dir, overrides = cli_reference
     proc = start_train(tmp_path, *overrides)
@@ -327,6 +332,7 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_referen
     assert_same_run(tmp_path, reference_dir)
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_leaves_a_broken_checkpoint(tmp_path):
     script = (
         "import sys, torch\n"

@@ -34,6 +34,7 @@ def test_a_run_directory_that_is_a_file_is_one_error(tmp_path):
             pass
 
 
+@pytest.mark.slow
 def test_two_processes_in_one_directory(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     overrides = [*TINY, f"data.data_dir={data_dir}", "logger=none", "trainer.max_iters=100000",
@@ -58,6 +59,7 @@ def test_two_processes_in_one_directory(tmp_path, data_dir):
         first.kill()
 
 
+@pytest.mark.slow
 def test_default_run_directories_are_unique(tmp_path, data_dir, monkeypatch):
     monkeypatch.delenv("GPT2_RUN_TAG", raising=False)  # as two shells would start them
     overrides = [*TINY, f"data.data_dir={data_dir}", "logger=none", "trainer.max_iters=2",
@@ -68,6 +70,7 @@ def test_default_run_directories_are_unique(tmp_path, data_dir, monkeypatch):
     assert len(runs) == 2 and all((r / "summary.json").is_file() for r in runs), runs
 
 
+@pytest.mark.slow
 def test_resuming_another_runs_checkpoint_never_overwrites_a_run(tmp_path, data_dir):
     source, other = tmp_path / "source", tmp_path / "other"
     train(tiny_config(data_dir, "trainer.max_iters=10", "trainer.eval_interval=5"), source)
@@ -85,6 +88,7 @@ def test_resuming_another_runs_checkpoint_never_overwrites_a_run(tmp_path, data_
     assert read_metrics(tmp_path / "new")[:2] == read_metrics(source)[:2]
 
 
+@pytest.mark.slow
 def test_resuming_an_older_checkpoint_of_the_run_itself_is_refused(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     train(tiny_config(data_dir, "trainer.max_iters=10", "trainer.eval_interval=5"), run_dir)
@@ -97,6 +101,7 @@ def test_resuming_an_older_checkpoint_of_the_run_itself_is_refused(tmp_path, dat
     assert summary["iters"] == 15
 
 
+@pytest.mark.slow
 def test_a_run_killed_before_its_first_last_pt_keeps_its_best_pt(tmp_path, data_dir):
     """trainer.ckpt_interval=0: best.pt is the only checkpoint until the end; after a SIGKILL a fresh
     start is refused, and resume=auto continues from best.pt."""
@@ -119,6 +124,7 @@ def test_a_run_killed_before_its_first_last_pt_keeps_its_best_pt(tmp_path, data_
     assert [r["iter"] for r in read_metrics(run_dir)] == list(range(31))
 
 
+@pytest.mark.slow
 def test_a_refused_second_run_leaves_the_first_runs_files(tmp_path, data_dir):
     """Hydra's .hydra/ files and config.yaml are written only once the run owns the directory."""
     run_dir = tmp_path / "run"

@@ -80,6 +80,7 @@ def test_compute_applies_autocast_and_the_attention_kernel_asked_for():
         Runtime.create("cpu", "float32", attention="efficient")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_a_cpu_runtime_reuses_freed_memory_without_page_faults():
     """The same 200 MB tensor allocated again and again: with glibc's defaults every page faults in

@@ -10,6 +10,8 @@ import pytest
 
 from conftest import ROOT
 
+pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
+
 SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
            "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py"]
 
@@ -171,7 +173,8 @@ def test_loss_chart_prints_a_mermaid_chart_of_the_runs_metric(tmp_path):
     assert result.stdout.splitlines() == ["```mermaid", "xychart-beta", '    title "char"',
                                           '    x-axis "iteration" [0, 250, 750]', '    y-axis "val_loss" 1.8 --> 4.3',
                                           "    line [4.2100, 2.4306, 1.8700]", "```"]
-    for content, message in (("", "has no 'val_loss' values"), ("{oops\n", "metrics.jsonl:1: not a metrics row")):
+    for content, message in (("", "has no 'val_loss' values"), ("{oops\n", "has no 'val_loss' values"),  # cut short
+                             ('{oops\n{"iter": 1}\n', "metrics.jsonl line 1 is not JSON (damaged?)")):
         (tmp_path / "metrics.jsonl").write_text(content)
         bad = run_script("loss_chart.py", str(tmp_path))
         assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr

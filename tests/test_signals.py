@@ -38,6 +38,7 @@ def test_a_second_ctrl_c_stops_at_once_and_says_what_is_intact(tmp_path, data_di
     assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 5
 
 
+@pytest.mark.slow
 def test_a_stop_during_the_final_evaluation_does_not_unfinish_the_run(tmp_path, data_dir):
     def at_the_end(trainer):
         if trainer.progress.iters == 20:  # before the last evaluation and the sample
@@ -66,6 +67,7 @@ def test_a_stop_before_the_first_step_records_the_measured_loss(tmp_path, data_d
     assert load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"] == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_a_signal_during_start_up_is_one_line(tmp_path, data_dir, sig):
     proc = start_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none")

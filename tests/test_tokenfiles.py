@@ -40,6 +40,7 @@ def batches(cfg: DataConfig, count: int = 5):
     return data, train, [tuple(t.clone() for t in b) for b in data.valid_dl]
 
 
+@pytest.mark.slow
 def test_token_files_give_the_text_paths_batches(prepared):
     """The same corpus through data=bin and through the text path: the same tokenizer, the same
     train and validation tokens, and so the same batches, in the same order."""
@@ -159,6 +160,7 @@ def test_nanogpt_token_files_load_as_gpt2(prepared, tmp_path):
     assert data.encoder.decode(next(iter(data.valid_dl))[0][0].tolist())
 
 
+@pytest.mark.slow
 def test_train_on_token_files_and_resume_exactly(prepared, tmp_path):
     """python train.py data=bin: a run stopped at 10 and resumed to 20 ends as one run straight to 20."""
     tokenizer, out, data_dir = prepared
@@ -178,6 +180,7 @@ def test_train_on_token_files_and_resume_exactly(prepared, tmp_path):
         assert [r.get(key) for r in parts] == [r.get(key) for r in whole]
 
 
+@pytest.mark.slow
 def test_data_bin_without_a_directory_or_with_a_wrong_one_is_one_line(tmp_path):
     assert one_line(run_train(tmp_path / "a", *TINY, "data=bin", "logger=none")) == (
         "data.dir: data.source=bin needs the directory of train.bin and val.bin (made by scripts/prepare.py)")

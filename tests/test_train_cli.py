@@ -13,6 +13,8 @@ from gpt2.run.logger import read_metrics
 
 from conftest import ROOT, TINY, one_line, read_wandb_records, run_train
 
+pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
+
 
 def test_tiny_run_leaves_every_file(tmp_path, data_dir):
     run_dir = tmp_path / "run"

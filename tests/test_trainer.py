@@ -21,6 +21,7 @@ def losses(run_dir):
     return [(r["iter"], r.get("train_loss"), r.get("val_loss")) for r in read_metrics(run_dir)]
 
 
+@pytest.mark.slow
 def test_same_seed_same_losses_other_seed_other_losses(data_dir, tmp_path):
     a = train(tiny_config(data_dir), tmp_path / "a")
     b = train(tiny_config(data_dir), tmp_path / "b")
@@ -42,6 +43,7 @@ def test_training_lowers_the_loss(data_dir, tmp_path):
     assert sum(late) / len(late) < rows[1]["train_loss"] - 0.5
 
 
+@pytest.mark.slow
 def test_metrics_rows_and_summary(data_dir, tmp_path):
     summary = train(tiny_config(data_dir, "trainer.grad_accum=2"), tmp_path)
     rows = read_metrics(tmp_path)

@@ -33,7 +33,7 @@ log = logging.getLogger("train")
 
 CFG_FLAGS = ("--cfg", "-c")
 FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                    "--config-dir", "-cd", "--experimental-rerun", "--info")
+                    "--config-dir", "-cd", "--experimental-rerun", "--info", "-i")
 
 
 def quiet_other_ranks() -> None:

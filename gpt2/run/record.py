@@ -16,7 +16,7 @@ from typing import Optional, Sequence
 
 from omegaconf import OmegaConf
 
-from gpt2.errors import DataError, HarnessError
+from gpt2.errors import DataError, error_line
 from gpt2.files import atomic_write_text, strict_json
 from gpt2.world import World
 
@@ -50,9 +50,9 @@ class RunSummary(dict):
 
     @classmethod
     def failure(cls, exc: BaseException) -> "RunSummary":
-        """A failed job's record: its one-line reason (a user error's message, else the exception)."""
-        reason = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-        return cls(status="failed", error=reason)
+        """A failed job's record: its one-line reason (a user error's line, as the console shows it;
+        for a bug, the exception)."""
+        return cls(status="failed", error=error_line(exc) or f"{type(exc).__name__}: {exc}")
 
     @property
     def status(self) -> str:
@@ -71,7 +71,7 @@ def record_failure(job_dir: Path, exc: BaseException) -> None:
     """Log a failed sweep job (with the traceback in train.log when it is not a user error) and mark
     its summary.json failed, so reports list it with its one-line reason."""
     summary = RunSummary.failure(exc)
-    if isinstance(exc, HarnessError):
+    if error_line(exc) is not None:
         log.error("%s failed: %s", Path(job_dir).name, summary.error)
     else:
         log.exception("%s failed: %s", Path(job_dir).name, summary.error)
@@ -86,7 +86,7 @@ def continue_command(overrides: Sequence[str], run_dir: Path, world: World = Wor
     if world.several_nodes:
         return f"Resume with the same launch command plus trainer.resume=auto {run}"
     launch = f"torchrun --standalone --nproc_per_node={world.world_size}" if world.enabled else "python"
-    return f"Resume with: {launch} train.py {' '.join(overrides)} trainer.resume=auto {run}"
+    return "Resume with: " + " ".join([launch, "train.py", *overrides, "trainer.resume=auto", run])
 
 
 def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] = None) -> str:

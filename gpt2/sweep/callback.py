@@ -59,8 +59,9 @@ class SweepReport(Callback):
         if str(hydra_cfg.mode) != "RunMode.MULTIRUN":
             return
         job_dir = Path(hydra_cfg.runtime.output_dir)
-        failure = job_failure(job_dir) if job_return.status.name == "COMPLETED" else str(job_return._return_value)
         value = job_return._return_value
+        failure = (job_failure(job_dir) if job_return.status.name == "COMPLETED"
+                   else str(value) or type(value).__name__)
         row = {"job": job_dir.name, "overrides": list(job_return.overrides),
                "status": "FAILED" if failure else "COMPLETED",
                "objective": value if not failure and isinstance(value, float) and math.isfinite(value) else None,

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from gpt2.errors import DataError
 from gpt2.files import atomic_file
-from gpt2.run.record import RunSummary
+from gpt2.run.record import SUMMARY_FILE, RunSummary
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict]:
     """Every job (Hydra multirun job or Optuna trial) under sweep_dir that left a summary.json, with
     its overrides split into {key: value}; only keys whose value differs between jobs are `swept`."""
     jobs = []
-    for summary_file in sorted(Path(sweep_dir).rglob("summary.json")):
+    for summary_file in sorted(Path(sweep_dir).rglob(SUMMARY_FILE)):
         job_dir = summary_file.parent
         summary = _job_summary(job_dir)
         if summary is None:

@@ -4,7 +4,7 @@
 holds the study (OptunaConfig). train.py then calls `run_study`: each trial applies the sampled values
 to the composed config, validates it, trains in its own directory (`trial_NNN/`, with its own
 summary.json and W&B run, all in one W&B group) and tells Optuna its best val loss. A current Optuna
-is used directly, so SQLite storage works without pinning old SQLAlchemy (see the README).
+is used directly, so SQLite storage works without pinning old SQLAlchemy (see docs/sweeps.md).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ def small(vocab_size=65, block_size=16, **kw) -> GPT:
                             "block_size": block_size, **kw}))
 
 
+@pytest.mark.slow
 def test_model_module_stands_alone():
     """gpt2.model.gpt imports torch only: no Hydra, no OmegaConf, no other module of the harness."""
     code = ("import sys, gpt2.model.gpt; print(' '.join(sorted(m for m in sys.modules "

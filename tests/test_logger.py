@@ -1,3 +1,6 @@
+"""The run log (gpt2/run/logger.py): metrics.jsonl rows, summary.json, loss.png and the same rows in an
+offline W&B run, read back from its files."""
+
 import json
 import math
 
@@ -6,30 +9,11 @@ import pytest
 from gpt2.config import LoggerConfig
 from gpt2.errors import ConfigError, DataError
 from gpt2.run.logger import RunLogger, read_metrics
-from gpt2.run.wandb_run import (WandbRun, check_wandb_env, resolve_wandb_mode, wandb_credentials_configured,
-                                wandb_mode)
+from gpt2.run.wandb_run import WandbRun
 
 from conftest import read_wandb_records
 
-
-def test_auto_mode_is_offline_without_credentials(monkeypatch, tmp_path):
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
-    monkeypatch.setenv("NETRC", str(tmp_path / "no-netrc"))
-    assert not wandb_credentials_configured()
-    assert resolve_wandb_mode("auto") == "offline"
-    with pytest.raises(ConfigError, match="logger.mode: 'online' needs W&B credentials"):
-        resolve_wandb_mode("online")
-
-
-def test_auto_mode_is_online_with_credentials(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    assert resolve_wandb_mode("auto") == "online"
-    monkeypatch.delenv("WANDB_API_KEY")
-    netrc = tmp_path / "netrc"
-    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
-    netrc.chmod(0o600)
-    monkeypatch.setenv("NETRC", str(netrc))
-    assert resolve_wandb_mode("auto") == "online"
+STRICT = {"parse_constant": lambda name: pytest.fail(f"non-standard JSON literal {name}")}
 
 
 def test_metrics_summary_plot_and_offline_wandb_agree(tmp_path):
@@ -72,36 +56,6 @@ def test_logger_none_writes_files_only(tmp_path):
     assert read_metrics(tmp_path) == [{"iter": 1, "train_loss": 2.0}]
 
 
-STRICT = {"parse_constant": lambda name: pytest.fail(f"non-standard JSON literal {name}")}
-
-
-@pytest.mark.parametrize("name,value,message", [
-    ("WANDB_MODE", "bogus", ("WANDB_MODE='bogus' is not valid: use online, offline, shared, disabled, dryrun "
-                             "or run (or unset it)")),
-    ("WANDB_SILENT", "maybe", "WANDB_SILENT='maybe' is not valid: use true or false (or unset it)"),
-    ("WANDB_CONSOLE", "x", ("WANDB_CONSOLE='x' is not valid: use auto, off, wrap, redirect, wrap_raw or "
-                            "wrap_emu (or unset it)")),
-    ("WANDB_INIT_TIMEOUT", "soon", ("WANDB_INIT_TIMEOUT='soon' is not valid: Input should be a valid number, "
-                                    "unable to parse string as a number (or unset it)")),
-    ("WANDB_PROJECT", "team/p", ("WANDB_PROJECT='team/p' is not valid: Invalid project name 'team/p': cannot "
-                                 "contain characters '/,\\\\,#,?,%,:', found '/' (or unset it)")),
-])
-def test_a_bad_wandb_variable_is_one_line_naming_it(monkeypatch, name, value, message):
-    monkeypatch.setenv(name, value)
-    with pytest.raises(ConfigError) as info:
-        check_wandb_env(LoggerConfig(mode="offline"))
-    assert str(info.value) == message
-    check_wandb_env(LoggerConfig(backend="none"))  # nothing is checked when W&B does not log
-    check_wandb_env(LoggerConfig(mode="disabled"))
-
-
-def test_a_bad_logger_value_for_wandb_is_one_line():
-    with pytest.raises(ConfigError) as info:
-        check_wandb_env(LoggerConfig(mode="offline", project="team/p"))
-    assert str(info.value) == ("logger.project='team/p' is not valid: Invalid project name 'team/p': cannot "
-                               "contain characters '/,\\\\,#,?,%,:', found '/'")
-
-
 def test_a_refused_wandb_setup_leaves_the_run_files_alone(monkeypatch, tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"iter": 0, "val_loss": 4.0}\n')
     monkeypatch.setenv("WANDB_MODE", "bogus")
@@ -114,19 +68,6 @@ def test_a_refused_wandb_setup_leaves_the_run_files_alone(monkeypatch, tmp_path)
     wandb.teardown()  # a W&B session already set up in this process would ignore the environment
     with pytest.raises(ConfigError, match="^WANDB_MODE='bogus' is not valid: use online, offline"):
         WandbRun(LoggerConfig(mode="offline"), tmp_path, {}, mode="offline")
-
-
-def test_auto_mode_follows_wandb_mode_and_an_explicit_mode_wins(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "disabled")
-    with RunLogger(LoggerConfig(mode="auto"), tmp_path, {}) as run_log:
-        assert run_log.wandb is None and run_log.wandb_id is None
-    assert not (tmp_path / "wandb").exists()
-    monkeypatch.setenv("WANDB_MODE", "dryrun")
-    assert wandb_mode(LoggerConfig(mode="auto")) == "offline"
-    monkeypatch.setenv("WANDB_MODE", "online")
-    with pytest.raises(ConfigError, match=r"^WANDB_MODE: 'online' needs W&B credentials \(set WANDB_API_KEY"):
-        check_wandb_env(LoggerConfig(mode="auto"))
-    assert wandb_mode(LoggerConfig(mode="offline")) == "offline"
 
 
 @pytest.mark.parametrize("line,problem", [
