@@ -79,19 +79,19 @@ def strict_json(value: Any, indent: int | None = None) -> str:
 
 # ------------------------------------------------------------------------------------- file locks
 class FileLock:
-    """An `flock` on `path` (the file is created if needed): exclusive, or shared with `shared=True`.
+    """An exclusive `flock` on `path` (the file is created if needed).
     The kernel drops the lock of a process that dies (SIGKILL, a crash), so nothing is left stuck.
     `with FileLock(path):` waits for it; `acquire(wait=False)` returns False at once when another
     process holds it. `release(remove=True)` deletes the file while still holding the lock: a process
     that was waiting on the old file notices (another inode) and opens the new one."""
 
-    def __init__(self, path: Path, *, shared: bool = False):
-        self.path, self.shared = Path(path), shared
+    def __init__(self, path: Path):
+        self.path = Path(path)
         self.fd: Optional[int] = None
         """The open lock file while the lock is held (its holder may write into it)."""
 
     def acquire(self, wait: bool = True) -> bool:
-        mode = (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | (0 if wait else fcntl.LOCK_NB)
+        mode = fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB)
         while self.fd is None:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             try:

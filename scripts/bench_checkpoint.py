@@ -17,8 +17,9 @@ from pathlib import Path
 from gpt2.config import from_hydra
 from gpt2.run.compose import compose
 from gpt2.run.script import require_positive, run_script
-from gpt2.train.checkpoint import LAST
+from gpt2.train.checkpoint import LAST, load_checkpoint
 from gpt2.train.parts import build
+from gpt2.train.resume import ResumePlan
 from gpt2.train.run_checkpoints import RunCheckpoints
 from gpt2.train.step import train_step
 from gpt2.train.trainer import Progress
@@ -43,7 +44,8 @@ def main() -> None:
             ckpts.save(LAST)
             saves.append(time.perf_counter() - start)
             start = time.perf_counter()
-            ckpts.restore(ckpts.dir / LAST)
+            path = ckpts.dir / LAST
+            ckpts.restore(ResumePlan("resume", path, load_checkpoint(path)))
             loads.append(time.perf_counter() - start)
         size = (ckpts.dir / LAST).stat().st_size
     params = parts.model.num_params(non_embedding=False)

@@ -24,7 +24,7 @@ def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:
     if not path.is_file():
         raise DataError(f"{path}: there is no such file: give a run directory")
     found = {}
-    for row in read_metrics(run_dir):  # a last line cut short (a live run) is left out
+    for row in read_metrics(run_dir, fix="repair or delete the line"):  # a last line cut short (a live run) is left out
         value = row.get(metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
             found[row["iter"]] = float(value)  # a resumed run's repeated iteration: the last

@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, PeerFailed, RunDirError)
 from gpt2.run.cli import explain, fail, overrides_of, report, run_entry
 from gpt2.run.compose import CONF_DIR, register_configs
+from gpt2.run.record import RunSummary
 from gpt2.signals import STOP
 
 
@@ -256,9 +257,9 @@ def hydra_config(monkeypatch):
     return set_up
 
 
-def summary(stopped_by=None, sample="") -> dict:
-    return {"best_val_loss": 1.23456, "iters": 20, "tokens_per_sec": 1234.4, "wall_s": 3.21,
-            "stopped_by": stopped_by, "sample": sample}
+def summary(stopped_by=None, sample="") -> RunSummary:
+    return RunSummary(best_val_loss=1.23456, iters=20, tokens_per_sec=1234.4, wall_s=3.21, stopped_by=stopped_by,
+                      sample=sample)
 
 
 RESULT = "best val loss 1.2346 after 20 iterations (1234 tokens/s, 3.2 s); run dir: runs/a\n"

@@ -141,6 +141,15 @@ def test_sweep_continue_command_reads_the_sweeps_multirun_yaml(tmp_path):
         f"python train.py -m model=baby optim.lr=1e-3,3e-3 trainer.resume=auto hydra.sweep.dir={tmp_path}")
 
 
+def test_a_relative_sweep_dir_is_read_under_the_directory_the_sweep_started_in(tmp_path, monkeypatch):
+    """hydra.job.chdir=true runs a job in its own directory: the sweep's record is still found."""
+    (tmp_path / "multirun" / "s").mkdir(parents=True)
+    OmegaConf.save({"hydra": {"overrides": {"task": ["optim.lr=1e-3,3e-3"]}}}, tmp_path / "multirun" / "s" / "multirun.yaml")
+    monkeypatch.chdir(tmp_path / "multirun" / "s")  # where the job runs
+    assert sweep_continue_command(Path("multirun/s"), cwd=tmp_path) == (
+        "python train.py -m optim.lr=1e-3,3e-3 trainer.resume=auto hydra.sweep.dir=multirun/s")
+
+
 @pytest.mark.parametrize("text", [None, "hydra: [unclosed\n", "hydra: 3\n", "- a\n- b\n", "hydra:\n  mode: MULTIRUN\n"])
 def test_without_a_readable_multirun_yaml_the_sweep_command_is_a_sentence(tmp_path, text):
     if text is not None:

@@ -1,6 +1,7 @@
 """A run's ckpt/ folder (gpt2/train/run_checkpoints.py): what a checkpoint of the run holds, last.pt with
 its numbered copies, best.pt, restoring a resume plan's checkpoint, and the weights of the run's best."""
 
+import logging
 import os
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 from gpt2.errors import CheckpointError
 from gpt2.train.checkpoint import load_checkpoint
 from gpt2.train.parts import build
-from gpt2.train.resume import ResumePlan
+from gpt2.train.resume import ConfigChanges, ResumePlan
 from gpt2.train.run_checkpoints import RunCheckpoints
 from gpt2.train.trainer import Progress
 
@@ -44,7 +45,7 @@ def test_a_checkpoint_holds_what_identifies_the_run_and_every_part(run):
     assert run.last_saved is None  # best.pt is not last.pt
 
 
-def test_restoring_a_plan_loads_every_part_without_opening_the_file(run, tmp_path, data_dir):
+def test_restoring_a_plan_loads_every_part_without_opening_the_file(run, tmp_path, data_dir, caplog):
     run.progress.iters, run.wandb_id = 4, "w1"
     run.save("last.pt")
     state = load_checkpoint(run.dir / "last.pt")
@@ -54,7 +55,10 @@ def test_restoring_a_plan_loads_every_part_without_opening_the_file(run, tmp_pat
         for p in other.parts.model.parameters():
             p.add_(1.0)
     (run.dir / "last.pt").unlink()  # the plan holds the state: nothing is read again
-    other.restore(ResumePlan("resume", run.dir / "last.pt", state))
+    changes = ConfigChanges(allowed={"trainer.max_iters": (20, 30), "trainer.resume": (None, "auto")})
+    with caplog.at_level(logging.INFO):
+        other.restore(ResumePlan("resume", run.dir / "last.pt", state, changes=changes))
+    assert "changed since the checkpoint: trainer.max_iters 20 -> 30" in caplog.messages
     assert all(torch.equal(a, b) for a, b in zip(other.parts.model.state_dict().values(),
                                                  run.parts.model.state_dict().values()))
     assert (other.progress.iters, other.last_saved, other.wandb_id) == (4, 4, "w1")

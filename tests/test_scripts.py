@@ -84,6 +84,16 @@ def test_bench_checkpoint_with_no_repeats_is_one_line(tmp_path):
     assert one_error_line(result) == "error: --repeats: must be at least 1, got 0"
 
 
+def test_bench_checkpoint_saves_and_restores_a_run_checkpoint(tmp_path):
+    result = run_script("bench_checkpoint.py", "model.n_layer=1", "model.n_embd=32", "model.n_head=2",
+                        "data=shakespeare_char", "data.block_size=16", "trainer.device=cpu", "--repeats", "2",
+                        cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[1].startswith("model: 0.02M parameters; checkpoint ") and lines[2].startswith("save ")
+    assert lines[3].startswith("load + restore: median ") and lines[3].endswith(" ms over 2")
+
+
 @pytest.mark.parametrize("where,state", [("missing", "does not exist"), ("file", "is not a directory")])
 def test_sweep_report_of_a_missing_or_file_path_is_one_line(tmp_path, where, state):
     (tmp_path / "file").write_text("not a sweep")

@@ -200,3 +200,15 @@ def test_bits_per_byte_is_the_loss_over_the_bytes_of_the_targets(tmp_path, kind)
     if kind == "gpt2":  # <|endoftext|>, a separator between documents in token files, is no text
         assert enc.token_bytes()[enc.eot_token] == 0
     assert got.loss == pytest.approx(nats / y.numel(), rel=1e-6)
+
+
+def test_a_trainer_made_without_a_plan_plans_its_start(data_dir, tmp_path):
+    """Trainer(config, run_dir) asks plan_start itself: it never overwrites a run it was not told to continue."""
+    from gpt2.errors import RunDirError
+    from gpt2.train.trainer import Trainer
+
+    train(tiny_config(data_dir, "trainer.max_iters=2", "trainer.sample_tokens=0"), tmp_path)
+    with pytest.raises(RunDirError, match="already holds a run"):
+        Trainer(tiny_config(data_dir, "trainer.max_iters=2"), tmp_path)
+    trainer = Trainer(tiny_config(data_dir, "trainer.max_iters=4", "trainer.resume=auto"), tmp_path)
+    assert trainer.plan.kind == "resume" and trainer.progress.iters == 2 and trainer.plan.state is None  # released

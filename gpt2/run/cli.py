@@ -25,7 +25,7 @@ from gpt2.run.compose import compose, hydra_error_line
 from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, PeerFailed, RunDirError,
                          error_line)
 from gpt2.files import atomic_write_text
-from gpt2.run.record import continue_command, sweep_continue_command
+from gpt2.run.record import RunSummary, continue_command, sweep_continue_command
 from gpt2.signals import STOP
 from gpt2.world import World
 
@@ -146,7 +146,7 @@ def fail(exc: Exception, run_dir: Path) -> None:
     sys.exit(1)
 
 
-def report(summary: dict, run_dir: Path, multirun: bool) -> None:
+def report(summary: RunSummary, run_dir: Path, multirun: bool) -> None:
     """Print a run's result; a stopped run exits 1 with the line that continues it. Under torchrun
     rank 0 does; the other ranks end quietly with status 0, so that torchrun does not end rank 0
     before it has said it."""
@@ -156,7 +156,7 @@ def report(summary: dict, run_dir: Path, multirun: bool) -> None:
           f"({summary['tokens_per_sec']:.0f} tokens/s, {summary['wall_s']:.1f} s); run dir: {run_dir}")
     if summary["sample"]:
         print(f"--- sample ---\n{summary['sample']}\n--------------")
-    if summary["stopped_by"]:
+    if summary.status == "stopped":
         message = (f"stopped by {summary['stopped_by']} at iteration {summary['iters']}; checkpoint saved "
                    f"to {run_dir / 'ckpt' / 'last.pt'}. " + continue_hint(run_dir, multirun))
         log.warning("%s", message)
@@ -170,6 +170,6 @@ def continue_hint(run_dir: Path, multirun: bool) -> str:
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.get()
-    if multirun:
-        return f"Continue the sweep with: {sweep_continue_command(Path(hc.sweep.dir))}"
+    if multirun:  # hydra.job.chdir=true runs the job elsewhere: the sweep dir is the start directory's
+        return f"Continue the sweep with: {sweep_continue_command(Path(hc.sweep.dir), cwd=Path(hc.runtime.cwd))}"
     return continue_command(hc.overrides.task, run_dir, World.from_env())

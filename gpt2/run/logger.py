@@ -102,9 +102,10 @@ def write_metrics(run_dir: Path, rows: list[dict]) -> None:
     atomic_write_text(Path(run_dir) / METRICS_FILE, "".join(strict_json(r) + "\n" for r in rows))
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
+def read_metrics(run_dir: Path, fix: str = DAMAGED_METRICS_FIX) -> list[dict]:
     """The rows of run_dir/metrics.jsonl ([] without one). A last line cut short by a kill mid-write is
-    dropped (the resumed run logs it again); any other line that is not a row is a DataError."""
+    dropped (the resumed run logs it again); any other line that is not a row is a DataError whose
+    message ends with `fix`, what the reader should do about it."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return []
@@ -117,10 +118,10 @@ def read_metrics(run_dir: Path) -> list[dict]:
         except json.JSONDecodeError:
             if n == lines[-1][0]:
                 break
-            raise DataError(f"{path} line {n} is not JSON (damaged?): {DAMAGED_METRICS_FIX}") from None
+            raise DataError(f"{path} line {n} is not JSON (damaged?): {fix}") from None
         if not isinstance(row, dict) or type(row.get("iter")) is not int:
             raise DataError(f"{path} line {n} is not a metrics row (a JSON object with an integer "
-                            f"\"iter\"): {DAMAGED_METRICS_FIX}")
+                            f"\"iter\"): {fix}")
         rows.append(row)
     return rows
 

@@ -89,12 +89,14 @@ def continue_command(overrides: Sequence[str], run_dir: Path, world: World = Wor
     return "Resume with: " + " ".join([launch, "train.py", *overrides, "trainer.resume=auto", run])
 
 
-def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] = None) -> str:
+def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] = None, cwd: Path = Path(".")
+                           ) -> str:
     """The command that continues a sweep: its command-line overrides (given, or read from the sweep's
-    multirun.yaml, which Hydra writes when a sweep starts) with trainer.resume=auto and its directory."""
+    multirun.yaml, which Hydra writes when a sweep starts; a relative sweep_dir is under `cwd`, the
+    directory the sweep was started in) with trainer.resume=auto and its directory."""
     if overrides is None:
         try:
-            overrides = list(OmegaConf.load(Path(sweep_dir) / SWEEP_FILE).hydra.overrides.task)
+            overrides = list(OmegaConf.load(Path(cwd) / sweep_dir / SWEEP_FILE).hydra.overrides.task)
         except Exception:  # no record, or a damaged one: say it in words
             return f"the same command with trainer.resume=auto and hydra.sweep.dir={sweep_dir}"
     kept = [shlex.quote(o) for o in overrides if not o.startswith("trainer.resume=")]

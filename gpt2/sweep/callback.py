@@ -15,6 +15,7 @@ from gpt2.files import FileLock, atomic_write_text
 from gpt2.run.record import RunSummary, sweep_continue_command
 from gpt2.signals import STOP
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
+from gpt2.train.checkpoint import run_checkpoints
 
 
 def job_failure(job_dir: Path) -> Optional[str]:
@@ -45,7 +46,7 @@ class SweepReport(Callback):
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = config.hydra.sweep.dir
-        held = sorted(Path(sweep_dir).glob("*/ckpt/*.pt"))
+        held = sorted(p for job in Path(sweep_dir).glob("*/") for p in run_checkpoints(job))
         if held and config.trainer.resume is None:  # refused before Hydra rewrites its multirun.yaml
             # Hydra turns a callback's exception into a warning: end the process here, in one line
             raise SystemExit(f"error: hydra.sweep.dir={sweep_dir} already holds a sweep's runs ({held[0]}, ...): "

@@ -5,9 +5,9 @@ reads them (a plain `python train.py` is world 1 and nothing here does anything)
 uses NCCL on CUDA (one device per local rank) and gloo on the CPU.
 
 What the rest of the harness asks of it: every rank computes the same global batch split into
-disjoint slices (data.py), gradients are averaged by DDP, logged losses are reduced over ranks, a
-stop or a NaN on any rank stops every rank at the same step (`any_stop`, `first_bad`), and only rank 0
-writes files or talks to W&B.
+disjoint slices (gpt2/data/loaders.py), gradients are averaged by DDP, logged losses are reduced over
+ranks, a stop or a NaN on any rank stops every rank at the same step (`max_int`, `min_int` in the
+trainer's `poll_stop` and `FiniteGuard`), and only rank 0 writes files or talks to W&B.
 """
 
 from __future__ import annotations

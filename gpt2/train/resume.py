@@ -104,7 +104,8 @@ class ResumePlan:
 
     @property
     def resuming(self) -> bool:
-        return self.kind == "resume"
+        """A checkpoint to continue (a finished run given to a Trainer directly is finished again)."""
+        return self.kind != "fresh"
 
 
 class OpenedOnce:

@@ -80,6 +80,10 @@ class RunCheckpoints:
             raise CheckpointError(f"{path}: {exc}") from None
         self.wandb_id, self.last_saved, self.resumed_from = state["wandb_id"], state["iter"], Path(path)
         log.info("resumed from %s at iteration %d", path, state["iter"])
+        changed = {k: v for k, v in plan.changes.allowed.items() if k != "trainer.resume"}
+        if changed:
+            log.info("changed since the checkpoint: %s", ", ".join(f"{k} {was!r} -> {now!r}"
+                                                                   for k, (was, now) in changed.items()))
         log.info("%s", continue_schedule(self.parts.schedule, self.config, state["iter"]))
 
     def best_model(self, device: torch.device) -> Optional[tuple[GPT, Path]]:

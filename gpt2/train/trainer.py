@@ -15,7 +15,7 @@ import signal
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
@@ -67,12 +67,13 @@ class Progress:
 
 
 class Trainer:
-    """Trains the parts of a run (`build(config)` unless given) into run_dir, as `plan` says (a
-    fresh start unless given: `train()` makes the plan)."""
+    """Trains the parts of a run (`build(config)` unless given) into run_dir, as `plan` says
+    (`train()` plans the start; without a plan the trainer asks `plan_start` itself)."""
 
     def __init__(self, config: Config, run_dir: Path, parts: Optional[Parts] = None,
                  plan: Optional[ResumePlan] = None):
-        self.config, self.run_dir, self.plan = config, Path(run_dir), plan or ResumePlan()
+        self.config, self.run_dir = config, Path(run_dir)
+        self.plan = plan if plan is not None else plan_start(config, self.run_dir)
         # a fine-tune resumes from its checkpoint alone: model.init_from's weights are not read again
         resumed_args = self.plan.state["model_args"] if self.plan.resuming and config.model.init_from else None
         self.parts = p = parts or build_or_explain(config, resumed_args)
@@ -86,6 +87,7 @@ class Trainer:
         self.ckpts = RunCheckpoints(self.run_dir / "ckpt", config, p, self.progress)
         if self.plan.resuming:
             self.ckpts.restore(self.plan)  # last: restores the RNGs that model init consumed
+            self.plan = replace(self.plan, state=None)  # the parts hold it now: the file is not kept open
         else:
             log.info("lr schedule: %s", p.schedule.describe())
         log.info("%s", describe_batch(config, p.runtime.dist))
