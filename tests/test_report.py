@@ -76,8 +76,13 @@ def test_the_plot_is_a_png_with_a_log_axis_for_a_wide_range(tmp_path, monkeypatc
     for n, lr in enumerate(lrs):
         job(tmp_path / str(n), finished(2.0 + n), [f"optim.lr={lr}"])
     axes, subplots = [], plt.subplots
-    monkeypatch.setattr(plt, "subplots", lambda *a, **k: (lambda fig_ax: axes.append(fig_ax[1][0][0]) or fig_ax)(
-        subplots(*a, **k)))
+
+    def keeping_the_axes(*args, **kwargs):
+        fig, grid = subplots(*args, **kwargs)
+        axes.append(grid[0][0])
+        return fig, grid
+
+    monkeypatch.setattr(plt, "subplots", keeping_the_axes)
     plot_sweep(collect_jobs(tmp_path), tmp_path / "report.png")
     assert (tmp_path / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert axes[0].get_xlabel() == "optim.lr" and axes[0].get_xscale() == scale  # log when 10x apart or more

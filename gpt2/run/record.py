@@ -81,12 +81,11 @@ def record_failure(job_dir: Path, exc: BaseException) -> None:
 def continue_command(overrides: Sequence[str], run_dir: Path, world: World = World()) -> str:
     """How to continue a stopped run: its command line with trainer.resume=auto and its directory
     (under torchrun its torchrun command; across nodes, the launch command is the user's)."""
-    overrides = [shlex.quote(o) for o in overrides if not o.startswith("trainer.resume=")]
     run = shlex.quote(f"hydra.run.dir={run_dir}")
     if world.several_nodes:
         return f"Resume with the same launch command plus trainer.resume=auto {run}"
     launch = f"torchrun --standalone --nproc_per_node={world.world_size}" if world.enabled else "python"
-    return "Resume with: " + " ".join([launch, "train.py", *overrides, "trainer.resume=auto", run])
+    return "Resume with: " + " ".join([launch, "train.py", *resumed(overrides), run])
 
 
 def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] = None, cwd: Path = Path(".")
@@ -99,5 +98,9 @@ def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] =
             overrides = list(OmegaConf.load(Path(cwd) / sweep_dir / SWEEP_FILE).hydra.overrides.task)
         except Exception:  # no record, or a damaged one: say it in words
             return f"the same command with trainer.resume=auto and hydra.sweep.dir={sweep_dir}"
-    kept = [shlex.quote(o) for o in overrides if not o.startswith("trainer.resume=")]
-    return " ".join(["python train.py -m", *kept, "trainer.resume=auto", shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
+    return " ".join(["python train.py -m", *resumed(overrides), shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
+
+
+def resumed(overrides: Sequence[str]) -> list[str]:
+    """A command line's overrides, shell-quoted, with its own trainer.resume replaced by auto."""
+    return [*(shlex.quote(o) for o in overrides if not o.startswith("trainer.resume=")), "trainer.resume=auto"]
