@@ -105,24 +105,83 @@ class ModelConfig:
     Hub) or a local Hugging Face GPT-2 folder: the architecture is the checkpoint's (n_layer, n_head,
     n_embd, bias, context; a different value set here is refused), model.dropout applies, a shorter
     model.block_size crops the context."""
+    # Today's block (nanochat, modded-nanogpt), each option off by default; model=modern turns on the set.
+    rotary: bool = False
+    """Rotary position embeddings (RoPE) on queries and keys instead of a learned position table."""
+    norm: str = "layernorm"
+    """layernorm (GPT-2's) or rmsnorm (RMSNorm without parameters, as nanochat)."""
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys before attention (QK-norm)."""
+    activation: str = "gelu"
+    """The MLP's nonlinearity: gelu (GPT-2's) or relu2 (ReLU squared)."""
+    tie_embeddings: bool = True
+    """The output layer is the token table (GPT-2's tying); false gives the head its own matrix."""
+    zero_init: bool = False
+    """Initialise every residual branch's output projection (and an untied head) to zero."""
+    logit_softcap: float = 0.0
+    """Cap the logits smoothly at +-this (softcap * tanh(logits / softcap)); 0: no cap."""
 
     def __post_init__(self) -> None:
         _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple", "block_size")
         _check(self.n_embd % self.n_head == 0, "model.n_head",
                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.norm in ("layernorm", "rmsnorm"), "model.norm", f"must be layernorm or rmsnorm, got {self.norm!r}")
+        _check(self.activation in ("gelu", "relu2"), "model.activation",
+               f"must be gelu or relu2, got {self.activation!r}")
+        _check(self.logit_softcap >= 0, "model.logit_softcap", f"must be >= 0 (0: no cap), got {self.logit_softcap}")
+        _check(not self.rotary or (self.n_embd // self.n_head) % 2 == 0, "model.rotary",
+               f"needs an even head size (n_embd / n_head = {self.n_embd // self.n_head})")
+
+    def modern_options(self) -> list[str]:
+        """The options set away from GPT-2's block (zero_init aside: it is only a starting point)."""
+        gpt2 = ModelConfig()
+        return [f"model.{name}={getattr(self, name)}" for name in
+                ("rotary", "norm", "qk_norm", "activation", "tie_embeddings", "logit_softcap")
+                if getattr(self, name) != getattr(gpt2, name)]
 
 
 @dataclass
 class OptimConfig:
+    name: str = "adamw"
+    """adamw: AdamW for every parameter (nanoGPT's). muon: Muon for the blocks' 2-D matrices and AdamW
+    for the embeddings, the head and every 1-D parameter (nanochat's, modded-nanogpt's); see muon_*."""
     lr: float = 1e-3
-    """Peak learning rate (after warmup)."""
+    """Peak learning rate (after warmup) of AdamW: of every parameter, or with muon of the 1-D ones
+    (and of the embeddings and head unless embedding_lr / head_lr)."""
     min_lr: float = 1e-4
-    """Learning rate at the end of the cosine decay (and after it)."""
+    """Learning rate at the end of the decay (and after it). Every other LR follows the schedule in
+    proportion: at min_lr, muon_lr is muon_lr * min_lr / lr."""
+    schedule: str = "cosine"
+    """cosine: linear warmup, cosine decay to min_lr at lr_decay_iters (nanoGPT's). wsd: linear warmup,
+    constant, then linear warmdown to min_lr over the last warmdown_frac of lr_decay_iters."""
+    warmdown_frac: float = 0.4
+    """optim.schedule=wsd: the fraction of lr_decay_iters spent decaying linearly to min_lr."""
     weight_decay: float = 0.1
     """AdamW weight decay, applied to 2-D weights only (not biases, LayerNorm gains)."""
     beta1: float = 0.9
     beta2: float = 0.99
+    muon_lr: float = 0.02
+    """optim.name=muon: the peak LR of the blocks' matrices (scaled by sqrt(max(1, rows / cols)) per
+    matrix, Keller Jordan's rule, with muon_lr_scaling=original)."""
+    muon_momentum: float = 0.95
+    """optim.name=muon: Muon's Nesterov momentum, reached after muon_momentum_warmup iterations."""
+    muon_momentum_start: float = 0.85
+    """optim.name=muon: the momentum at iteration 0, raised linearly to muon_momentum (modded-nanogpt)."""
+    muon_momentum_warmup: int = 300
+    """optim.name=muon: iterations over which the momentum rises (0: muon_momentum from the start)."""
+    muon_weight_decay: float = 0.0
+    """optim.name=muon: decoupled weight decay of the matrices (each step multiplies them by 1 - lr * this)."""
+    muon_lr_scaling: str = "original"
+    """optim.name=muon: original (sqrt(max(1, rows / cols)), Keller Jordan's) or match_rms_adamw
+    (0.2 * sqrt(max(rows, cols)), Moonshot's: muon_lr then means an AdamW-like LR)."""
+    muon_precision: str = "bfloat16"
+    """optim.name=muon: the Newton-Schulz iteration's dtype: bfloat16 (Keller Jordan's, torch's) or
+    float32 (slower; its results differ between runs only by float32 rounding, as AdamW's do)."""
+    embedding_lr: Optional[float] = None
+    """optim.name=muon: the peak LR of the token (and position) table; null: optim.lr."""
+    head_lr: Optional[float] = None
+    """optim.name=muon with model.tie_embeddings=false: the peak LR of the output layer; null: optim.lr."""
     grad_clip: float = 1.0
     """Clip the global gradient norm to this; 0 disables clipping (the norm is still logged)."""
     warmup_iters: int = 30
@@ -146,9 +205,26 @@ class OptimConfig:
             value = getattr(self, name)
             _check(0 <= value < 1, f"optim.{name}", f"must be in [0, 1), got {value}")
         _check(self.grad_clip >= 0, "optim.grad_clip", f"must be >= 0, got {self.grad_clip}")
-        for name in ("warmup_iters", "lr_decay_iters"):
+        for name in ("warmup_iters", "lr_decay_iters", "muon_momentum_warmup"):
             value = getattr(self, name)
             _check(value is None or value >= 0, f"optim.{name}", f"must be >= 0, got {value}")
+        _check(self.name in ("adamw", "muon"), "optim.name", f"must be adamw or muon, got {self.name!r}")
+        _check(self.schedule in ("cosine", "wsd"), "optim.schedule", f"must be cosine or wsd, got {self.schedule!r}")
+        _check(0 <= self.warmdown_frac <= 1, "optim.warmdown_frac", f"must be in [0, 1], got {self.warmdown_frac}")
+        _check(self.muon_precision in ("bfloat16", "float32"), "optim.muon_precision",
+               f"must be bfloat16 or float32, got {self.muon_precision!r}")
+        _check(self.muon_lr_scaling in ("original", "match_rms_adamw"), "optim.muon_lr_scaling",
+               f"must be original or match_rms_adamw, got {self.muon_lr_scaling!r}")
+        for name in ("muon_lr", "embedding_lr", "head_lr"):
+            value = getattr(self, name)
+            _check(value is None or value > 0, f"optim.{name}", f"must be > 0, got {value}")
+        for name in ("muon_momentum", "muon_momentum_start"):
+            value = getattr(self, name)
+            _check(0 <= value < 1, f"optim.{name}", f"must be in [0, 1), got {value}")
+        _check(self.muon_weight_decay >= 0, "optim.muon_weight_decay", f"must be >= 0, got {self.muon_weight_decay}")
+        for name in ("embedding_lr", "head_lr"):
+            _check(self.name == "muon" or getattr(self, name) is None, f"optim.{name}",
+                   "applies with optim.name=muon (AdamW alone has one LR: optim.lr)")
 
 
 @dataclass
@@ -166,8 +242,9 @@ class TrainerConfig:
     device: str = "auto"
     """auto (cuda > mps > cpu), cpu, cuda, cuda:N or mps."""
     dtype: str = "auto"
-    """auto (bfloat16 on CUDA if supported, else float16 with a GradScaler; bfloat16 on CPUs with AMX,
-    whose matmuls run 4x faster in it; float32 elsewhere), float32, bfloat16 or float16. Parameters and
+    """auto (bfloat16 on CUDA if supported, else float16 with a GradScaler; bfloat16 on CPUs with AMX
+    or AVX512-BF16, which multiply bfloat16 matrices in hardware; float32 elsewhere), float32, bfloat16
+    or float16. Parameters and
     optimizer state stay float32: the lower precision is autocast's, for the forward and backward."""
     compile: Optional[bool] = None
     """Train through torch.compile(model); null: on with CUDA, off elsewhere (a CPU gains nothing
@@ -289,6 +366,11 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.model.init_from is None or self.data.tokenizer == "gpt2" or self.data.source == "bin",
                "model.init_from", "OpenAI's GPT-2 weights score GPT-2 tokens: use data.tokenizer=gpt2")
+        _check(self.model.init_from is None or not self.model.modern_options(), "model.init_from",
+               f"OpenAI's GPT-2 weights have GPT-2's block: drop {', '.join(self.model.modern_options())}")
+        _check(self.optim.name != "muon" or self.trainer.parallel != "fsdp", "optim.name",
+               "muon orthogonalises whole matrices, which trainer.parallel=fsdp shards over the processes: use "
+               "trainer.parallel=ddp (or optim.name=adamw with fsdp)")
         _check(self.model_block_size >= self.data.block_size, "model.block_size",
                f"the model's context ({self.model.block_size}) must hold a whole training window "
                f"(data.block_size={self.data.block_size})")

@@ -4,7 +4,8 @@
 # compiled at batch 16 and 32 (tokens/s, MFU, memory, data wait). Results land in $OUT (default
 # /tmp/gpu_out), with the table in $OUT/results.md.
 #
-# Usage: bash scripts/gpu_check.sh [budget_seconds]      (TESTS_ONLY=1: only the GPU tests)
+# Usage: bash scripts/gpu_check.sh [budget_seconds]      (TESTS_ONLY=1: only the GPU tests; RECIPE=1:
+#        also experiment=shakespeare_char_modern and 40 steps of speedrun_124m, docs/recipe.md)
 # Offline machines: set GPT2_DATA_MIRROR (else ../shared/data) and put hydra-core/omegaconf on
 # PYTHONPATH if the machine's python lacks them (scripts/prepare_gpu_carry.sh builds .gpu_carry/).
 # PYTHON=... picks the interpreter; BENCH_ARGS=... replaces the bench's arguments (CI runs this
@@ -44,6 +45,13 @@ run() {  # run NAME SECONDS OVERRIDES...: a training run whose summary, metrics 
   done
 }
 
+if [ -n "${RECIPE:-}" ]; then  # today's recipe (docs/recipe.md): the modern char run, then speedrun_124m steps
+  run shakespeare_char_modern $(( $(left) - 320 )) experiment=shakespeare_char_modern ${CHAR_ARGS:-}
+  $PY scripts/prepare.py "${GPT2_DATA_MIRROR:-../shared/data}/tinyshakespeare/input.txt" --out "$RUNS/ts_bin" \
+    > "$OUT/prepare.log" 2>&1
+  run speedrun_124m 150 experiment=speedrun_124m "data.dir=$RUNS/ts_bin" trainer.max_iters=40 \
+    trainer.grad_accum=1 data.batch_size=16 trainer.eval_interval=40 trainer.eval_iters=2 trainer.sample_tokens=0
+fi
 run shakespeare_char $(( $(left) - 200 )) experiment=shakespeare_char ${CHAR_ARGS:-}
 
 echo "== bench ($(( $(left) - 10 )) s at most)"
@@ -57,11 +65,14 @@ from pathlib import Path
 from gpt2.run.record import RunSummary
 out = Path(sys.argv[1])
 print((out / "gpu.txt").read_text().strip().replace("\n", "; "), "\n")
-s = RunSummary.read(Path(sys.argv[2]) / "shakespeare_char")
-if s is not None and s.status != "failed":
-    mfu = f"{100 * s['mfu']:.1f}%" if s.get("mfu") is not None else "-"
-    print("| experiment=shakespeare_char | best val loss | iterations | wall | tokens/s | MFU |\n| --- | --- | --- | --- | --- | --- |")
-    print(f"| {s['dtype']} | {s['best_val_loss']:.4f} | {s['iters']} | {s['wall_s']:.0f} s | {s['tokens_per_sec']:,.0f} | {mfu} |\n")
+print("| experiment | dtype | best val loss | iterations | wall | tokens/s | MFU |\n| --- | --- | --- | --- | --- | --- | --- |")
+for name in ("shakespeare_char", "shakespeare_char_modern", "speedrun_124m"):
+    s = RunSummary.read(Path(sys.argv[2]) / name)
+    if s is not None and s.status != "failed":
+        mfu = f"{100 * s['mfu']:.1f}%" if s.get("mfu") is not None else "-"
+        print(f"| {name} | {s['dtype']} | {s['best_val_loss']:.4f} | {s['iters']} | {s['wall_s']:.0f} s | "
+              f"{s['tokens_per_sec']:,.0f} | {mfu} |")
+print()
 PYEOF
 grep '^|' "$OUT/bench.log" | tee -a "$OUT/results.md"  # the bench's own table, as far as it got
 echo "== done in $((SECONDS - start)) s"

@@ -44,7 +44,7 @@ QUOTES = "(a value with special characters needs quotes: "
 @pytest.mark.parametrize("override, line", [
     ("model.n_layr=2", "Could not override 'model.n_layr'. (Key 'n_layr' not in 'ModelConfig')"),
     ("trainer=nope", "In 'config': Could not find 'trainer/nope' (options: default)"),
-    ("model=huge", "In 'config': Could not find 'model/huge' (options: baby, gpt2, tiny)"),
+    ("model=huge", "In 'config': Could not find 'model/huge' (options: baby, gpt2, modern, tiny)"),
     ("optim.lr=fast", "Error merging override optim.lr=fast (Value 'fast' of type 'str' could not be "
                       "converted to Float)"),
     ("data.block_size=1.5", "Error merging override data.block_size=1.5 (Value '1.5' of type 'float' could "

@@ -16,7 +16,7 @@ GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) i
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group, option):
     required = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"],
-                ("experiment", "gpt2_124m"): ["data.dir=tokens"]}
+                ("experiment", "gpt2_124m"): ["data.dir=tokens"], ("experiment", "speedrun_124m"): ["data.dir=tokens"]}
     extra = required.get((group, option), [])
     config = from_hydra(compose_config(f"{group}={option}", *extra))
     assert isinstance(config, Config)
@@ -26,7 +26,8 @@ def test_groups_and_experiments_exist():
     groups = {g for g, _ in GROUP_OPTIONS}
     assert groups == {"data", "model", "optim", "trainer", "logger", "experiment", "hparams_search"}
     assert {o for g, o in GROUP_OPTIONS if g == "experiment"} >= {
-        "shakespeare_char_cpu", "shakespeare_char", "shakespeare_gpt2_cpu"}
+        "shakespeare_char_cpu", "shakespeare_char", "shakespeare_gpt2_cpu", "shakespeare_char_modern_cpu",
+        "shakespeare_char_modern", "speedrun_124m"}
 
 
 def test_shakespeare_char_cpu_is_nanogpts_cpu_command():
@@ -65,6 +66,50 @@ def test_gpt2_124m_is_half_a_million_tokens_per_step_on_token_files():
         6e-4, 6e-5, 0.95, 715, 19073)
     with pytest.raises(Exception, match="data.dir: data.source=bin needs the directory"):
         from_hydra(compose_config("experiment=gpt2_124m"))
+
+
+def test_the_modern_cpu_experiment_differs_from_its_neighbour_only_in_the_recipe():
+    modern = from_hydra(compose_config("experiment=shakespeare_char_modern_cpu"))
+    cpu = from_hydra(compose_config("experiment=shakespeare_char_cpu"))
+    assert modern.data == cpu.data  # same data, windows and batch
+    for key in ("n_layer", "n_head", "n_embd", "dropout", "bias", "block_size"):  # same model size
+        assert getattr(modern.model, key) == getattr(cpu.model, key)
+    assert (modern.model.rotary, modern.model.norm, modern.model.qk_norm, modern.model.activation,
+            modern.model.tie_embeddings) == (True, "rmsnorm", True, "relu2", False)
+    assert (modern.optim.name, modern.optim.schedule) == ("muon", "wsd")
+    assert (modern.trainer.eval_interval, modern.trainer.eval_iters, modern.trainer.device) == (250, 20, "cpu")
+    assert modern.trainer.max_iters < cpu.trainer.max_iters
+
+
+def test_speedrun_124m_is_modded_nanogpts_record_5():
+    c = from_hydra(compose_config("experiment=speedrun_124m", "data.dir=data/fineweb"))
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.bias) == (12, 12, 768, False)
+    assert (c.model.rotary, c.model.norm, c.model.qk_norm, c.model.activation, c.model.zero_init,
+            c.model.tie_embeddings) == (True, "rmsnorm", True, "relu2", True, True)
+    assert c.data.batch_size * c.data.block_size * c.trainer.grad_accum == 524_288
+    assert (c.optim.name, c.optim.schedule, c.optim.warmup_iters, c.trainer.max_iters) == ("muon", "wsd", 0, 5100)
+    assert round(c.optim.warmdown_frac * c.trainer.max_iters) == 1450 and c.optim.min_lr == 0
+    assert (c.optim.lr, c.optim.muon_lr * 0.2, c.optim.muon_lr_scaling) == (0.0036, 0.00036, "match_rms_adamw")
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optim=muon", "trainer.parallel=fsdp"], "optim.name: muon orthogonalises whole matrices, which "
+                                             "trainer.parallel=fsdp shards over the processes: use trainer.parallel=ddp"),
+    (["optim.embedding_lr=0.1"], "optim.embedding_lr: applies with optim.name=muon"),
+    (["optim.name=sgd"], "optim.name: must be adamw or muon, got 'sgd'"),
+    (["optim.schedule=linear"], "optim.schedule: must be cosine or wsd, got 'linear'"),
+    (["optim.warmdown_frac=1.5"], "optim.warmdown_frac: must be in [0, 1], got 1.5"),
+    (["optim.muon_momentum=1.0"], "optim.muon_momentum: must be in [0, 1), got 1.0"),
+    (["model.norm=batchnorm"], "model.norm: must be layernorm or rmsnorm, got 'batchnorm'"),
+    (["model.activation=swish"], "model.activation: must be gelu or relu2, got 'swish'"),
+    (["model.rotary=true", "model.n_embd=132", "model.n_head=4"], "model.rotary: needs an even head size"),
+    (["model=modern", "model.init_from=gpt2"], "model.init_from: OpenAI's GPT-2 weights have GPT-2's block: drop "
+                                              "model.rotary=True, model.norm=rmsnorm"),
+])
+def test_the_recipe_options_are_checked_in_one_line(overrides, message):
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config(*overrides))
+    assert message in str(err.value) and "\n" not in str(err.value)
 
 
 def test_overrides_reach_the_dataclasses():

@@ -19,7 +19,7 @@ from conftest import ROOT, TINY, wait_for_iter
 pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
 
 # dropout off: with it, one process draws masks for the whole batch and two draw them per slice; float32:
-# bfloat16 (auto on CPUs with AMX) rounds a batch of 4 and one of 8 differently, beyond the 1e-5 compared
+# bfloat16 (auto on CPUs with AMX or AVX512-BF16) rounds a batch of 4 and one of 8 differently, beyond the 1e-5 compared
 RUN = [*TINY, "data.tokenizer=char", "data.batch_size=8", "trainer.grad_accum=2", "trainer.max_iters=24",
        "trainer.dtype=float32",
        "trainer.eval_interval=8", "trainer.log_interval=1", "trainer.ckpt_interval=4", "trainer.sample_tokens=0",
@@ -72,9 +72,33 @@ def two_processes_fsdp(tmp_path_factory, data_dir):
     return run_dir
 
 
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
-def test_two_processes_train_the_same_model_as_one(one_process, two_processes, two_processes_fsdp, parallel):
-    two_processes = two_processes if parallel == "ddp" else two_processes_fsdp
+# today's recipe: Muon on the matrices (every rank orthogonalises the same all-reduced gradients); its
+# iteration in float32, as bfloat16 turns the last-bit differences of an all-reduce into 2^-8 ones
+MUON = ["model=modern", "optim=muon", "optim.schedule=wsd", "optim.muon_momentum_warmup=10",
+        "optim.muon_precision=float32"]
+
+
+@pytest.fixture(scope="module")
+def one_process_muon(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("world1_muon")
+    rc, out = finish(launch(run_dir, *RUN, *MUON, f"data.data_dir={data_dir}", world=1))
+    assert rc == 0, out
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def two_processes_muon(tmp_path_factory, data_dir):
+    run_dir = tmp_path_factory.mktemp("world2_muon")
+    rc, out = finish(launch(run_dir, *RUN, *MUON, f"data.data_dir={data_dir}"))
+    assert rc == 0, out
+    return run_dir
+
+
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp", "ddp-muon"])
+def test_two_processes_train_the_same_model_as_one(request, parallel):
+    one_process = request.getfixturevalue("one_process_muon" if parallel == "ddp-muon" else "one_process")
+    two_processes = request.getfixturevalue({"ddp": "two_processes", "fsdp": "two_processes_fsdp",
+                                             "ddp-muon": "two_processes_muon"}[parallel])
     ours, theirs = losses(two_processes), losses(one_process)
     assert [r[0] for r in ours] == [r[0] for r in theirs] == list(range(25))
     for (_, train_2, val_2), (_, train_1, val_1) in zip(ours, theirs):

@@ -143,17 +143,25 @@ def test_too_long_sequence():
         small()(torch.zeros((1, 17), dtype=torch.long))
 
 
-def small_model(block_size=16, vocab=65):
+def small_model(block_size=16, vocab=65, **options):
     torch.manual_seed(0)
-    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, block_size=block_size, bias=False)).eval()
+    return GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, vocab_size=vocab, block_size=block_size, bias=False,
+                         **options)).eval()
 
 
-def test_cached_logits_equal_the_full_forward():
+# the modern block without zero_init (a zero-initialised model's logits are all equal: greedy ties)
+MODERN = dict(rotary=True, norm="rmsnorm", qk_norm=True, activation="relu2", tie_embeddings=False,
+              logit_softcap=15.0)
+
+
+@pytest.mark.parametrize("options", [{}, {"rotary": True}, MODERN], ids=["gpt2", "rotary", "modern"])
+def test_cached_logits_equal_the_full_forward(options):
     """Prefill, then token by token, then a chunk of three: every position's logits as the whole
-    sequence's forward gives them (the cache's causal mask is aligned to the cached positions)."""
+    sequence's forward gives them (the cache's causal mask is aligned to the cached positions, and
+    rotary positions start at the cached length)."""
     from gpt2.model.gpt import KVCache
 
-    model, idx = small_model(), torch.randint(0, 65, (2, 12))
+    model, idx = small_model(**options), torch.randint(0, 65, (2, 12))
     full = torch.cat([model(idx[:, : t + 1])[0] for t in range(12)], dim=1)  # last-position logits
     cache, got = KVCache(model.config), []
     for start, end in ((0, 5), (5, 6), (6, 7), (7, 10), (10, 12)):
@@ -168,11 +176,12 @@ def test_cached_logits_equal_the_full_forward():
     assert torch.allclose(model(idx[:1, :3], cache=cache)[0], full[:1, [2]], atol=1e-5)
 
 
+@pytest.mark.parametrize("options", [{}, MODERN], ids=["gpt2", "modern"])
 @pytest.mark.parametrize("prompt_length", [1, 7, 16, 40])
-def test_greedy_decoding_is_identical_with_and_without_the_cache(prompt_length):
+def test_greedy_decoding_is_identical_with_and_without_the_cache(prompt_length, options):
     """Prompts shorter than, as long as and longer than the 16-token context, 60 new tokens (past
     the context: the window restarts from its last half, with or without the cache)."""
-    model, idx = small_model(), torch.randint(0, 65, (3, prompt_length))
+    model, idx = small_model(**options), torch.randint(0, 65, (3, prompt_length))
     cached = model.generate(idx, 60, temperature=0)
     assert torch.equal(cached, model.generate(idx, 60, temperature=0, use_cache=False))
     assert torch.equal(cached[:, :prompt_length], idx) and cached.shape == (3, prompt_length + 60)
@@ -236,3 +245,75 @@ def test_bfloat16_attention_on_a_cpu_runs_in_float32():
     assert got.dtype == torch.bfloat16 and torch.equal(got, want.bfloat16())
     got.float().sum().backward()
     assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+# ------------------------------------------------------------------- today's options, one by one
+OPTIONS = [{"rotary": True}, {"norm": "rmsnorm"}, {"qk_norm": True}, {"activation": "relu2"},
+           {"tie_embeddings": False}, {"zero_init": True}, {"logit_softcap": 10.0}, {**MODERN, "zero_init": True}]
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "+".join(o) if len(o) < 3 else "all")
+def test_each_option_trains_with_a_finite_loss_and_gpt2s_shapes(options):
+    model = small(bias=True, **options)
+    x = torch.randint(0, 65, (3, 16))
+    logits, loss = model(x, x)
+    assert logits.shape == (3, 16, 65) and torch.isfinite(loss)
+    loss.backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    names = dict(model.named_parameters())
+    assert ("transformer.wpe.weight" in names) != bool(options.get("rotary"))  # rotary: no position table
+    assert (model.lm_head.weight is model.transformer.wte.weight) == options.get("tie_embeddings", True)
+    if options.get("norm") == "rmsnorm":
+        assert not any(".ln_" in n for n in names)  # RMSNorm without parameters
+    gpt2 = small(bias=True)
+    if options.get("zero_init"):  # each block starts as the identity; an untied head at uniform logits
+        assert all(p.abs().sum() == 0 for n, p in names.items() if n.endswith("c_proj.weight"))
+    elif options in ({"qk_norm": True}, {"activation": "relu2"}, {"logit_softcap": 10.0}):
+        assert torch.equal(names["transformer.h.0.mlp.c_fc.weight"], dict(gpt2.named_parameters())[
+            "transformer.h.0.mlp.c_fc.weight"])  # an option that adds no parameter draws the same init
+    assert model.config.not_gpt2() == [f"{k}={v}" for k, v in options.items() if k != "zero_init"]
+
+
+def test_relu2_qk_norm_and_softcap_compute_what_they_say():
+    from gpt2.model.gpt import ReLU2
+
+    x = torch.tensor([-2.0, -0.5, 0.0, 0.5, 3.0])
+    assert torch.equal(ReLU2()(x), torch.tensor([0.0, 0.0, 0.0, 0.25, 9.0]))
+    capped = small(logit_softcap=2.0).eval()
+    logits, _ = capped(torch.randint(0, 65, (2, 8)), torch.randint(0, 65, (2, 8)))
+    assert logits.abs().max() < 2.0  # every logit inside the cap
+    plain = small()
+    capped.load_state_dict(plain.state_dict())
+    idx = torch.randint(0, 65, (1, 8))
+    torch.testing.assert_close(capped(idx)[0], 2.0 * torch.tanh(plain(idx)[0] / 2.0))
+
+
+def test_rotary_positions_are_relative():
+    """With rotary positions the attention scores depend on the distance only: shifting every
+    position (a cache that starts later) leaves the logits of a sequence unchanged."""
+    from gpt2.model.gpt import rotary_table, rotate
+
+    table = rotary_table(GPTConfig(n_embd=32, n_head=2, block_size=64))
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    score = lambda i, j: (rotate(q, table[i:i + 1]) * rotate(k, table[j:j + 1])).sum()  # noqa: E731
+    torch.testing.assert_close(score(5, 2), score(40, 37))
+    assert not torch.allclose(score(5, 2), score(5, 3))
+    model = small(rotary=True, block_size=32)
+    model.crop_block_size(8)
+    assert model.rope.shape[0] == 8 and model(torch.randint(0, 65, (1, 8)))[0].shape == (1, 1, 65)
+
+
+def test_the_options_are_checked():
+    with pytest.raises(ValueError, match="norm must be one of layernorm, rmsnorm"):
+        GPTConfig(norm="batchnorm")
+    with pytest.raises(ValueError, match="activation must be one of gelu, relu2"):
+        GPTConfig(activation="swish")
+    with pytest.raises(ValueError, match="even head size"):
+        GPTConfig(n_embd=6, n_head=2, rotary=True)
+
+
+def test_an_untied_head_counts_the_token_table_as_an_embedding():
+    tied, untied = small(), small(tie_embeddings=False)
+    table = 128 * 32  # the token table, padded to 128 rows
+    assert untied.num_params(non_embedding=False) == tied.num_params(non_embedding=False) + table
+    assert untied.num_params() == tied.num_params()  # the head's matmul counts, the lookup does not

@@ -72,3 +72,32 @@ def test_optimizer_uses_the_config():
     assert opt.param_groups[0]["fused"] is True  # optim.fused=null: the fused kernel on a CPU
     plain = build_optimizer(model, OptimConfig(fused=False), torch.device("cpu"))
     assert not plain.param_groups[0]["fused"]
+
+
+def test_wsd_warms_up_holds_then_decays_linearly():
+    lr = schedule(schedule="wsd", warmdown_frac=0.25)  # 2000 iterations: warmdown from 1500
+    assert lr(0) == pytest.approx(1e-3 / 101) and lr(99) == pytest.approx(1e-3 * 100 / 101)
+    assert lr(100) == lr(1000) == lr(1499) == 1e-3  # stable
+    assert lr.warmdown_start == 1500
+    assert lr(1750) == pytest.approx((1e-3 + 1e-4) / 2)  # half way down the line
+    assert lr(2000) == lr(9000) == 1e-4
+    lrs = [lr(i) for i in range(1500, 2001)]
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))
+    assert [lrs[i + 1] - lrs[i] for i in (0, 250)] == pytest.approx([-9e-7 / 500 * 1000] * 2)  # a straight line
+    assert "constant to iteration 1500, then linear to 1.00e-04 at iteration 2000" in lr.describe()
+    assert schedule(schedule="wsd", warmdown_frac=1.0).warmdown_start == 100  # never inside warmup
+
+
+def test_extending_a_wsd_run_never_jumps():
+    stable = schedule(schedule="wsd", warmdown_frac=0.25)
+    stable.decay_to(1000, 4000)  # resumed while stable: holds, then its warmdown over the new end's last quarter
+    assert stable(1000) == stable(2999) == 1e-3 and stable(3500) == pytest.approx((1e-3 + 1e-4) / 2)
+    cooling = schedule(schedule="wsd", warmdown_frac=0.25)
+    at_1800 = cooling(1800)
+    cooling.decay_to(1800, 4000)  # resumed in the warmdown: holds its LR there, then the new end's warmdown
+    assert cooling(1800) == cooling(2999) == at_1800 and cooling(3500) == pytest.approx((at_1800 + 1e-4) / 2)
+    lrs = [cooling(i) for i in range(1800, 4001)]
+    assert all(a >= b for a, b in zip(lrs, lrs[1:])) and lrs[-1] == pytest.approx(1e-4)
+    again = schedule(schedule="wsd")
+    again.load_state_dict(cooling.state_dict())
+    assert [again(i) for i in range(0, 5000, 7)] == [cooling(i) for i in range(0, 5000, 7)]

@@ -10,7 +10,7 @@ import os
 import pytest
 import torch
 
-from gpt2.errors import ConfigError, DataError
+from gpt2.errors import CheckpointError, ConfigError, DataError
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.model.pretrained import export_pretrained, load_pretrained
 
@@ -84,6 +84,17 @@ def test_a_local_folder_named_gpt2_is_read_not_fetched(hf_dir, tmp_path, monkeyp
 def test_a_char_model_is_not_exported(tmp_path):
     with pytest.raises(Exception, match="only GPT-2 BPE models export"):
         export_pretrained(GPT(GPTConfig(n_layer=1, n_head=1, n_embd=8, vocab_size=65, block_size=8)), tmp_path)
+
+
+@pytest.mark.parametrize("option,value", [("rotary", True), ("norm", "rmsnorm"), ("qk_norm", True),
+                                          ("activation", "relu2"), ("tie_embeddings", False), ("logit_softcap", 30.0)])
+def test_a_model_gpt2_has_no_equivalent_for_is_not_exported(tmp_path, option, value):
+    model = GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, **{option: value}))
+    with pytest.raises(CheckpointError) as err:
+        export_pretrained(model, tmp_path / "out")
+    assert str(err.value).startswith(f"model.{option}={value} has no equivalent in Hugging Face's GPT-2 format")
+    assert not (tmp_path / "out").exists()
+    export_pretrained(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, zero_init=True)), tmp_path / "zero")  # init only
 
 
 @pytest.mark.slow

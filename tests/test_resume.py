@@ -230,7 +230,7 @@ def test_a_checkpoint_from_before_the_stateful_parts_resumes(tmp_path, data_dir,
     windows of this corpus make a batch of 32 and a short one of 12, which format-2 code averaged as
     two equal batch means and today's code averages per token."""
     fixtures = ROOT / "tests" / "fixtures"
-    # float32, as the fixture's run (auto is bfloat16 on CPUs with AMX)
+    # float32, as the fixture's run (auto is bfloat16 on CPUs with AMX or AVX512-BF16)
     summary = train(config(data_dir, corpus, f"trainer.resume={fixtures / 'v2_checkpoint_iter10.pt'}",
                            "trainer.dtype=float32"), tmp_path)
     assert summary["iters"] == 30
@@ -327,6 +327,35 @@ def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_referen
     killed_at = read_metrics(tmp_path)[-1]["iter"]
     saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"]
     assert saved % 5 == 0 and saved <= killed_at < 150
+    resumed = start_train(tmp_path, *overrides, "trainer.resume=auto")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert_same_run(tmp_path, reference_dir)
+
+
+MUON = ["model=modern", "optim=muon", "optim.schedule=wsd", "optim.muon_momentum_warmup=50"]
+
+
+@pytest.fixture(scope="module")
+def cli_reference_muon(tmp_path_factory, data_dir, corpus):
+    run_dir = tmp_path_factory.mktemp("cli_reference_muon")
+    overrides = [*TINY, f"data.data_dir={data_dir}", f"data.path={corpus}", *RESUMABLE, *MUON, "logger=none",
+                 "trainer.max_iters=150"]
+    proc = start_train(run_dir, *overrides)
+    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
+    return run_dir, overrides
+
+
+@pytest.mark.slow
+def test_a_muon_run_killed_resumes_bit_exactly(tmp_path, cli_reference_muon):
+    """Today's recipe (Muon's momentum and its warmup, AdamW, the WSD schedule, rotary positions):
+    SIGKILL during the momentum warmup, resume=auto, the same losses and weights to the bit."""
+    reference_dir, overrides = cli_reference_muon
+    proc = start_train(tmp_path, *overrides)
+    wait_for_iter(proc, tmp_path, 32)
+    proc.kill()
+    proc.communicate()
+    saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")
+    assert saved["iter"] < 50 and set(saved["optimizer"]) == {"muon", "adamw"}
     resumed = start_train(tmp_path, *overrides, "trainer.resume=auto")
     assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
     assert_same_run(tmp_path, reference_dir)

@@ -15,7 +15,7 @@ def test_cpu_runtime_defaults(monkeypatch):
 
     rt = Runtime.create("cpu", "float32")
     assert rt.device == torch.device("cpu") and rt.dtype == torch.float32 and rt.scaler is None
-    # auto: bfloat16 where the CPU has AMX (4x float32's matmul speed), float32 without it
+    # auto: bfloat16 where the CPU multiplies it in hardware (AMX, AVX512-BF16), float32 without
     assert Runtime.create("cpu", "auto").dtype == (torch.bfloat16 if runtime.cpu_has_fast_bf16() else torch.float32)
     for amx, dtype in ((True, torch.bfloat16), (False, torch.float32)):
         monkeypatch.setattr(runtime, "cpu_has_fast_bf16", lambda amx=amx: amx)

@@ -92,7 +92,7 @@ def test_a_refused_resume_leaves_the_run_untouched(tmp_path, data_dir):
 @pytest.mark.parametrize("override,expected", [
     ("data.batch_size=abc", "error: Error merging override data.batch_size=abc (Value 'abc' of type 'str' "
                             "could not be converted to Integer)"),
-    ("model=nope", "error: In 'config': Could not find 'model/nope' (options: baby, gpt2, tiny)"),
+    ("model=nope", "error: In 'config': Could not find 'model/nope' (options: baby, gpt2, modern, tiny)"),
     ("data.batch_size=[", "error: data.batch_size=[: no viable alternative at input '[' (a value with special "
                           "characters needs quotes: 'data.batch_size=\"[\"')"),
     ("data.path=~/corpus.txt", "error: data.path=~/corpus.txt: cannot be parsed (a value with special characters "
@@ -138,7 +138,7 @@ def test_out_of_memory_building_the_model_is_one_line(tmp_path, data_dir):
 def test_help_and_cfg(tmp_path):
     shown = subprocess.run([sys.executable, str(ROOT / "train.py"), "--help"], capture_output=True, text=True,
                            timeout=120, stdin=subprocess.DEVNULL)
-    assert shown.returncode == 0 and "model: baby, gpt2, tiny" in shown.stdout
+    assert shown.returncode == 0 and "model: baby, gpt2, modern, tiny" in shown.stdout
     assert "schema" not in shown.stdout  # the internal group the options extend
     invalid = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cfg", "job", "data.batch_size=0"],
                              capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)

@@ -1,4 +1,6 @@
-"""GPT-2: pre-LayerNorm blocks, GELU MLP, learned positions, tied embeddings, causal SDPA attention.
+"""GPT-2: pre-LayerNorm blocks, GELU MLP, learned positions, tied embeddings, causal SDPA attention;
+and, each off by default, today's options (nanochat's and modded-nanogpt's block): rotary positions,
+RMSNorm, QK-norm, a ReLU² MLP, an untied head, zero-initialised output projections, logit soft-capping.
 
 This module stands alone, as nanoGPT's model.py: it imports torch and nothing of the harness, so a
 script or a notebook can build a model from `GPTConfig` (or from a checkpoint's `model_args`) without
@@ -36,9 +38,34 @@ class GPTConfig:
     """The MLP's GELU: 'none' (exact, erf; nanoGPT's) or 'tanh' (OpenAI's GPT-2 weights were trained
     with it: Hugging Face's 'gelu_new')."""
 
+    rotary: bool = False
+    """Rotary position embeddings on queries and keys (RoPE) instead of a learned position table."""
+    rope_base: float = 10000.0
+    """RoPE's base: the rotation of dimension pair i is position * rope_base ** (-2i / head_size)."""
+    norm: str = "layernorm"
+    """'layernorm' (GPT-2's, with a gain and optional bias) or 'rmsnorm' (no parameters, as nanochat)."""
+    qk_norm: bool = False
+    """RMS-normalise each head's queries and keys before attention (QK-norm)."""
+    activation: str = "gelu"
+    """The MLP's nonlinearity: 'gelu' (GPT-2's) or 'relu2' (ReLU squared, as modded-nanogpt)."""
+    tie_embeddings: bool = True
+    """The output layer is the token table (GPT-2); false gives the head its own matrix."""
+    zero_init: bool = False
+    """Start every residual branch's output projection (and an untied head) at zero."""
+    logit_softcap: float = 0.0
+    """Cap the logits smoothly at +-this (softcap * tanh(logits / softcap)); 0: no cap."""
+
     def __post_init__(self) -> None:
         if self.gelu_approximate not in ("none", "tanh"):
             raise ValueError(f"GPTConfig.gelu_approximate must be 'none' or 'tanh', got {self.gelu_approximate!r}")
+        if self.norm not in NORMS:
+            raise ValueError(f"GPTConfig.norm must be one of {', '.join(NORMS)}, got {self.norm!r}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"GPTConfig.activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}")
+        if self.logit_softcap < 0 or self.rope_base <= 0:
+            raise ValueError("GPTConfig.logit_softcap must be >= 0 and rope_base > 0")
+        if self.rotary and (self.n_embd // self.n_head) % 2:
+            raise ValueError(f"GPTConfig.rotary needs an even head size, got {self.n_embd // self.n_head}")
         for name in ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "vocab_multiple"):
             if getattr(self, name) < 1:
                 raise ValueError(f"GPTConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -48,6 +75,17 @@ class GPTConfig:
     @property
     def padded_vocab_size(self) -> int:
         return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
+
+    def not_gpt2(self) -> list[str]:
+        """The options set here that GPT-2's architecture does not have ([] for a GPT-2 shape)."""
+        gpt2 = GPTConfig()
+        return [f"{name}={getattr(self, name)}" for name in GPT2_SHAPE if getattr(self, name) != getattr(gpt2, name)]
+
+
+NORMS = ("layernorm", "rmsnorm")
+ACTIVATIONS = ("gelu", "relu2")
+GPT2_SHAPE = ("rotary", "norm", "qk_norm", "activation", "tie_embeddings", "logit_softcap")
+"""The options that change what a model computes away from GPT-2's (zero_init only changes its start)."""
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -66,18 +104,46 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> to
     return F.scaled_dot_product_attention(q, k, v, **kwargs)
 
 
+def make_norm(config: GPTConfig) -> nn.Module:
+    if config.norm == "rmsnorm":
+        return nn.RMSNorm(config.n_embd, elementwise_affine=False)
+    return nn.LayerNorm(config.n_embd, bias=config.bias)
+
+
+def rotary_table(config: GPTConfig) -> torch.Tensor:
+    """(block_size, head_size // 2, 2): cos and sin of each position's angle for each dimension pair."""
+    half = config.n_embd // config.n_head // 2
+    inv_freq = config.rope_base ** (-torch.arange(half, dtype=torch.float32) / half)
+    angles = torch.outer(torch.arange(config.block_size, dtype=torch.float32), inv_freq)
+    return torch.stack((angles.cos(), angles.sin()), dim=-1)
+
+
+def rotate(x: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """x (B, nh, T, hs) rotated by the positions' angles in `table` (T, hs // 2, 2): the pairs are
+    (first half, second half) of each head, as nanochat and Hugging Face's Llama pair them."""
+    cos, sin = table[..., 0].to(x.dtype), table[..., 1].to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
         self.n_head = config.n_head
         self.dropout = config.dropout
+        self.qk_norm = config.qk_norm
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)  # q, k, v for all heads
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
 
-    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None,
+                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
         B, T, C = x.shape
         # (B, T, 3C) -> q, k, v: (B, nh, T, hs) views (few ops: decoding one token is overhead-bound)
         q, k, v = self.c_attn(x).view(B, T, 3, self.n_head, C // self.n_head).permute(2, 0, 3, 1, 4).unbind(0)
+        if self.qk_norm:
+            q, k = F.rms_norm(q, (q.size(-1),)), F.rms_norm(k, (k.size(-1),))
+        if rope is not None:  # this window's positions (start.. with a cache)
+            q, k = rotate(q, rope), rotate(k, rope)
         if kv is None:
             y = attention(q, k, v, is_causal=True, dropout_p=self.dropout if self.training else 0.0)
         else:  # the new tokens attend to the cached ones and causally among themselves
@@ -96,7 +162,7 @@ class MLP(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd, bias=config.bias)
         # exact (erf) GELU by default, as nanoGPT (3x faster than the tanh form on CPU); tanh for OpenAI's weights
-        self.gelu = nn.GELU(approximate=config.gelu_approximate)
+        self.gelu = nn.GELU(approximate=config.gelu_approximate) if config.activation == "gelu" else ReLU2()
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
         self.dropout = config.dropout
 
@@ -104,16 +170,24 @@ class MLP(nn.Module):
         return dropout(self.c_proj(self.gelu(self.c_fc(x))), self.dropout, self.training)
 
 
+class ReLU2(nn.Module):
+    """ReLU squared (modded-nanogpt's, nanochat's MLP nonlinearity)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x).square()
+
+
 class Block(nn.Module):
     def __init__(self, config: GPTConfig):
         super().__init__()
-        self.ln_1 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_1 = make_norm(config)
         self.attn = CausalSelfAttention(config)
-        self.ln_2 = nn.LayerNorm(config.n_embd, bias=config.bias)
+        self.ln_2 = make_norm(config)
         self.mlp = MLP(config)
 
-    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), kv)
+    def forward(self, x: torch.Tensor, kv: Optional["LayerKV"] = None,
+                rope: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), kv, rope)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -166,14 +240,17 @@ class GPT(nn.Module):
         super().__init__()
         self.config = config
         padded = config.padded_vocab_size
+        positions = {} if config.rotary else {"wpe": nn.Embedding(config.block_size, config.n_embd)}
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(padded, config.n_embd),
-            wpe=nn.Embedding(config.block_size, config.n_embd),
+            **positions,
             h=nn.ModuleList([Block(config) for _ in range(config.n_layer)]),
-            ln_f=nn.LayerNorm(config.n_embd, bias=config.bias),
+            ln_f=make_norm(config),
         ))
         self.lm_head = nn.Linear(config.n_embd, padded, bias=False)
-        self.transformer.wte.weight = self.lm_head.weight  # tied input/output embeddings
+        if config.tie_embeddings:
+            self.transformer.wte.weight = self.lm_head.weight  # tied input/output embeddings
+        self.register_buffer("rope", rotary_table(config) if config.rotary else None, persistent=False)
         # -inf on the padded logits, added inside the lm_head matmul: they get zero probability, so
         # they are never scored or sampled, and no (B, T, vocab) tensor is sliced or copied for it
         mask = torch.zeros(padded)
@@ -184,6 +261,10 @@ class GPT(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith("c_proj.weight"):
                 nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layer))
+        if config.zero_init:  # each block starts as the identity, and an untied head at uniform logits
+            for name, p in self.named_parameters():
+                if name.endswith("c_proj.weight") or (name == "lm_head.weight" and not config.tie_embeddings):
+                    nn.init.zeros_(p)
 
     @property
     def vocab_size(self) -> int:
@@ -205,7 +286,10 @@ class GPT(nn.Module):
             raise ValueError(f"cannot crop the context to {block_size}: it must be between 1 and the "
                              f"model's block_size {self.config.block_size}")
         self.config = replace(self.config, block_size=block_size)  # a copy: other models may share it
-        self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
+        if self.config.rotary:
+            self.rope = self.rope[:block_size]
+        else:
+            self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size].detach().clone())
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -215,10 +299,16 @@ class GPT(nn.Module):
             nn.init.zeros_(module.bias)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameters, counting tied weights once; non_embedding leaves out the position table
-        (the token table stays in: it is also the output layer)."""
+        """Parameters, counting tied weights once; non_embedding leaves out the tables only looked up:
+        the position table, and the token table when the head is not it (tied, it is also the output
+        layer's matmul)."""
         n = sum(p.numel() for p in self.parameters())
-        return n - self.transformer.wpe.weight.numel() if non_embedding else n
+        if non_embedding:
+            looked_up = [] if self.config.rotary else [self.transformer.wpe.weight]
+            if not self.config.tie_embeddings:
+                looked_up.append(self.transformer.wte.weight)
+            n -= sum(p.numel() for p in looked_up)
+        return n
 
     def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None,
                 cache: Optional[KVCache] = None) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -229,10 +319,13 @@ class GPT(nn.Module):
         start = cache.length if cache is not None else 0
         if start + T > self.block_size:
             raise ValueError(f"sequence of length {start + T} is longer than block_size {self.block_size}")
-        x = self.transformer.wte(idx) + self.transformer.wpe.weight[start:start + T]  # positions start.. (B, T, C)
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None if self.rope is None else self.rope[start:start + T]  # positions start..
+        if rope is None:
+            x = x + self.transformer.wpe.weight[start:start + T]
         x = dropout(x, self.config.dropout, self.training)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, cache.layers[i] if cache is not None else None)
+            x = block(x, cache.layers[i] if cache is not None else None, rope)
         if cache is not None:
             cache.length += T
         x = self.transformer.ln_f(x)
@@ -243,7 +336,11 @@ class GPT(nn.Module):
         return logits[..., : self.vocab_size], loss
 
     def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.lm_head.weight, self.logit_mask)
+        cap = self.config.logit_softcap
+        if not cap:
+            return F.linear(x, self.lm_head.weight, self.logit_mask)
+        logits = cap * torch.tanh(F.linear(x, self.lm_head.weight).float() / cap)  # capped before the mask
+        return logits if self.logit_mask is None else logits + self.logit_mask
 
     @torch.inference_mode()
     def generate(self, idx: torch.Tensor, max_new_tokens: int, temperature: float = 1.0,

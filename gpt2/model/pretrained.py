@@ -122,6 +122,9 @@ def export_pretrained(model: GPT, out: Path, tokenizer_files: Optional[Path] = N
     if c.vocab_size != GPT2_VOCAB:
         raise CheckpointError(f"only GPT-2 BPE models export to Hugging Face's GPT-2 format; this one has a vocabulary "
                               f"of {c.vocab_size} (a char-level model has no tokenizer transformers could load)")
+    if c.not_gpt2():
+        raise CheckpointError(f"model.{c.not_gpt2()[0]} has no equivalent in Hugging Face's GPT-2 format: only "
+                              f"GPT-2-shaped models export (this one has {', '.join(c.not_gpt2())})")
     state = {}
     for key, value in model.state_dict().items():
         if key == "lm_head.weight":  # tied: transformers ties it to wte again

@@ -1,4 +1,8 @@
-"""AdamW with weight decay on 2-D weights only, and the learning-rate schedule as a small stateful part."""
+"""The optimizer and the learning-rate schedule (a small stateful part).
+
+optim.name=adamw: AdamW with weight decay on 2-D weights only (nanoGPT's). optim.name=muon: Muon for
+the blocks' matrices, AdamW for the rest, stepped as one optimizer (gpt2/train/muon.py). Every group
+follows the one schedule: a group with an `lr_scale` runs at that multiple of optim.lr's LR."""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from gpt2.config import OptimConfig
+from gpt2.train.muon import MuonWithAdamW
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -21,21 +26,35 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     ]
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, cfg: OptimConfig, device: torch.device) -> "torch.optim.Optimizer | MuonWithAdamW":
     # the fused kernel exists for CPU and CUDA and is the fastest AdamW on both
     fused = device.type in ("cpu", "cuda") if cfg.fused is None else cfg.fused
+    if cfg.name == "muon":
+        return MuonWithAdamW(model, cfg, fused=fused)
     return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr,
                              betas=(cfg.beta1, cfg.beta2), fused=fused or None)
 
 
+def set_step(optimizer: torch.optim.Optimizer, step: int, lr: float) -> None:
+    """The settings of iteration `step` in every group: the LR (times the group's `lr_scale`) and,
+    for Muon's groups, the momentum of its warmup."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group["lr_scale"] if "lr_scale" in group else lr
+        if "momentum_warmup" in group:
+            start, end, iters = group["momentum_warmup"]
+            group["momentum"] = end if step >= iters else start + (end - start) * step / iters
+
+
 @dataclass
 class LRSchedule:
-    """nanoGPT's schedule: linear warmup to lr over warmup_iters, cosine decay to min_lr at
-    decay_iters, then flat. `schedule(step)` is the LR of that step.
+    """The LR of each step: linear warmup to lr over warmup_iters, then down to min_lr at decay_iters,
+    then flat. kind=cosine (nanoGPT's): a cosine decay from the end of warmup. kind=wsd
+    (warmup-stable-decay, nanochat's and modded-nanogpt's): constant at lr, then a linear warmdown over
+    the last warmdown_frac of decay_iters. `schedule(step)` is the LR of that step.
 
     A run keeps its schedule across resumes (it is in the checkpoint). `decay_to(step, decay_iters)`
-    moves the end of the decay at a resume point: from there the cosine starts again from the LR
-    the run had at that step (`anchor_iter`, `anchor_lr`), so the LR never jumps up."""
+    moves the end of the decay at a resume point: from there the schedule goes on from the LR the run
+    had at that step (`anchor_iter`, `anchor_lr`), so the LR never jumps up."""
 
     lr: float
     min_lr: float
@@ -43,13 +62,16 @@ class LRSchedule:
     decay_iters: int
     decay: bool = True
     anchor_iter: Optional[int] = None
-    """Where the cosine starts; None: at the end of warmup, from lr."""
+    """Where the decay starts from anchor_lr; None: at the end of warmup, from lr."""
     anchor_lr: Optional[float] = None
+    kind: str = "cosine"
+    warmdown_frac: float = 0.0
+    """kind=wsd: the fraction of decay_iters spent in the linear warmdown."""
 
     @classmethod
     def from_config(cls, cfg: OptimConfig, decay_iters: int) -> "LRSchedule":
         return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters, decay_iters=decay_iters,
-                   decay=cfg.decay_lr)
+                   decay=cfg.decay_lr, kind=cfg.schedule, warmdown_frac=cfg.warmdown_frac)
 
     def __call__(self, step: int) -> float:
         if not self.decay:
@@ -60,8 +82,16 @@ class LRSchedule:
             return self.min_lr
         start, peak = ((self.warmup_iters, self.lr) if self.anchor_iter is None
                        else (self.anchor_iter, self.anchor_lr))
+        if self.kind == "wsd":  # constant at peak until the warmdown, then a straight line to min_lr
+            start = max(start, self.warmdown_start)
+            return peak if step < start else peak + (self.min_lr - peak) * (step - start) / (self.decay_iters - start)
         progress = (step - start) / max(1, self.decay_iters - start)
         return self.min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - self.min_lr)
+
+    @property
+    def warmdown_start(self) -> int:
+        """kind=wsd: the first step of the warmdown (never inside warmup)."""
+        return max(self.warmup_iters, self.decay_iters - round(self.warmdown_frac * self.decay_iters))
 
     def decay_to(self, step: int, decay_iters: int) -> None:
         """End the decay at decay_iters instead, continuing from this schedule's LR at `step`."""
@@ -73,7 +103,12 @@ class LRSchedule:
         if not self.decay:
             return f"constant {self.lr:.2e}"
         start = (f"from {self.anchor_lr:.2e} at iteration {self.anchor_iter}" if self.anchor_iter is not None
-                 else f"warmup to {self.lr:.2e} over {self.warmup_iters} iterations, then cosine")
+                 else f"warmup to {self.lr:.2e} over {self.warmup_iters} iterations")
+        if self.kind == "wsd":
+            start = (f"{start}, constant to iteration {max(self.warmdown_start, self.anchor_iter or 0)}, "
+                     f"then linear")
+        else:
+            start += ", then cosine" if self.anchor_iter is None else ""
         return f"{start} to {self.min_lr:.2e} at iteration {self.decay_iters}, then flat"
 
     def state_dict(self) -> dict:

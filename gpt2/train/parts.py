@@ -44,7 +44,9 @@ def gpt_config(config: Config, vocab_size: int) -> GPTConfig:
     m = config.model
     return GPTConfig(n_layer=m.n_layer, n_head=m.n_head, n_embd=m.n_embd, vocab_size=vocab_size,
                      block_size=config.model_block_size, dropout=m.dropout, bias=m.bias,
-                     vocab_multiple=m.vocab_multiple)
+                     vocab_multiple=m.vocab_multiple, rotary=m.rotary, norm=m.norm, qk_norm=m.qk_norm,
+                     activation=m.activation, tie_embeddings=m.tie_embeddings, zero_init=m.zero_init,
+                     logit_softcap=m.logit_softcap)
 
 
 def pretrained_dir(config: Config) -> Path:

@@ -13,6 +13,7 @@ import torch.nn as nn
 
 from gpt2.model.gpt import GPT
 from gpt2.train.distributed import Dist
+from gpt2.train.optim import set_step
 from gpt2.train.runtime import Runtime
 
 
@@ -27,11 +28,10 @@ def grad_sync(model: nn.Module, sync: bool):
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iterator, rt: Runtime,
-               lr: float, grad_accum: int, grad_clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step over grad_accum micro-batches; returns (mean loss, grad norm) as tensors
-    (no device sync here)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+               lr: float, grad_accum: int, grad_clip: float, step: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step (iteration `step`, at `lr`) over grad_accum micro-batches; returns (mean
+    loss, grad norm) as tensors (no device sync here)."""
+    set_step(optimizer, step, lr)
     total = torch.zeros((), device=rt.device)
     for micro in range(grad_accum):
         x, y = next(batches)

@@ -160,7 +160,7 @@ class Trainer:
         p, parts = self.progress, self.parts
         lr = parts.schedule(p.iters)
         loss, norm = train_step(parts.step_model, parts.optimizer, batches, parts.runtime, lr,
-                                self.config.trainer.grad_accum, self.config.optim.grad_clip)
+                                self.config.trainer.grad_accum, self.config.optim.grad_clip, p.iters)
         p.iters += 1
         p.window_steps += 1
         self.guard.update(loss, p.iters)
