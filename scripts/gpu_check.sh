@@ -49,8 +49,10 @@ if [ -n "${RECIPE:-}" ]; then  # today's recipe (docs/recipe.md): the modern cha
   run shakespeare_char_modern $(( $(left) - 320 )) experiment=shakespeare_char_modern ${CHAR_ARGS:-}
   $PY scripts/prepare.py "${GPT2_DATA_MIRROR:-../shared/data}/tinyshakespeare/input.txt" --out "$RUNS/ts_bin" \
     > "$OUT/prepare.log" 2>&1
+  # shellcheck disable=SC2086
   run speedrun_124m 150 experiment=speedrun_124m "data.dir=$RUNS/ts_bin" trainer.max_iters=40 \
-    trainer.grad_accum=1 data.batch_size=16 trainer.eval_interval=40 trainer.eval_iters=2 trainer.sample_tokens=0
+    trainer.grad_accum=1 data.batch_size=16 trainer.eval_interval=40 trainer.eval_iters=2 trainer.sample_tokens=0 \
+    ${SPEEDRUN_ARGS:-}
 fi
 run shakespeare_char $(( $(left) - 200 )) experiment=shakespeare_char ${CHAR_ARGS:-}
 

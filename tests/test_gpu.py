@@ -56,6 +56,17 @@ def test_compiled_training_saves_plain_checkpoints(data_dir, tmp_path):
     assert all(not k.startswith("_orig_mod") for k in state["model"])
 
 
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_the_modern_recipe_compiles_and_trains_in_low_precision(data_dir, tmp_path, dtype):
+    """Muon + the modern block through torch.compile, bf16 autocast (and fp16 with its GradScaler),
+    with gradient accumulation: a finite, falling loss."""
+    summary = train(tiny_config(data_dir, "trainer.device=cuda", "trainer.compile=true", f"trainer.dtype={dtype}",
+                                "model=modern", "optim=muon", "optim.schedule=wsd", "trainer.grad_accum=2"), tmp_path)
+    rows = read_metrics(tmp_path)
+    assert summary["dtype"] == dtype and math.isfinite(summary["best_val_loss"])
+    assert rows[-1]["train_loss"] < rows[0]["val_loss"]
+
+
 def test_stop_and_resume_on_cuda(data_dir, tmp_path):
     import os
     import signal

@@ -13,7 +13,7 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
 
 SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
-           "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py"]
+           "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py", "compare_runs.py", "bench_muon.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -142,11 +142,14 @@ def test_sweep_report_with_an_unwritable_png_is_one_line(tmp_path, png):
     assert result.stdout == ""
 
 
-def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path, data_dir):
-    """A trained run sampled greedily: the KV cache changes the speed, not the text."""
+@pytest.mark.parametrize("recipe", [[], ["model=modern", "optim=muon"]], ids=["gpt2", "modern"])
+def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path, data_dir, recipe):
+    """A trained run sampled greedily: the KV cache changes the speed, not the text (rotary
+    positions included)."""
     from conftest import TINY, run_train
 
-    trained = run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none", "data.tokenizer=char")
+    trained = run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none", "data.tokenizer=char",
+                        *recipe)
     assert trained.returncode == 0, trained.stderr
     common = [str(tmp_path / "run"), "--prompt", "ROMEO:", "--temperature", "0", "--num-samples", "2",
               "--max-new-tokens", "40", "--device", "cpu", "--data-dir", str(data_dir)]
@@ -196,12 +199,16 @@ def test_gpu_check_runs_end_to_end_on_a_cpu_with_tiny_settings(tmp_path, data_di
     env = {**os.environ, "OUT": str(tmp_path / "out"), "RUNS": str(tmp_path / "runs"), "PYTHON": sys.executable,
            "CHAR_ARGS": "trainer.max_iters=2 trainer.eval_iters=1 data.batch_size=2 data.block_size=32 "
                         f"trainer.sample_tokens=0 trainer.device=cpu data.data_dir={data_dir}",
-           "BENCH_ARGS": f"--preset char_cpu --compile off --iters 2 --warmup 1 data.data_dir={data_dir}"}
+           "BENCH_ARGS": f"--preset char_cpu --compile off --iters 2 --warmup 1 data.data_dir={data_dir}",
+           "RECIPE": "1", "SPEEDRUN_ARGS": "model.n_layer=1 model.n_head=2 model.n_embd=32 data.block_size=32 "
+                                           "trainer.max_iters=2 trainer.device=cpu"}
     result = subprocess.run(["bash", "scripts/gpu_check.sh", "400"], cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
                             capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stdout + result.stderr
     table = (tmp_path / "out" / "results.md").read_text()
-    assert "| experiment=shakespeare_char | best val loss" in table and "| char_cpu | off | 12 |" in table, table
+    assert "| experiment | dtype | best val loss" in table and "| char_cpu | off | 12 |" in table, table
+    for name in ("shakespeare_char", "shakespeare_char_modern", "speedrun_124m"):
+        assert f"| {name} | " in table, table
     rows = json.loads((tmp_path / "out" / "bench.json").read_text())
     assert rows[0]["tokens_per_sec"] > 0 and 0 < rows[0]["mfu"] < 1 and 0 <= rows[0]["data_wait"] < 1
 
@@ -224,3 +231,32 @@ def test_bench_refuses_an_unwritable_json_before_measuring(tmp_path):
     result = run_script("bench.py", "--json", str(tmp_path / "a_file" / "rows.json"), "--iters", "1", "--warmup", "1")
     assert result.returncode == 1 and "a_file" in result.stderr and "Traceback" not in result.stderr
     assert "| char_cpu |" not in result.stdout  # nothing measured first
+
+
+def test_compare_runs_draws_the_curves_and_finds_the_target(tmp_path):
+    for name, losses in (("a", [4.2, 2.5, 1.9]), ("b", [4.2, 1.95, 1.7])):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"iter": 50 * i, "val_loss": v, **({"tokens_per_sec": 1000.0} if i else {})}
+                for i, v in enumerate(losses)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (run / "summary.json").write_text(json.dumps({"iters": 100, "tokens_seen": 100 * 768}))
+    out = tmp_path / "curves.png"
+    result = run_script("compare_runs.py", str(tmp_path / "a"), str(tmp_path / "b"), "--labels", "A,B",
+                        "--target", "1.95", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert "| A | 100 | 1.9000 | 100 | 76.8 s |" in result.stdout  # 2 x 50 iterations x 768 tokens / 1000 tokens/s
+    assert "| B | 100 | 1.7000 | 50 | 38.4 s |" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
+    for args, message in (([str(tmp_path)], "no summary.json with iterations"),
+                          ([str(tmp_path / "a"), "--labels", "A,B"], "--labels: 2 labels for 1 runs")):
+        bad = run_script("compare_runs.py", *args, "--out", str(out))
+        assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_bench_muon_prints_the_share_of_a_step():
+    result = run_script("bench_muon.py", "--preset", "char", "--micro-batch", "2", "--tokens-per-step", "768",
+                        "--world", "1,2", "--repeats", "1")
+    assert result.returncode == 0, result.stderr
+    assert "char: 16 matrices in 4 shapes" in result.stdout and "| 2 | 384 |" in result.stdout, result.stdout
+    bad = run_script("bench_muon.py", "--world", "0,x")
+    assert bad.returncode == 1 and "--world" in bad.stderr and "Traceback" not in bad.stderr
