@@ -133,13 +133,6 @@ class ModelConfig:
         _check(not self.rotary or (self.n_embd // self.n_head) % 2 == 0, "model.rotary",
                f"needs an even head size (n_embd / n_head = {self.n_embd // self.n_head})")
 
-    def modern_options(self) -> list[str]:
-        """The options set away from GPT-2's block (zero_init aside: it is only a starting point)."""
-        gpt2 = ModelConfig()
-        return [f"model.{name}={getattr(self, name)}" for name in
-                ("rotary", "norm", "qk_norm", "activation", "tie_embeddings", "logit_softcap")
-                if getattr(self, name) != getattr(gpt2, name)]
-
 
 @dataclass
 class OptimConfig:
@@ -366,8 +359,6 @@ class Config:
     def __post_init__(self) -> None:
         _check(self.model.init_from is None or self.data.tokenizer == "gpt2" or self.data.source == "bin",
                "model.init_from", "OpenAI's GPT-2 weights score GPT-2 tokens: use data.tokenizer=gpt2")
-        _check(self.model.init_from is None or not self.model.modern_options(), "model.init_from",
-               f"OpenAI's GPT-2 weights have GPT-2's block: drop {', '.join(self.model.modern_options())}")
         _check(self.optim.name != "muon" or self.trainer.parallel != "fsdp", "optim.name",
                "muon orthogonalises whole matrices, which trainer.parallel=fsdp shards over the processes: use "
                "trainer.parallel=ddp (or optim.name=adamw with fsdp)")

@@ -3,11 +3,13 @@
 import pytest
 import torch
 
-from gpt2.train.parts import build, gpt_config
+from gpt2.config import from_hydra
+from gpt2.errors import ConfigError
+from gpt2.train.parts import build, gpt_config, pretrained_dir
 from gpt2.run.logger import read_metrics
 from gpt2.train.trainer import Trainer
 
-from conftest import tiny_config
+from conftest import compose_config, tiny_config
 
 
 def test_build_needs_no_run_directory(data_dir, tmp_path, monkeypatch):
@@ -36,3 +38,12 @@ def test_a_longer_context_than_the_training_windows(data_dir, tmp_path):
     assert parts.model.block_size == 64 and parts.model.transformer.wpe.weight.shape[0] == 64
     summary = Trainer(config, tmp_path, parts).fit()  # trains on 16-token windows
     assert summary["iters"] == 4 and [r["iter"] for r in read_metrics(tmp_path)] == [0, 2, 4]
+
+
+def test_gpt2_weights_with_a_modern_option_are_refused_before_any_lookup():
+    config = from_hydra(compose_config("model=modern", "model.init_from=gpt2"))
+    with pytest.raises(ConfigError) as err:
+        pretrained_dir(config)  # no folder named gpt2, no network: refused before either is looked for
+    assert str(err.value) == ("model.init_from=gpt2: OpenAI's GPT-2 weights have GPT-2's block: drop model.rotary=True, "
+                              "model.norm=rmsnorm, model.qk_norm=True, model.activation=relu2, "
+                              "model.tie_embeddings=False")

@@ -4,7 +4,7 @@ matrices, with AdamW for everything else, stepped as one optimizer (optim.name=m
 torch.optim.Muon gives the algorithm, its hyperparameters and its state; `Muon` below only changes
 how its step runs: the matrices of one shape (one per layer) are orthogonalised together, as one
 batched iteration, instead of one at a time. Same arithmetic, the same result bit for bit, and on a
-CPU at nanoGPT's 128-wide model half the time (the per-matrix iteration is bound by per-op costs).
+CPU at nanoGPT's 128-wide model about half the time (the per-matrix iteration is bound by per-op costs).
 What torch's lacks and this file adds: that batching, the momentum warmup (`set_step` in optim.py
 reads a group's `momentum_warmup`) and the split of a model's parameters between Muon and AdamW.
 """
@@ -64,7 +64,10 @@ class Muon(torch.optim.Muon):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            bufs = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in params]
+            for p in params:
+                if "momentum_buffer" not in self.state[p]:
+                    self.state[p]["momentum_buffer"] = torch.zeros_like(p)
+            bufs = [self.state[p]["momentum_buffer"] for p in params]
             momentum = group["momentum"]
             torch._foreach_lerp_(bufs, grads, 1 - momentum)  # buf = momentum * buf + (1 - momentum) * grad
             updates = torch._foreach_lerp(grads, bufs, momentum) if group["nesterov"] else bufs
@@ -79,7 +82,6 @@ class Muon(torch.optim.Muon):
                 for j, i in enumerate(index):
                     params[i].mul_(1 - lr * decay)
                     params[i].add_(ortho[j], alpha=-step)
-
 
 
 def muon_split(model: nn.Module) -> tuple[list, list, list, list]:

@@ -54,6 +54,10 @@ def pretrained_dir(config: Config) -> Path:
     before any data work: a model.* value that differs from both the schema's default and the
     checkpoint's is a conflict, refused in one line."""
     m = config.model
+    modern = gpt_config(config, vocab_size=1).not_gpt2()
+    if modern:
+        raise ConfigError(f"model.init_from={m.init_from}: OpenAI's GPT-2 weights have GPT-2's block: drop "
+                          f"{', '.join('model.' + option for option in modern)}")
     directory = locate(m.init_from)
     theirs, default = read_config(directory), ModelConfig()
     for key in ("n_layer", "n_head", "n_embd", "bias"):
