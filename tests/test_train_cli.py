@@ -8,10 +8,11 @@ import pytest
 import torch
 import yaml
 
+from gpt2.data.loaders import make_dataloader
 from gpt2.train.checkpoint import load_checkpoint
 from gpt2.run.logger import read_metrics
 
-from conftest import ROOT, TINY, one_line, read_wandb_records, run_train
+from conftest import ROOT, TINY, one_line, read_wandb_records, run_train, tiny_config
 
 pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
 
@@ -129,8 +130,11 @@ def test_an_invalid_wandb_variable_is_refused_before_any_data_is_read(tmp_path):
 
 
 def test_out_of_memory_building_the_model_is_one_line(tmp_path, data_dir):
+    # characters: a 65-row token table (GPT-2's 50,304 rows would first fill and initialise 13 GB for
+    # ~50 s); their token cache built beforehand, so that the run's one line is the error
+    make_dataloader(tiny_config(data_dir, "data.tokenizer=char").data, eval_iters=1, device="cpu")
     line = one_line(run_train(tmp_path / "run", *TINY, f"data.data_dir={data_dir}", "logger=none",
-                              "model.n_embd=65536"))  # a 51 GB attention weight
+                              "data.tokenizer=char", "model.n_embd=65536"))  # a 51 GB attention weight
     assert line == ("out of memory on cpu while building the model (model 1 layers x 65536 wide, ~51540M "
                     "parameters): lower model.n_layer / model.n_embd")
 
