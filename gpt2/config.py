@@ -215,9 +215,13 @@ class OptimConfig:
             value = getattr(self, name)
             _check(0 <= value < 1, f"optim.{name}", f"must be in [0, 1), got {value}")
         _check(self.muon_weight_decay >= 0, "optim.muon_weight_decay", f"must be >= 0, got {self.muon_weight_decay}")
-        for name in ("embedding_lr", "head_lr"):
-            _check(self.name == "muon" or getattr(self, name) is None, f"optim.{name}",
-                   "applies with optim.name=muon (AdamW alone has one LR: optim.lr)")
+        default = OptimConfig.__dataclass_fields__
+        for name in ("embedding_lr", "head_lr", "muon_lr", "muon_momentum", "muon_momentum_start",
+                     "muon_momentum_warmup", "muon_weight_decay", "muon_lr_scaling", "muon_precision"):
+            _check(self.name == "muon" or getattr(self, name) == default[name].default, f"optim.{name}",
+                   "applies with optim.name=muon (optim=muon); AdamW alone has one LR, optim.lr")
+        _check(self.schedule == "wsd" or self.warmdown_frac == default["warmdown_frac"].default,
+               "optim.warmdown_frac", "applies with optim.schedule=wsd (the cosine decays over the whole run)")
 
 
 @dataclass

@@ -96,6 +96,8 @@ def test_speedrun_124m_is_modded_nanogpts_record_5():
     (["optim=muon", "trainer.parallel=fsdp"], "optim.name: muon orthogonalises whole matrices, which "
                                              "trainer.parallel=fsdp shards over the processes: use trainer.parallel=ddp"),
     (["optim.embedding_lr=0.1"], "optim.embedding_lr: applies with optim.name=muon"),
+    (["optim.muon_lr=0.05"], "optim.muon_lr: applies with optim.name=muon (optim=muon); AdamW alone has one LR"),
+    (["optim.warmdown_frac=0.2"], "optim.warmdown_frac: applies with optim.schedule=wsd"),
     (["optim.name=sgd"], "optim.name: must be adamw or muon, got 'sgd'"),
     (["optim.schedule=linear"], "optim.schedule: must be cosine or wsd, got 'linear'"),
     (["optim.warmdown_frac=1.5"], "optim.warmdown_frac: must be in [0, 1], got 1.5"),

@@ -224,6 +224,26 @@ def test_an_explicit_new_decay_end_continues_from_the_current_lr(tmp_path, data_
     assert_same_run(tmp_path / "b", tmp_path / "a")
 
 
+def test_a_wsd_run_extended_never_jumps(tmp_path, data_dir, corpus, caplog):
+    """optim.schedule=wsd (warmdown over the last half): stopped in its constant phase and resumed
+    with a later end, it holds the LR, then warms down over the new end's last half; stopped in its
+    warmdown, it holds the LR it had, then warms down to min_lr at the new end."""
+    wsd = ("optim.schedule=wsd", "optim.warmdown_frac=0.5")  # 30 iterations: constant to 15, then down
+    extended = (*wsd, "trainer.max_iters=50", "optim.lr_decay_iters=50", "trainer.resume=auto")
+    for stop, hold in ((10, 3e-3), (20, None)):
+        run_dir = tmp_path / str(stop)
+        train(config(data_dir, corpus, *wsd), run_dir, on_step=signal_at(stop, signal.SIGINT))
+        with caplog.at_level("INFO"):
+            train(config(data_dir, corpus, *extended), run_dir)
+        steps = [r["lr"] for r in read_metrics(run_dir)][1:]  # the LR of steps 0..49 (row i+1 logs step i)
+        assert all(a >= b for a, b in zip(steps[2:], steps[3:])), steps  # after warmup, never up
+        held = steps[stop]
+        assert hold is None or held == hold
+        assert steps[stop:26] == [held] * (26 - stop) and steps[26] < held  # the new warmdown starts at 25
+        assert steps[49] == pytest.approx(held + (1e-4 - held) * 24 / 25)  # a straight line to 1e-4 at 50
+        assert f"lr schedule changed at iteration {stop} by optim.lr_decay_iters=50" in caplog.text
+
+
 def test_a_checkpoint_from_before_the_stateful_parts_resumes(tmp_path, data_dir, corpus):
     """tests/fixtures: a format-2 checkpoint at iteration 10 and what its run logged afterwards. The
     training trajectory continues as it did; the logged val loss differs by design: the 44 validation
