@@ -1,10 +1,16 @@
-"""Tokenize text files into token files for `python train.py data=bin data.dir=OUT`.
+"""Tokenize a corpus into token files for `python train.py data=bin data.dir=OUT`.
 
-Usage: python scripts/prepare.py <file | directory | glob> ... --out OUT [--workers N]
+Usage: python scripts/prepare.py [<file | directory | glob> ...] [--hf-dataset NAME [--hf-config C]
+                                 [--split S]] --out OUT [--workers N] [--text-column text]
                                  [--tokenizer gpt2|char] [--train-frac 0.9]
 
+Inputs: text files (each a document); Parquet files (.parquet), JSON Lines (.jsonl, .jsonl.gz,
+.jsonl.zst) and a Hugging Face dataset (a Hub name, a directory saved with save_to_disk, or a directory
+of data files), each row a document, its text in --text-column. A directory holding Parquet or JSON
+Lines files is read for those alone. Row formats need the corpora extra: pip install -e '.[corpora]'.
+
 Writes OUT/train.bin and OUT/val.bin (uint16 token ids, nanoGPT's layout) and OUT/manifest.json (the
-tokenizer, token counts, every source file with its size and sha256, the split rule). Streaming and
+tokenizer, token counts, every source with its size, sha256 and rows, the split rule). Streaming and
 multi-process: memory stays bounded whatever the corpus size. Each file is a document; documents are
 separated by <|endoftext|>. Several documents are split by document (by the hash of their bytes), a
 single one by position (its first train_frac of tokens for training). Running it again on unchanged
@@ -24,6 +30,7 @@ import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from gpt2.data.prepare import Settings, prepare  # noqa: E402
+from gpt2.data.rows import HFDataset  # noqa: E402
 from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.run.script import require_positive, run_script  # noqa: E402
 from gpt2.train.runtime import peak_rss_mb  # noqa: E402
@@ -35,7 +42,7 @@ def summary(manifest: dict, out: Path) -> str:
                      for name, f in files.items())
     if manifest.get("up_to_date"):
         return f"{out} is up to date ({line}): nothing to do"
-    megabytes = sum(doc["bytes"] for doc in manifest["sources"]) / 1e6
+    megabytes = sum(doc.get("text_bytes", doc["bytes"]) for doc in manifest["sources"]) / 1e6
     notes = [f"{megabytes:,.1f} MB of text in {manifest['seconds']:.1f} s "
              f"({megabytes / max(manifest['seconds'], 1e-9):.1f} MB/s, {manifest['workers']} workers, "
              f"peak RSS {peak_rss_mb():,.0f} MB)"]
@@ -43,10 +50,13 @@ def summary(manifest: dict, out: Path) -> str:
         bad = [doc["path"] for doc in manifest["sources"] if doc["replaced"]]
         notes.append(f"{manifest['replaced_bytes']:,} bytes that were not UTF-8 replaced by U+FFFD, in "
                      f"{len(bad)} file(s) (first: {bad[0]})")
-    for reason in ("empty", "binary (NUL bytes)"):
+    for reason in ("empty", "binary (NUL bytes)", "not a row file (beside row files)"):
         paths = [skip["path"] for skip in manifest["skipped"] if skip["reason"] == reason]
         if paths:
-            notes.append(f"{len(paths)} {reason.split()[0]} file(s) skipped (first: {paths[0]})")
+            notes.append(f"{len(paths)} {reason.split(' (')[0]} file(s) skipped (first: {paths[0]})")
+    empty_rows = sum(doc.get("empty_rows", 0) for doc in manifest["sources"])
+    if empty_rows:
+        notes.append(f"{empty_rows:,} empty row(s) skipped")
     if manifest["unsafe_cuts"]:
         notes.append(f"{manifest['unsafe_cuts']} cut(s) inside a long run without whitespace (tokens there may "
                      f"differ from encoding the file whole)")
@@ -55,7 +65,14 @@ def summary(manifest: dict, out: Path) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("inputs", nargs="+", help="text files, directories (read recursively) or glob patterns")
+    parser.add_argument("inputs", nargs="*", help="files (text, .parquet, .jsonl, .jsonl.gz, .jsonl.zst), "
+                        "directories (read recursively) or glob patterns")
+    parser.add_argument("--text-column", default="text", help="the column (Parquet, datasets) or key (JSON "
+                        "Lines) holding each row's text")
+    parser.add_argument("--hf-dataset", default=None, metavar="NAME", help="a Hugging Face dataset: a Hub "
+                        "name (streamed), a directory saved with save_to_disk, or a directory of data files")
+    parser.add_argument("--hf-config", default=None, help="the dataset's configuration (subset)")
+    parser.add_argument("--split", default="train", help="the dataset's split (default: train)")
     parser.add_argument("--out", required=True, help="output directory (created if needed)")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--tokenizer", choices=["gpt2", "char"], default="gpt2")
@@ -65,11 +82,14 @@ def main() -> None:
     parser.add_argument("--mirror", default=None, help="offline copy of the BPE files (default: $GPT2_DATA_MIRROR)")
     args = parser.parse_args()
     require_positive(args, "--workers")
+    if not args.inputs and not args.hf_dataset:
+        raise ConfigError("give input files or directories, or --hf-dataset NAME")
     if not 0 < args.train_frac < 1:
         raise ConfigError(f"--train-frac: must be between 0 and 1 (exclusive), got {args.train_frac}")
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings(tokenizer=args.tokenizer, train_frac=args.train_frac, workers=args.workers,
-                        data_dir=args.data_dir, mirror=args.mirror)
+                        data_dir=args.data_dir, mirror=args.mirror, text_column=args.text_column,
+                        hf=HFDataset(args.hf_dataset, args.hf_config, args.split) if args.hf_dataset else None)
     out = Path(args.out)
     print(summary(prepare(args.inputs, out, settings), out))
 

@@ -30,13 +30,15 @@ register_configs()
 
 
 @pytest.fixture(scope="session", autouse=True)
-def offline_environment():
-    """Tests never touch the network or a real W&B account."""
+def offline_environment(tmp_path_factory):
+    """Tests never touch the network, a real W&B account or the user's Hugging Face cache."""
     if not (MIRROR / "tinyshakespeare" / "input.txt").is_file():
         pytest.exit(f"the offline data mirror {MIRROR} is missing: set GPT2_DATA_MIRROR", returncode=2)
     saved = {k: os.environ.pop(k, None) for k in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL")}
     os.environ["GPT2_DATA_MIRROR"] = str(MIRROR)
     os.environ["NETRC"] = os.devnull  # no W&B credentials from the user's ~/.netrc
+    os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))  # before `datasets` is imported
+    os.environ["HF_HUB_OFFLINE"] = "1"
     yield
     for key, value in saved.items():
         if value is not None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
 import os
 import signal
@@ -17,6 +19,7 @@ from gpt2.config import DataConfig
 from gpt2.data.loaders import make_dataloader
 from gpt2.errors import DataError
 from gpt2.data.prepare import Settings, prepare
+from gpt2.data.rows import HFDataset
 from gpt2.data.tokenizer import GPT2Tokenizer
 
 from conftest import MIRROR, ROOT
@@ -97,7 +100,7 @@ def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, mo
     (tmp_path / "a.txt").write_text("Hello there. " * 5000)
     out = tmp_path / "out"
     monkeypatch.setattr(prep, "CHUNK_BYTES", 4096)
-    original, calls = prep.encode_range, []
+    original, calls = prep.work, []
 
     def interrupted(*args, **kwargs):
         calls.append(args)
@@ -105,16 +108,16 @@ def test_a_stopped_or_failed_prepare_leaves_the_directory_as_it_was(tmp_path, mo
             raise KeyboardInterrupt
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(prep, "encode_range", interrupted)
+    monkeypatch.setattr(prep, "work", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
     assert not out.exists()
-    monkeypatch.setattr(prep, "encode_range", original)
+    monkeypatch.setattr(prep, "work", original)
     first = prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     (tmp_path / "a.txt").write_text("Hello again. " * 6000)  # changed: prepared again, and stopped
     calls.clear()
-    monkeypatch.setattr(prep, "encode_range", interrupted)
+    monkeypatch.setattr(prep, "work", interrupted)
     with pytest.raises(KeyboardInterrupt):
         prepare([str(tmp_path / "a.txt")], out, settings(tmp_path))
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
@@ -230,7 +233,7 @@ def test_the_output_directory_is_never_read_as_input(tmp_path):
 
 def test_a_long_run_without_whitespace_is_cut_at_a_character_and_counted(tmp_path, monkeypatch):
     monkeypatch.setattr(prep, "CHUNK_BYTES", 1000)
-    monkeypatch.setattr(prep, "MAX_SCAN", 100)
+    monkeypatch.setattr(prep.textranges, "MAX_SCAN", 100)
     (tmp_path / "a.txt").write_text("é" * 3000 + " end of text. " * 50)
     manifest = prepare([str(tmp_path / "a.txt")], tmp_path / "out", settings(tmp_path))
     # ranges end at bytes 1000, 2000, ... 6000: the five inside the 6000 bytes of "é" find no safe cut
@@ -266,7 +269,7 @@ def test_what_is_read_and_what_is_not(tmp_path, gpt2):
 ])
 def test_text_without_ascii_words_is_still_cut_where_gpt2_splits(tmp_path, gpt2, monkeypatch, text):
     monkeypatch.setattr(prep, "CHUNK_BYTES", 1000)
-    monkeypatch.setattr(prep, "MAX_SCAN", 200)
+    monkeypatch.setattr(prep.textranges, "MAX_SCAN", 200)
     (tmp_path / "a.txt").write_text(text, newline="")
     manifest = prepare([str(tmp_path / "a.txt")], tmp_path / "out", settings(tmp_path))
     assert manifest["unsafe_cuts"] == 0
@@ -302,3 +305,109 @@ def test_few_uneven_documents_warn_about_the_split(tmp_path, caplog):
     share = manifest["files"]["val.bin"]["tokens"] / sum(f["tokens"] for f in manifest["files"].values())
     assert not 0.05 <= share <= 0.2
     assert "each document goes to one split whole" in caplog.text
+
+
+# ------------------------------------------------------------------------ row files: one document a row
+def row_documents() -> list[str]:
+    """40 documents of uneven sizes, from Tiny Shakespeare, with non-ASCII text and a duplicate."""
+    text = SHAKESPEARE.read_text()
+    docs = [text[i * 997: i * 997 + 200 + 131 * (i % 7)] for i in range(38)]
+    return docs + ["Ünïcödé — “quotes” 日本語 🙂 tabs\tand\nnew lines", docs[3]]
+
+
+def expected_splits(docs: list[str], gpt2, train_frac: float = 0.9) -> dict[str, list[int]]:
+    """Each document to val when the sha256 of its UTF-8 bytes ranks at train_frac or above, tokens
+    joined by <|endoftext|> in each split: the rule, computed here from scratch."""
+    out = {"train.bin": [], "val.bin": []}
+    for doc in docs:
+        digest = hashlib.sha256(doc.encode()).hexdigest()
+        name = "val.bin" if int(digest[:16], 16) / 2**64 >= train_frac else "train.bin"
+        out[name] += ([50256] if out[name] else []) + gpt2.encode(doc)
+    return out
+
+
+def write_every_format(root, docs: list[str]) -> dict[str, dict]:
+    """The same documents as text files, Parquet (2 files, row groups of 7), .jsonl, .jsonl.gz,
+    .jsonl.zst, a dataset saved with save_to_disk and a directory of Parquet read by `datasets`:
+    {format: prepare's inputs and settings}."""
+    import datasets
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    import zstandard
+    (root / "txt").mkdir(parents=True)
+    for i, doc in enumerate(docs):
+        (root / "txt" / f"{i:03d}.txt").write_text(doc)
+    (root / "parquet").mkdir()
+    for name, part in (("a.parquet", docs[:25]), ("b.parquet", docs[25:])):
+        table = pa.table({"id": list(range(len(part))), "content": part})
+        pq.write_table(table, root / "parquet" / name, row_group_size=7)
+    (root / "parquet" / "README.md").write_text("# a dataset card: not a document")
+    lines = "".join(json.dumps({"id": i, "text": doc}) + "\n" for i, doc in enumerate(docs)).encode()
+    (root / "docs.jsonl").write_bytes(lines)
+    (root / "docs.jsonl.gz").write_bytes(gzip.compress(lines))
+    (root / "docs.jsonl.zst").write_bytes(zstandard.ZstdCompressor().compress(lines))
+    datasets.Dataset.from_dict({"text": docs}).save_to_disk(str(root / "saved"))
+    return {"text files": {"inputs": [str(root / "txt")]},
+            "parquet": {"inputs": [str(root / "parquet")], "text_column": "content"},
+            "jsonl": {"inputs": [str(root / "docs.jsonl")]},
+            "jsonl.gz": {"inputs": [str(root / "docs.jsonl.gz")]},
+            "jsonl.zst": {"inputs": [str(root / "docs.jsonl.zst")]},
+            "hf save_to_disk": {"inputs": [], "hf": HFDataset(str(root / "saved"))},
+            "hf parquet dir": {"inputs": [], "hf": HFDataset(str(root / "parquet")), "text_column": "content"}}
+
+
+@pytest.fixture(scope="module")
+def every_format(tmp_path_factory):
+    docs = row_documents()
+    return docs, write_every_format(tmp_path_factory.mktemp("formats"), docs)
+
+
+@pytest.mark.slow
+def test_every_format_gives_the_tokens_of_its_documents(tmp_path, gpt2, every_format, monkeypatch):
+    """Whichever format holds the same documents, the token files are those documents tokenized
+    directly and split by their hash, and the manifest's files are the same."""
+    docs, formats = every_format
+    monkeypatch.setattr(prep, "CHUNK_BYTES", 3000)  # JSON lines and dataset rows in several units
+    expected = expected_splits(docs, gpt2)
+    files = {}
+    for i, (name, given) in enumerate(formats.items()):
+        out = tmp_path / f"out{i}"
+        manifest = prepare(given["inputs"], out, settings(tmp_path, workers=1 + i % 2,
+                                                         **{k: v for k, v in given.items() if k != "inputs"}))
+        assert tokens(out / "train.bin") == expected["train.bin"], name
+        assert tokens(out / "val.bin") == expected["val.bin"], name
+        assert manifest["split"] == "documents"
+        files[name] = manifest["files"]
+        if name != "text files":
+            assert sum(s["rows"] for s in manifest["sources"]) == len(docs)
+            assert sum(s["documents"]["val.bin"] for s in manifest["sources"]) == manifest["files"]["val.bin"]["documents"]
+    assert all(f == files["text files"] for f in files.values())
+    parquet = json.loads((tmp_path / "out1" / "manifest.json").read_text())
+    assert [(os.path.basename(s["path"]), s["rows"], s["format"]) for s in parquet["sources"]] == \
+        [("a.parquet", 25, "parquet"), ("b.parquet", 15, "parquet")]
+    assert parquet["skipped"][0]["path"].endswith("README.md")
+
+
+def test_a_second_run_on_unchanged_row_files_does_nothing(tmp_path, every_format):
+    _, formats = every_format
+    given = formats["parquet"]
+    first = prepare(given["inputs"], tmp_path / "out", settings(tmp_path, text_column="content"))
+    again = prepare(given["inputs"], tmp_path / "out", settings(tmp_path, text_column="content"))
+    assert again["up_to_date"] and again["files"] == first["files"]
+    other = prepare(formats["jsonl"]["inputs"], tmp_path / "out", settings(tmp_path))  # another source
+    assert not other.get("up_to_date") and other["files"] == first["files"]
+
+
+@pytest.mark.parametrize("rows, split", [(["only one document here, " * 40], "position"),
+                                         (["two documents", "ranked by hash"], "documents")])
+def test_few_rows_still_fill_both_splits(tmp_path, gpt2, rows, split):
+    """One row is split by position; two rows that hash to the same split still give one to each."""
+    (tmp_path / "few.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
+    manifest = prepare([str(tmp_path / "few.jsonl")], tmp_path / "out", settings(tmp_path, train_frac=0.999))
+    assert manifest["split"] == split
+    train, val = tokens(tmp_path / "out" / "train.bin"), tokens(tmp_path / "out" / "val.bin")
+    assert train and val
+    if split == "position":
+        assert train + val == gpt2.encode(rows[0])
+    else:
+        assert sorted([train, val]) == sorted([gpt2.encode(r) for r in rows])

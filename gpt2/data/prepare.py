@@ -1,61 +1,53 @@
-"""Text files -> token files (train.bin, val.bin, manifest.json; see gpt2/data/tokenfiles.py), streaming.
+"""Corpora -> token files (train.bin, val.bin, manifest.json; see gpt2/data/tokenfiles.py), streaming.
 
-`prepare(inputs, out)` tokenizes any amount of text in bounded memory: each file is cut into ~8 MB byte
-ranges that worker processes read, decode and encode themselves, and the main process appends their
-tokens, in order, to temporary files renamed into place at the end. A range starts and ends at a
-"safe cut" (`safe_cut`: before an ASCII whitespace byte that follows a non-whitespace character),
-where GPT-2's pre-tokenizer splits anyway, so the tokens are exactly those of encoding each file whole
-(a file with no such place within 1 MiB is cut at a character boundary instead, counted in the
-manifest).
+`prepare(inputs, out)` tokenizes any amount of text in bounded memory. The inputs are text files (each
+a document) and row files, each row a document: Parquet, JSON Lines (.jsonl, .jsonl.gz, .jsonl.zst) and
+a Hugging Face dataset (gpt2/data/rows.py). Their work is cut into units (~8 MB of a text file, cut
+where GPT-2 splits anyway, gpt2/data/textranges.py; a Parquet row group; ~8 MB of JSON lines or of a
+dataset's rows) that worker processes read, decode and encode themselves; the main process appends
+their tokens, in order, to temporary files renamed into place at the end.
 
-Documents are files (binary files, with a NUL byte near their start, are skipped), separated in their
-split by <|endoftext|> (char tokens: not separated). With several documents each goes to val.bin when
-the hash of its bytes falls in the last (1 - train_frac) of the hash range, so identical documents
-share a split and a document's split depends on its content alone (but for at least one document each
-way: with few documents, adding one may move the one chosen). A single document is split by position,
-its first int(N * train_frac) tokens for training, as data.train_frac splits a text file. Re-running on
+Documents are separated in their split by <|endoftext|> (char tokens: not separated). With several
+documents each goes to val.bin when the hash of its bytes (UTF-8) falls in the last (1 - train_frac)
+of the hash range, so identical documents share a split, whichever file or format holds them, and a
+document's split depends on its content alone (but for at least one document each way: with few
+documents, adding one may move the one chosen). A single document is split by position, its first
+int(N * train_frac) tokens for training, as data.train_frac splits a text file. Re-running on
 unchanged inputs and settings does nothing; a failed or stopped run leaves the directory as it was.
 """
 
 from __future__ import annotations
 
-import functools
 import glob
 import hashlib
 import json
 import logging
 import os
-import re
-import signal
 import time
-from collections import deque
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Optional
+from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
-from tqdm import tqdm
-
 from gpt2.errors import DataError
 from gpt2.files import FileLock, atomic_write_text, remove_stale_temporaries, sha256_bytes
-from gpt2.signals import STOP, Interrupted
+from gpt2.signals import STOP
+from gpt2.data import rows, textranges
 from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
-from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
+from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
+from gpt2.data.units import Job, Piece, TextRange, rank, split_of, work
+from gpt2.data.workers import make_pool, ordered, progress, stop_point
 
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
-MAX_SCAN = 1 << 20
-_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c]")
-BINARY_PROBE = 8192
-"""A file with a NUL byte in its first BINARY_PROBE bytes is binary, not text, and is skipped."""
+ROW_RULE = "rows/1"
+"""How rows are read and hashed (in the prepare key where row files are inputs)."""
 
 
 @dataclass
 class Doc:
+    """A text file: one document."""
     path: str
     bytes: int
     sha256: str
@@ -66,12 +58,37 @@ class Doc:
 
 
 @dataclass
+class RowSource:
+    """A Parquet or JSON Lines file, or a Hugging Face dataset: a document per row."""
+    path: str
+    format: str
+    column: str
+    bytes: int
+    """The file's bytes (a dataset: its text's)."""
+    sha256: str
+    """Of the file's bytes (a dataset: of its rows' text)."""
+    rows: int = 0
+    documents: dict = field(default_factory=lambda: {name: 0 for name in SPLITS})
+    empty_rows: int = 0
+    text_bytes: int = 0
+    replaced: int = 0
+    """Bytes that were not UTF-8 and halves of characters, each replaced by U+FFFD."""
+    groups: list = field(default_factory=list, repr=False)
+    """Rows per Parquet row group (not in the manifest)."""
+
+
+Source = Union[Doc, RowSource]
+
+
+@dataclass
 class Settings:
     tokenizer: str = "gpt2"
     train_frac: float = 0.9
     workers: int = 1
     data_dir: str = "data"
     mirror: Optional[str] = None
+    text_column: str = "text"
+    hf: Optional[rows.HFDataset] = None
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -96,199 +113,77 @@ def ours(path: Path, tokenizer_files: Path) -> bool:
     return in_token_dir or tokenizer_files in path.parents
 
 
-def find_files(inputs: Iterable[str], settings: Settings) -> list[Path]:
+def matches_of(item: str, skipped: list[dict]) -> list[Path]:
+    """The files an input names. In a directory holding Parquet or JSON Lines files, those alone
+    (a dataset's README or license beside them is no document: listed as skipped)."""
+    path = Path(item).expanduser()
+    if path.is_dir():
+        found = walk(path)
+        if any(rows.row_format(p) for p in found):
+            skipped += [{"path": str(p), "reason": "not a row file (beside row files)"}
+                        for p in found if not rows.row_format(p)]
+            found = [p for p in found if rows.row_format(p)]
+        return found
+    if path.is_file():
+        return [path]
+    found = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+    if not found:
+        raise DataError(f"{item}: no such file or directory, and no file matches it as a pattern")
+    return found
+
+
+def find_files(inputs: Iterable[str], settings: Settings, skipped: Optional[list] = None) -> list[Path]:
     """Files named, files under directories and glob matches, each once, in the order given; never
     the files of a token directory or the tokenizer's own files."""
     found: dict[Path, None] = {}
+    skipped = [] if skipped is None else skipped
     tokenizer_files = (Path(settings.data_dir).expanduser() / "gpt2-bpe").resolve()
     for item in inputs:
-        path = Path(item).expanduser()
-        if path.is_dir():
-            matches = walk(path)
-        elif path.is_file():
-            matches = [path]
-        else:
-            matches = sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
-            if not matches:
-                raise DataError(f"{item}: no such file or directory, and no file matches it as a pattern")
-        for match in matches:
+        for match in matches_of(item, skipped):
             if match.is_file() and not ours(match.resolve(), tokenizer_files):
                 found.setdefault(match.resolve(), None)
-    if not found:
+    if not found and settings.hf is None:
         raise DataError(f"no text files found in {' '.join(inputs)}")
     return list(found)
 
 
-def hash_file(path: str | Path) -> tuple[int, str, bool]:
-    """(size, sha256, whether it looks binary: a NUL byte near its start)."""
-    digest, size, binary = hashlib.sha256(), 0, False
-    with open(path, "rb") as f:
-        while block := f.read(1 << 22):
-            binary = binary or (size == 0 and b"\0" in block[:BINARY_PROBE])
-            digest.update(block)
-            size += len(block)
-    return size, digest.hexdigest(), binary
-
-
-def assign_splits(docs: list[Doc], train_frac: float) -> str:
-    """Set each doc's split; returns the rule used ('position' or 'documents')."""
-    if len(docs) == 1:
+def assign_splits(docs: list[Doc], train_frac: float, complete: bool = True) -> None:
+    """Set each text doc's split by its hash. `complete` (the docs are every document there is):
+    one document is split by position, and with several, at least one goes each way."""
+    if complete and len(docs) == 1:
         docs[0].split = "train+val"
-        return "position"
-    ranks = [int(doc.sha256[:16], 16) / 2**64 for doc in docs]
-    for doc, rank in zip(docs, ranks):
-        doc.split = "val" if rank >= train_frac else "train"
-    if all(doc.split == "train" for doc in docs):
+        return
+    ranks = [rank(doc.sha256) for doc in docs]
+    for doc, place in zip(docs, ranks):
+        doc.split = split_of(place, train_frac).removesuffix(".bin")
+    if complete and all(doc.split == "train" for doc in docs):
         docs[ranks.index(max(ranks))].split = "val"
-    if all(doc.split == "val" for doc in docs):
+    if complete and all(doc.split == "val" for doc in docs):
         docs[ranks.index(min(ranks))].split = "train"
-    return "documents"
-
-
-# --------------------------------------------------------------------------------- worker side
-_ESCAPED = re.compile("[\udc80-\udcff]")  # an undecodable byte, as the surrogateescape handler keeps it
-
-
-@functools.lru_cache(maxsize=1)
-def worker_tokenizer(state_json: str, data_dir: str, mirror: Optional[str]):
-    """This process's tokenizer for a prepare's `state` (as JSON): built at its first range, then reused."""
-    return tokenizer_from_state(json.loads(state_json), data_dir, mirror)
-
-
-def _init_worker() -> None:
-    """A worker ignores Ctrl-C (the terminal sends it to every process: the main process stops the
-    pool) and dies of SIGTERM (not by a handler it may have inherited from its parent)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-
-
-def _after_non_space(window: bytes, i: int) -> bool:
-    """Whether the character that ends just before byte i is not whitespace (an invalid byte, which
-    decodes to U+FFFD, is not)."""
-    j = i - 1
-    while j > 0 and i - j < 4 and window[j] & 0xC0 == 0x80:  # back to the character's first byte
-        j -= 1
-    char = window[j:i].decode("utf-8", errors="replace")
-    return bool(char) and not char[-1].isspace()
-
-
-def safe_cut(f, pos: int, size: int) -> tuple[int, bool]:
-    """The first safe cut at or after byte `pos` of the open file (0 and size are cuts), and whether
-    it is a true safe cut (False: a character boundary, no safe cut within MAX_SCAN).
-
-    A safe cut is just before an ASCII whitespace byte that follows a non-whitespace character: no
-    piece of GPT-2's pre-tokenizer spans such a place (a piece is whitespace only, or starts with at
-    most one space), and what matches from there on depends only on the text from there on."""
-    if pos <= 0 or pos >= size:
-        return min(max(pos, 0), size), True
-    base = max(0, pos - 4)  # room for the character before a cut at pos
-    f.seek(base)
-    window = f.read(pos - base + MAX_SCAN)
-    for match in _SPACE.finditer(window, pos - base):
-        if match.start() > 0 and _after_non_space(window, match.start()):
-            return base + match.start(), True
-    if base + len(window) >= size:
-        return size, True
-    offset = next((i for i in range(pos - base, len(window)) if window[i] & 0xC0 != 0x80), len(window))
-    return base + offset, False
-
-
-def read_range(path: str, start: int, end: int) -> tuple[str, int, int]:
-    """(text, invalid bytes, unsafe cut) of the nominal byte range [start, end) moved to safe cuts;
-    each invalid byte becomes one U+FFFD."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        (begin, _), (stop, safe) = safe_cut(f, start, size), safe_cut(f, end, size)
-        f.seek(begin)
-        raw = f.read(max(0, stop - begin))
-    text = raw.decode("utf-8", errors="surrogateescape")
-    replaced = len(_ESCAPED.findall(text))
-    if replaced:
-        text = _ESCAPED.sub("\ufffd", text)
-    return text, replaced, int(not safe and stop < size)
-
-
-def encode_range(path: str, start: int, end: int, tokenizer: tuple[str, str, Optional[str]]
-                 ) -> tuple[np.ndarray, int, int]:
-    """The range's token ids with `tokenizer` ((state as JSON, data_dir, mirror): see worker_tokenizer)."""
-    text, replaced, unsafe = read_range(path, start, end)
-    return worker_tokenizer(*tokenizer).encode_array(text).astype(DTYPE), replaced, unsafe
-
-
-def chars_of_range(path: str, start: int, end: int) -> tuple[str, int, int]:
-    text, replaced, unsafe = read_range(path, start, end)
-    return "".join(sorted(set(text))), replaced, unsafe
 
 
 # ---------------------------------------------------------------------------------- main side
-class Done:
-    """A result computed already (workers=1)."""
-
-    def __init__(self, value):
-        self.value = value
-
-    def result(self):
-        return self.value
-
-
-class InProcess:
-    """workers=1: the same tasks, run in this process."""
-
-    def submit(self, fn, *args) -> Done:
-        return Done(fn(*args))
-
-
-@contextmanager
-def make_pool(settings: Settings) -> Iterator:
-    """settings.workers processes (this one for 1). On leaving, tasks not started are cancelled; a
-    worker that died (killed, out of memory) is one clear error."""
-    if settings.workers == 1:
-        yield InProcess()
-        return
-    pool = ProcessPoolExecutor(settings.workers, initializer=_init_worker)
-    try:
-        yield pool
-    except BrokenProcessPool:
-        raise DataError("a worker process died (killed, or out of memory?): nothing finished was written; "
-                        "run the command again, with fewer --workers if memory is short") from None
-    finally:
-        try:
-            pool.shutdown(wait=True, cancel_futures=True)
-        except RuntimeError:  # stopped while the pool was starting its manager thread: nothing runs
-            pass
-
-
-def ranges(docs: list[Doc]) -> Iterator[tuple[int, str, int, int]]:
-    for index, doc in enumerate(docs):
-        for start in range(0, doc.bytes, CHUNK_BYTES):
-            yield index, doc.path, start, min(start + CHUNK_BYTES, doc.bytes)
-
-
-def stop_point() -> None:
-    """Where a Ctrl-C or SIGTERM received meanwhile stops prepare (a signal is only recorded while
-    prepare runs: raised from anywhere, it could land inside a fork, where Python ignores it)."""
-    if STOP.received:
-        raise Interrupted(STOP.received, STOP.context)
-
-
-def ordered(pool, fn, tasks: Iterable[tuple], window: int) -> Iterator[tuple[tuple, object]]:
-    """(task, fn(*task[1:])) in task order, with at most `window` tasks in flight (bounded memory)."""
-    pending: deque = deque()
-    for task in tasks:
-        stop_point()
-        pending.append((task, pool.submit(fn, *task[1:])))
-        if len(pending) >= window:
-            task, future = pending.popleft()
-            yield task, future.result()
-    while pending:
-        stop_point()
-        task, future = pending.popleft()
-        yield task, future.result()
-
-
-def progress(total: int, unit_name: str) -> tqdm:
-    return tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, desc=unit_name,
-                disable=None, smoothing=0.1, dynamic_ncols=True)
+def units(sources: list[Source], settings: Settings) -> Iterator[tuple[int, object, int]]:
+    """(source index, unit, input bytes it accounts for) of every source, in order (row files'
+    units are read lazily: JSON lines and dataset rows stream through this process)."""
+    for index, source in enumerate(sources):
+        if isinstance(source, Doc):
+            split = "train.bin" if source.split in ("train", "train+val") else "val.bin"
+            for start in range(0, source.bytes, CHUNK_BYTES):
+                end = min(start + CHUNK_BYTES, source.bytes)
+                yield index, TextRange(source.path, start, end, split, textranges.MAX_SCAN), end - start
+        elif source.format == "parquet":
+            first = 0
+            for group, count in enumerate(source.groups):
+                yield index, rows.ParquetGroup(source.path, group, source.column, first), \
+                    source.bytes * count // max(sum(source.groups), 1)
+                first += count
+        elif source.format == "hf":
+            for chunk in rows.dataset_chunks(settings.hf, source.column, CHUNK_BYTES):
+                yield index, chunk, sum(len(t) for t in chunk.texts if isinstance(t, str))
+        else:
+            for line, data in rows.jsonl_chunks(source.path, source.format, CHUNK_BYTES):
+                yield index, rows.JsonLines(source.path, data, line, source.column), len(data)
 
 
 class OutputLock:
@@ -316,26 +211,59 @@ class OutputLock:
         self._lock.release()
 
 
-def describe_sources(files: list[Path], pool, workers: int) -> tuple[list[Doc], list[dict]]:
-    """Docs (size and sha256 of each non-empty file) and the files skipped, with why."""
-    docs, skipped = [], []
-    tasks = ((None, str(path)) for path in files)
+def describe_file(path: str, column: str) -> tuple[int, str, bool, Optional[list[int]]]:
+    """(size, sha256, looks binary, rows per row group of a Parquet file)."""
+    size, sha256, binary = textranges.hash_file(path)
+    groups = rows.parquet_groups(path, column) if size and rows.row_format(path) == "parquet" else None
+    return size, sha256, binary, groups
+
+
+def describe_dataset(settings: Settings) -> RowSource:
+    """A Hugging Face dataset's rows counted and hashed (a pass over them, as files are hashed)."""
+    source = RowSource(settings.hf.label, "hf", settings.text_column, 0, "")
+    digest = hashlib.sha256()
+    with progress(None, "hashing rows") as bar:
+        for row, value in rows.dataset_rows(settings.hf, settings.text_column):
+            stop_point()
+            text, _ = rows.clean(value, f"{settings.hf.label}, row {row}", settings.text_column)
+            raw = text.encode("utf-8")
+            digest.update(len(raw).to_bytes(8, "little") + raw)
+            source.bytes += len(raw)
+            bar.update(len(raw))
+    source.sha256 = digest.hexdigest()
+    return source
+
+
+def describe_sources(files: list[Path], pool, settings: Settings, skipped: list[dict]) -> list[Source]:
+    """A Doc per non-empty text file, a RowSource per row file (and the dataset); the files skipped
+    are added to `skipped`, with why."""
+    sources: list[Source] = []
+    tasks = ((None, str(path), settings.text_column) for path in files)
     with progress(sum(path.stat().st_size for path in files), "hashing") as bar:
-        for (_, path), (size, sha256, binary) in ordered(pool, hash_file, tasks, 4 * workers):
+        for (_, path, _), (size, sha256, binary, groups) in ordered(pool, describe_file, tasks, 4 * settings.workers):
             bar.update(size)
-            if size == 0 or binary:
+            fmt = rows.row_format(path)
+            if size == 0 or (binary and not fmt):
                 skipped.append({"path": path, "reason": "binary (NUL bytes)" if binary else "empty"})
+            elif fmt:
+                sources.append(RowSource(path, fmt, settings.text_column, size, sha256, groups=groups or []))
             else:
-                docs.append(Doc(path=path, bytes=size, sha256=sha256))
-    if not docs:
+                sources.append(Doc(path=path, bytes=size, sha256=sha256))
+    if settings.hf is not None:
+        sources.append(describe_dataset(settings))
+    if not sources:
         raise DataError(f"all {len(files)} input files are empty or binary: there is no text to tokenize")
-    return docs, skipped
+    return sources
 
 
-def prepare_key(docs: list[Doc], settings: Settings) -> str:
+def prepare_key(sources: list[Source], settings: Settings) -> str:
     """What the output depends on: the bytes of the inputs, in order, and the settings."""
-    described = {"format": FORMAT, "cuts": [CHUNK_BYTES, MAX_SCAN], "tokenizer": settings.tokenizer,
-                 "train_frac": settings.train_frac, "sources": [[d.sha256, d.bytes] for d in docs]}
+    described = {"format": FORMAT, "cuts": [CHUNK_BYTES, textranges.MAX_SCAN], "tokenizer": settings.tokenizer,
+                 "train_frac": settings.train_frac,
+                 "sources": [[s.sha256, s.bytes] + ([] if isinstance(s, Doc) else [s.format, s.column])
+                             for s in sources]}
+    if any(isinstance(s, RowSource) for s in sources):
+        described["rows"] = ROW_RULE
     return sha256_bytes(json.dumps(described, sort_keys=True).encode())
 
 
@@ -364,74 +292,173 @@ def refuse_foreign(out: Path) -> None:
                         f"choose another --out, or move them away first")
 
 
-def tokenizer_state(docs: list[Doc], pool, settings: Settings) -> dict:
+def tokenizer_state(sources: list[Source], pool, settings: Settings) -> dict:
     """The tokenizer's state; the char vocabulary is every character of the inputs (a first pass)."""
     if settings.tokenizer == "gpt2":
         encoder = GPT2Tokenizer(settings.data_dir, settings.mirror)  # fetched and verified once, here
         return {**encoder.state(), "eot_token": encoder.eot_token}
     chars: set[str] = set()
-    for _, (seen, _, _) in ordered(pool, chars_of_range, ranges(docs), 2 * settings.workers + 2):
-        chars.update(seen)
+    job = Job("chars", settings.train_frac)
+    for _, piece in ordered(pool, work, tasks(sources, settings, job), 2 * settings.workers + 2):
+        chars.update(piece.chars)
     if len(chars) > MAX_VOCAB:
         raise DataError(f"the inputs hold {len(chars)} distinct characters, more token ids than uint16 files "
                         f"can store ({MAX_VOCAB}): use --tokenizer gpt2")
     return CharTokenizer("".join(sorted(chars))).state()
 
 
+def tasks(sources: list[Source], settings: Settings, job: Job) -> Iterator[tuple]:
+    for index, unit, weight in units(sources, settings):
+        yield (index, weight), unit, index, job
+
+
 @dataclass
 class Written:
     tokens: dict = field(default_factory=lambda: {name: 0 for name in SPLITS})
     documents: dict = field(default_factory=lambda: {name: 0 for name in SPLITS})
+    edges: dict = field(default_factory=dict)
+    """{"train.bin": (highest rank, source, row), "val.bin": (lowest rank, source, row)}."""
 
 
-def encode_docs(docs: list[Doc], pool, outputs: dict, state: dict, settings: Settings) -> Written:
-    """Append every doc's tokens to its split's open file, in order, a separator between documents."""
-    written, last = Written(), {}
-    separator = state.get("eot_token")
-    sep = None if separator is None else np.array([separator], dtype=DTYPE)
-    encode = functools.partial(encode_range, tokenizer=(json.dumps(state), settings.data_dir, settings.mirror))
-    with progress(sum(doc.bytes for doc in docs), "tokenizing") as bar:
-        for (index, _, start, end), (ids, replaced, unsafe) in ordered(pool, encode, ranges(docs),
-                                                                      2 * settings.workers + 2):
-            doc = docs[index]
-            name = "val.bin" if doc.split == "val" else "train.bin"
-            if last.get(name, index) != index and sep is not None:
-                outputs[name].write(sep.tobytes())
-                written.tokens[name] += 1
-            if last.get(name) != index:
-                written.documents[name] += 1
-            last[name] = index
+def count(source: Source, piece: Piece) -> None:
+    """Add a piece's counts to its source's."""
+    source.replaced += piece.replaced
+    if isinstance(source, Doc):
+        source.unsafe_cuts += piece.unsafe
+        return
+    source.rows += piece.rows
+    source.empty_rows += piece.empty
+    source.text_bytes += piece.text_bytes
+    for name in SPLITS:
+        source.documents[name] += piece.starts[name]
+
+
+def note_edges(written: Written, index: int, source: Source, piece: Piece) -> None:
+    """Keep the train document of highest rank and the val document of lowest rank seen so far."""
+    edges = dict(piece.edges)
+    if isinstance(source, Doc) and any(piece.starts.values()):
+        edges = {name: (rank(source.sha256), 0) for name in SPLITS if piece.starts[name]}
+    for name, (place, row) in edges.items():
+        best = written.edges.get(name)
+        if best is None or (place > best[0] if name == "train.bin" else place < best[0]):
+            written.edges[name] = (place, index, row)
+
+
+def append(piece: Piece, outputs: dict, written: Written, separator: Optional[bytes]) -> None:
+    """Write a piece's tokens to its splits' files, a separator before a document that follows another."""
+    for name in SPLITS:
+        if piece.starts[name] and written.documents[name] and separator is not None:
+            outputs[name].write(separator)
+            written.tokens[name] += 1
+        written.documents[name] += piece.starts[name]
+        ids = piece.ids.get(name)
+        if ids is not None:
             outputs[name].write(ids.tobytes())
             written.tokens[name] += len(ids)
-            doc.replaced += replaced
-            doc.unsafe_cuts += unsafe
-            bar.update(end - start)
+
+
+def encode_all(sources: list[Source], pool, outputs: dict, job: Job, settings: Settings) -> Written:
+    """Append every source's tokens to the split files, in order."""
+    written = Written()
+    for source in sources:
+        reset(source)
+    eot = json.loads(job.tokenizer[0]).get("eot_token")
+    separator = None if eot is None else np.array([eot], dtype=DTYPE).tobytes()
+    with progress(total_bytes(sources), "tokenizing") as bar:
+        for ((index, weight), *_), piece in ordered(pool, work, tasks(sources, settings, job),
+                                                    2 * settings.workers + 2):
+            append(piece, outputs, written, separator)
+            count(sources[index], piece)
+            note_edges(written, index, sources[index], piece)
+            bar.update(weight)
     return written
 
 
-def split_by_position(train_tmp: Path, val_tmp: Path, written: Written, train_frac: float) -> None:
+def reset(source: Source) -> None:
+    """A source's counts back to zero, before a pass over it."""
+    fresh = type(source)(**{f: getattr(source, f) for f in ("path", "bytes", "sha256")}) if isinstance(source, Doc) \
+        else RowSource(source.path, source.format, source.column, source.bytes, source.sha256)
+    for name in ("replaced", "unsafe_cuts", "rows", "documents", "empty_rows", "text_bytes"):
+        if hasattr(fresh, name):
+            setattr(source, name, getattr(fresh, name))
+
+
+def total_bytes(sources: list[Source]) -> Optional[int]:
+    """What the progress bar counts to (None where a compressed file or a dataset makes it unknown)."""
+    if any(isinstance(s, RowSource) and s.format in ("jsonl.gz", "jsonl.zst") for s in sources):
+        return None
+    return sum(s.bytes for s in sources)
+
+
+def misplaced(written: Written) -> Optional[tuple[int, int, str]]:
+    """With several documents and one split empty, the document to move there: (source, row, split)."""
+    if sum(written.documents.values()) < 2 or all(written.documents.values()):
+        return None
+    empty = "val.bin" if not written.documents["val.bin"] else "train.bin"
+    full = "train.bin" if empty == "val.bin" else "val.bin"
+    _, index, row = written.edges[full]
+    return index, row, empty
+
+
+def split_by_position(tmp: dict[str, Path], written: Written, train_frac: float) -> None:
     """One document: move the tokens after the first int(N * train_frac) to val (streaming)."""
+    if written.documents["val.bin"]:  # a row's one document went to val by its hash: it is all there
+        os.replace(tmp["val.bin"], tmp["train.bin"])
+        written.tokens["train.bin"], written.tokens["val.bin"] = written.tokens["val.bin"], 0
     total = written.tokens["train.bin"]
     keep = int(total * train_frac)
-    with open(train_tmp, "r+b") as src, open(val_tmp, "wb") as dst:
+    with open(tmp["train.bin"], "r+b") as src, open(tmp["val.bin"], "wb") as dst:
         src.seek(2 * keep)
         while block := src.read(CHUNK_BYTES):
             dst.write(block)
         src.truncate(2 * keep)
     written.tokens = {"train.bin": keep, "val.bin": total - keep}
-    written.documents["val.bin"] = 1
+    written.documents = {"train.bin": 1, "val.bin": 1}
 
 
-def write_token_files(out: Path, docs: list[Doc], rule: str, state: dict, settings: Settings) -> Written:
+def encode_pass(out: Path, sources: list[Source], job: Job, settings: Settings) -> Written:
+    tmp = temporaries(out)
+    with make_pool(settings.workers) as pool:
+        with open(tmp["train.bin"], "wb") as train, open(tmp["val.bin"], "wb") as val:
+            return encode_all(sources, pool, {"train.bin": train, "val.bin": val}, job, settings)
+
+
+def encode_balanced(out: Path, sources: list[Source], state: dict, settings: Settings) -> Written:
+    """Encode every source; where rows left a split without documents, move the document nearest
+    its edge there and encode again (only small corpora: a split of many documents is never empty)."""
+    overrides: dict = {}
+    tokenizer = (json.dumps(state), settings.data_dir, settings.mirror)
+    while True:
+        written = encode_pass(out, sources, Job("tokens", settings.train_frac, tokenizer,
+                                                tuple(overrides.items())), settings)
+        move = misplaced(written)
+        if move is None:
+            return written
+        index, row, split = move
+        if isinstance(sources[index], Doc):
+            sources[index].split = split.removesuffix(".bin")
+        else:
+            overrides[(index, row)] = split
+
+
+def write_token_files(out: Path, sources: list[Source], state: dict, settings: Settings) -> tuple[Written, str]:
     """Every document's tokens in out/.train.bin.tmp and out/.val.bin.tmp (removed on any failure):
-    whatever the directory held before stays as it was until `commit`."""
+    whatever the directory held before stays as it was until `commit`. Returns the split rule used
+    ('position': one document; 'documents')."""
     tmp = temporaries(out)
     try:
-        with make_pool(settings) as pool:
-            with open(tmp["train.bin"], "wb") as train, open(tmp["val.bin"], "wb") as val:
-                written = encode_docs(docs, pool, {"train.bin": train, "val.bin": val}, state, settings)
+        written = encode_balanced(out, sources, state, settings)
+        documents = sum(written.documents.values())
+        if not documents:
+            raise DataError("the inputs hold no text (every row is empty): there is nothing to tokenize")
+        rule = "position" if documents == 1 else "documents"
         if rule == "position":
-            split_by_position(tmp["train.bin"], tmp["val.bin"], written, settings.train_frac)
+            split_by_position(tmp, written, settings.train_frac)
+            for source in sources:
+                if isinstance(source, Doc):
+                    source.split = "train+val"
+                elif source.rows:
+                    source.documents = dict(written.documents)
         empty = [name for name in SPLITS if written.tokens[name] == 0]
         if empty:
             raise DataError(f"{' and '.join(empty)} would hold no tokens ({sum(written.tokens.values())} in all): "
@@ -443,7 +470,7 @@ def write_token_files(out: Path, docs: list[Doc], rule: str, state: dict, settin
         for path in tmp.values():
             path.unlink(missing_ok=True)
         raise
-    return written
+    return written, rule
 
 
 def warn_if_uneven(written: Written, train_frac: float, rule: str) -> None:
@@ -469,40 +496,48 @@ def commit(out: Path, manifest: dict) -> None:
 
 
 def prepare(inputs: list[str], out: Path, settings: Settings) -> dict:
-    """Tokenize `inputs` into out/{train.bin,val.bin,manifest.json}; returns the manifest (with
-    "up_to_date": True where the directory already held these inputs' tokens)."""
+    """Tokenize `inputs` (and settings.hf) into out/{train.bin,val.bin,manifest.json}; returns the
+    manifest (with "up_to_date": True where the directory already held these inputs' tokens)."""
     started = time.perf_counter()
     out = Path(out).expanduser()
-    files = find_files(inputs, settings)
+    skipped: list[dict] = []
+    files = find_files(inputs, settings, skipped)
     refuse_foreign(out)
     with STOP.deferred(), OutputLock(out):
         remove_stale_temporaries(out)
-        with make_pool(settings) as pool:
-            docs, skipped = describe_sources(files, pool, settings.workers)
-            key = prepare_key(docs, settings)
+        with make_pool(settings.workers) as pool:
+            sources = describe_sources(files, pool, settings, skipped)
+            key = prepare_key(sources, settings)
             manifest = up_to_date(out, key)
             if manifest is not None:
                 return {**manifest, "up_to_date": True}
-            rule = assign_splits(docs, settings.train_frac)
-            state = tokenizer_state(docs, pool, settings)
-        written = write_token_files(out, docs, rule, state, settings)
+            docs = [s for s in sources if isinstance(s, Doc)]
+            assign_splits(docs, settings.train_frac, complete=len(docs) == len(sources))
+            state = tokenizer_state(sources, pool, settings)
+        written, rule = write_token_files(out, sources, state, settings)
         warn_if_uneven(written, settings.train_frac, rule)
-        manifest = make_manifest(out, key, docs, skipped, rule, state, settings, written)
+        manifest = make_manifest(out, key, sources, skipped, rule, state, settings, written)
         manifest["seconds"] = round(time.perf_counter() - started, 3)
         stop_point()
         commit(out, manifest)
     return manifest
 
 
-def make_manifest(out: Path, key: str, docs: list[Doc], skipped: list[dict], rule: str, state: dict,
+def source_entry(source: Source) -> dict:
+    entry = asdict(source)
+    entry.pop("groups", None)
+    return entry
+
+
+def make_manifest(out: Path, key: str, sources: list[Source], skipped: list[dict], rule: str, state: dict,
                   settings: Settings, written: Written) -> dict:
     files = {name: {"tokens": written.tokens[name], "documents": written.documents[name],
-                    "sha256": hash_file(path)[1]} for name, path in temporaries(out).items()}
+                    "sha256": textranges.hash_file(path)[1]} for name, path in temporaries(out).items()}
     return {
         "format": FORMAT, "key": key, "tokenizer": state, "dtype": np.dtype(DTYPE).name,
         "separator": state.get("eot_token"), "train_frac": settings.train_frac, "split": rule,
-        "files": files, "replaced_bytes": sum(d.replaced for d in docs),
-        "unsafe_cuts": sum(d.unsafe_cuts for d in docs), "skipped": skipped,
-        "sources": [asdict(doc) for doc in docs], "workers": settings.workers,
+        "files": files, "replaced_bytes": sum(s.replaced for s in sources),
+        "unsafe_cuts": sum(getattr(s, "unsafe_cuts", 0) for s in sources), "skipped": skipped,
+        "sources": [source_entry(s) for s in sources], "workers": settings.workers,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
