@@ -146,3 +146,10 @@ def test_without_the_corpora_extra_a_row_file_is_a_one_line_hint(tmp_path, monke
     with pytest.raises(DataError, match=r"a.parquet: reading Parquet needs the pyarrow package, which the "
                                         r"corpora extra installs: pip install -e '.\[corpora\]'"):
         prepare([path], tmp_path / "out", Settings(data_dir=str(tmp_path / "data"), mirror=str(MIRROR)))
+
+
+def test_a_categorical_string_column_is_text_and_row_groups_are_numbered(tmp_path):
+    table = pa.table({"text": pa.array(["a", "b", "a", "c", "d"]).dictionary_encode()})
+    pq.write_table(table, tmp_path / "d.parquet", row_group_size=2)
+    assert rows.parquet_groups(str(tmp_path / "d.parquet"), "text") == [2, 2, 1]
+    assert list(rows.ParquetGroup(str(tmp_path / "d.parquet"), 1, "text", 2).rows()) == [(2, "a", 0), (3, "c", 0)]

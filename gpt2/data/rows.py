@@ -13,6 +13,7 @@ plain install still prepares text files, and an input that needs one is one line
 
 from __future__ import annotations
 
+import functools
 import importlib
 import json
 import os
@@ -61,6 +62,14 @@ def clean(value: object, where: str, column: str) -> tuple[str, int]:
 
 # -------------------------------------------------------------------------------------------- Parquet
 def parquet_file(path: str):
+    """The open file (each worker keeps its last one open: a row group at a time reads it again and
+    again), or one DataError."""
+    stat = os.stat(path)
+    return _parquet_file(path, stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=1)
+def _parquet_file(path: str, size: int, mtime_ns: int):
     pq = need("pyarrow.parquet", f"{path}: reading Parquet")
     try:
         return pq.ParquetFile(path)
@@ -78,7 +87,8 @@ def parquet_groups(path: str, column: str) -> list[int]:
                         f"name the text column with --text-column")
     kind = schema.field(column).type
     text = (pa.types.is_string, pa.types.is_large_string, getattr(pa.types, "is_string_view", lambda t: False))
-    if not any(test(kind) for test in text):
+    values = kind.value_type if pa.types.is_dictionary(kind) else kind  # pandas' categorical strings
+    if not any(test(values) for test in text):
         raise DataError(f"{path}: column {column!r} holds {kind}, not strings: name the text column with "
                         f"--text-column")
     metadata = parquet.metadata
