@@ -1,11 +1,13 @@
 """HellaSwag accuracy of a model (completion-style scoring, as build-nanogpt's hellaswag.py).
 
-Usage: python scripts/eval_hellaswag.py RUN_DIR | CHECKPOINT | HF_FOLDER --data hellaswag_val.jsonl
-           [--limit N] [--device auto]
+Usage: python scripts/eval_hellaswag.py RUN_DIR | CHECKPOINT | HF_FOLDER [--data FILE] [--limit N]
+           [--device auto] [--data-dir data] [--mirror DIR]
 
-The validation file comes from https://github.com/rowanz/hellaswag (data/hellaswag_val.jsonl, 10,042
-examples); OpenAI's GPT-2 124M scores acc_norm 0.2955 on it. Prints acc (lowest summed loss of the
-ending) and acc_norm (lowest mean loss per ending token).
+Without --data it scores rowanz/hellaswag's validation file (data/hellaswag_val.jsonl, 10,042
+examples), fetched into --data-dir as hellaswag/hellaswag_val.jsonl like every download: from --mirror
+(default: $GPT2_DATA_MIRROR) or the network, verified by its git blob id. OpenAI's GPT-2 124M scores
+acc_norm 0.2955 on it. Prints acc (lowest summed loss of the ending) and acc_norm (lowest mean loss
+per ending token).
 """
 
 from __future__ import annotations
@@ -15,27 +17,32 @@ import time
 from pathlib import Path
 
 from gpt2.errors import ConfigError
-from gpt2.eval.hellaswag import evaluate_file
 from gpt2.eval.inference import load_for_inference
 from gpt2.run.script import run_script
+from gpt2.train.hellaswag import evaluate_file, fetch_file
 from gpt2.train.runtime import resolve_device
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
-    parser.add_argument("--data", required=True, help="hellaswag_val.jsonl (or a file in its format)")
+    parser.add_argument("--data", default=None, help="a file in hellaswag_val.jsonl's format (default: "
+                        "hellaswag_val.jsonl, fetched into --data-dir)")
     parser.add_argument("--limit", type=int, default=0, help="score only the first N examples (0: all)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
+    parser.add_argument("--data-dir", default="data", help="where downloads are kept: the GPT-2 BPE files, "
+                        "hellaswag/hellaswag_val.jsonl (as data.data_dir)")
+    parser.add_argument("--mirror", default=None, help="offline copy of the downloads (default: $GPT2_DATA_MIRROR)")
     args = parser.parse_args()
     if args.limit < 0:
         raise ConfigError(f"--limit: must be >= 0 (0: all), got {args.limit}")
+    # the data first: a missing file is said before the model is loaded
+    data = Path(args.data) if args.data else fetch_file(args.data_dir, args.mirror, mirror_option="--mirror")
     device = resolve_device(args.device)
-    model, encoder = load_for_inference(Path(args.model), device, args.data_dir)
+    model, encoder = load_for_inference(Path(args.model), device, args.data_dir, args.mirror)
     start = time.perf_counter()
-    score = evaluate_file(model, encoder, Path(args.data), device, args.limit)
-    print(f"HellaSwag {args.data}: {score.examples} examples, acc {score.acc:.4f}, acc_norm {score.acc_norm:.4f} "
+    score = evaluate_file(model, encoder, data, device, args.limit)
+    print(f"HellaSwag {data}: {score.examples} examples, acc {score.acc:.4f}, acc_norm {score.acc_norm:.4f} "
           f"({time.perf_counter() - start:.1f} s on {device})")
 
 

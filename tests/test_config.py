@@ -16,7 +16,8 @@ GROUP_OPTIONS = [(group.name, option.stem) for group in sorted(CONF.iterdir()) i
 @pytest.mark.parametrize("group,option", GROUP_OPTIONS, ids=[f"{g}={o}" for g, o in GROUP_OPTIONS])
 def test_every_group_option_composes_and_validates(group, option):
     required = {("data", "text_file"): ["data.path=some.txt"], ("data", "bin"): ["data.dir=tokens"],
-                ("experiment", "gpt2_124m"): ["data.dir=tokens"], ("experiment", "speedrun_124m"): ["data.dir=tokens"]}
+                **{("experiment", name): ["data.dir=tokens"] for name in (
+                    "gpt2_124m", "gpt2_124m_owt", "gpt2_124m_fineweb", "speedrun_124m")}}
     extra = required.get((group, option), [])
     config = from_hydra(compose_config(f"{group}={option}", *extra))
     assert isinstance(config, Config)
@@ -27,7 +28,7 @@ def test_groups_and_experiments_exist():
     assert groups == {"data", "model", "optim", "trainer", "logger", "experiment", "hparams_search"}
     assert {o for g, o in GROUP_OPTIONS if g == "experiment"} >= {
         "shakespeare_char_cpu", "shakespeare_char", "shakespeare_gpt2_cpu", "shakespeare_char_modern_cpu",
-        "shakespeare_char_modern", "speedrun_124m"}
+        "shakespeare_char_modern", "speedrun_124m", "gpt2_124m", "gpt2_124m_owt", "gpt2_124m_fineweb"}
 
 
 def test_shakespeare_char_cpu_is_nanogpts_cpu_command():
@@ -66,6 +67,42 @@ def test_gpt2_124m_is_half_a_million_tokens_per_step_on_token_files():
         6e-4, 6e-5, 0.95, 715, 19073)
     with pytest.raises(Exception, match="data.dir: data.source=bin needs the directory"):
         from_hydra(compose_config("experiment=gpt2_124m"))
+
+
+def test_gpt2_124m_owt_is_nanogpts_train_gpt2():
+    """karpathy/nanoGPT config/train_gpt2.py over train.py's defaults (bias=False, warmup 2000, ...)."""
+    c = from_hydra(compose_config("experiment=gpt2_124m_owt", "data.dir=data/owt"))
+    assert (c.data.source, c.data.dir, c.data.block_size, c.data.batch_size, c.trainer.grad_accum) == (
+        "bin", "data/owt", 1024, 12, 40)
+    assert c.data.batch_size * c.data.block_size * c.trainer.grad_accum == 491_520
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.bias, c.model.dropout,
+            c.model.tie_embeddings, c.model.vocab_multiple) == (12, 12, 768, False, 0.0, True, 64)
+    assert (c.optim.name, c.optim.schedule, c.optim.lr, c.optim.min_lr, c.optim.warmup_iters, c.lr_decay_iters) == (
+        "adamw", "cosine", 6e-4, 6e-5, 2000, 600_000)
+    assert (c.optim.beta1, c.optim.beta2, c.optim.weight_decay, c.optim.grad_clip) == (0.9, 0.95, 0.1, 1.0)
+    assert (c.trainer.max_iters, c.trainer.eval_interval, c.trainer.eval_iters) == (600_000, 1000, 200)
+
+
+def test_gpt2_124m_fineweb_is_build_nanogpts_train_gpt2():
+    """karpathy/build-nanogpt train_gpt2.py: 2**19 tokens per step as B=64 x T=1024 x 8 on one GPU."""
+    c = from_hydra(compose_config("experiment=gpt2_124m_fineweb", "data.dir=data/fineweb-edu-10B"))
+    assert (c.data.source, c.data.block_size, c.data.batch_size, c.trainer.grad_accum) == ("bin", 1024, 64, 8)
+    assert c.data.batch_size * c.data.block_size * c.trainer.grad_accum == 2**19
+    assert (c.model.n_layer, c.model.n_head, c.model.n_embd, c.model.bias, c.model.dropout,
+            c.model.tie_embeddings, c.model.vocab_multiple) == (12, 12, 768, True, 0.0, True, 64)
+    assert (c.optim.name, c.optim.schedule, c.optim.lr, c.optim.min_lr, c.optim.warmup_iters, c.lr_decay_iters) == (
+        "adamw", "cosine", 6e-4, 6e-5, 715, 19073)
+    assert (c.optim.beta1, c.optim.beta2, c.optim.weight_decay, c.optim.grad_clip) == (0.9, 0.95, 0.1, 1.0)
+    assert (c.trainer.max_iters, c.trainer.eval_interval, c.trainer.eval_iters) == (19073, 250, 20)
+    assert (c.trainer.hellaswag_interval, c.trainer.hellaswag_examples) == (250, 0)  # all, every 250 steps
+
+
+def test_gpt2_124m_is_the_fineweb_recipe_in_smaller_micro_batches():
+    old = from_hydra(compose_config("experiment=gpt2_124m", "data.dir=tokens"))
+    new = from_hydra(compose_config("experiment=gpt2_124m_fineweb", "data.dir=tokens",
+                                    "data.batch_size=32", "trainer.grad_accum=16", "logger.tags=[gpt2_124m]",
+                                    "trainer.hellaswag_interval=0", "trainer.hellaswag_examples=500"))
+    assert old == new
 
 
 def test_the_modern_cpu_experiment_differs_from_its_neighbour_only_in_the_recipe():
@@ -169,11 +206,25 @@ def test_composition_errors_are_one_line_config_errors(override, message):
     ("trainer.device=tpu", "trainer.device: must be auto, cpu, cuda, cuda:N or mps"),
     ("+data.foo=1", "data.foo: unknown config key"),
     ("+foo=1", "foo: unknown config key"),
+    ("trainer.hellaswag_interval=-1", "trainer.hellaswag_interval: must be >= 0, got -1"),
+    ("trainer.hellaswag_examples=-5", "trainer.hellaswag_examples: must be >= 0, got -5"),
+    ("trainer.hellaswag_examples=100", "trainer.hellaswag_examples: applies with trainer.hellaswag_interval > 0"),
 ])
 def test_invalid_values_name_the_key(override, message):
     with pytest.raises(ConfigError) as err:
         from_hydra(compose_config(override))
     assert message in str(err.value)
+
+
+def test_hellaswag_during_training_needs_gpt2_tokens():
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config("data.tokenizer=char", "trainer.hellaswag_interval=100"))
+    assert str(err.value) == ("trainer.hellaswag_interval: HellaSwag is scored in GPT-2 tokens: use "
+                              "data.tokenizer=gpt2 (or trainer.hellaswag_interval=0)")
+    config = from_hydra(compose_config("trainer.hellaswag_interval=100", "trainer.hellaswag_examples=0"))
+    assert (config.trainer.hellaswag_interval, config.trainer.hellaswag_examples) == (100, 0)  # 0: all
+    assert from_hydra(compose_config("data=bin", "data.dir=tokens", "trainer.hellaswag_interval=100"))  # the
+    # token files' manifest says which tokenizer: checked when they are opened
 
 
 def test_dataclasses_check_themselves():

@@ -495,3 +495,18 @@ def test_one_rule_says_which_keys_may_change():
     text_run = {**bin_run, "data": {"source": "text", "train_frac": 0.9}}
     assert set(config_changes(text_run, {**text_run, "data": {"source": "text", "train_frac": 0.5}}).refused) == {
         "data.train_frac"}
+
+
+def test_hellaswag_keys_may_change_on_resume():
+    """trainer.hellaswag_* say how often and on how much a run is scored, as eval_interval does; a checkpoint
+    that predates them counts as their defaults (off)."""
+    from gpt2.train.resume import config_changes
+
+    run = {"trainer": {"max_iters": 10, "hellaswag_interval": 0, "hellaswag_examples": 500}}
+    now = {"trainer": {"max_iters": 10, "hellaswag_interval": 250, "hellaswag_examples": 0}}
+    changes = config_changes(run, now)
+    assert changes.refused == {} and changes.allowed == {"trainer.hellaswag_interval": (0, 250),
+                                                         "trainer.hellaswag_examples": (500, 0)}
+    older = config_changes({"trainer": {"max_iters": 10}}, now)
+    assert older.refused == {} and older.allowed == {"trainer.hellaswag_interval": (0, 250),
+                                                     "trainer.hellaswag_examples": (500, 0)}

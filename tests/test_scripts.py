@@ -13,7 +13,8 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torchrun in a subprocess
 
 SCRIPTS = ["bench_data.py", "bench_checkpoint.py", "sweep_report.py", "prepare.py", "bench_tokens.py", "sample.py",
-           "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py", "compare_runs.py", "bench_muon.py"]
+           "export_hf.py", "bench_sample.py", "loss_chart.py", "bench.py", "compare_runs.py", "bench_muon.py",
+           "eval_hellaswag.py"]
 
 
 def run_script(name, *args, env=None, cwd="/"):
@@ -38,7 +39,8 @@ def test_bench_data_without_data_is_one_line(tmp_path, monkeypatch):
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"error: {tmp_path / 'no-mirror' / 'tinyshakespeare' / 'input.txt'} does not exist: the mirror given "
-        f"by data.mirror / GPT2_DATA_MIRROR must hold tinyshakespeare/input.txt"]
+        f"by data.mirror / GPT2_DATA_MIRROR must hold tinyshakespeare/input.txt (or put the file at "
+        f"data/tinyshakespeare/input.txt)"]
 
 
 def test_sweep_report_of_a_directory_without_runs_is_one_line(tmp_path):

@@ -30,14 +30,15 @@ from gpt2.train.optim import LRSchedule
 log = logging.getLogger(__name__)
 
 # Config keys that may differ between a checkpoint and the run resuming it: how long to run and how
-# often to log/evaluate/save, where to run it (device, threads), and where data and logs live (the data
-# itself is checked by its fingerprint); optim.lr_decay_iters is handled by `continue_schedule`.
+# often to log/evaluate (HellaSwag too)/save, where to run it (device, threads), and where data and logs
+# live (the data itself is checked by its fingerprint); optim.lr_decay_iters is handled by
+# `continue_schedule`.
 # Anything else (model shape, tokenizer, data order, optimizer settings) would not continue the same
 # run and is refused.
 RESUMABLE_CHANGES = (
     "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
     "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
-    "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads",
+    "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads", "trainer.hellaswag_",
     "optim.lr_decay_iters", "data.num_workers", "data.prefetch", "data.data_dir", "data.mirror", "data.path",
     "data.dir", "model.init_from", "trainer.tf32", "trainer.attention", "logger.",
 )

@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from gpt2.config import Config, TrainerConfig
-from gpt2.errors import CheckpointError, HarnessError, NonFiniteLossError, PeerFailed
+from gpt2.errors import CheckpointError, ConfigError, HarnessError, NonFiniteLossError, PeerFailed
 from gpt2.files import atomic_write_text
 from gpt2.run.logger import NoLogger, RunLogger, read_metrics, write_metrics
 from gpt2.run.record import RunSummary
@@ -31,6 +31,7 @@ from gpt2.run.rundir import RunDirLock
 from gpt2.run.wandb_run import check_wandb_env
 from gpt2.signals import STOP, Interrupted, StopSignals
 from gpt2.train.checkpoint import BEST, LAST, load_model
+from gpt2.train import hellaswag
 from gpt2.train.distributed import Dist, is_peer_failure
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.train.parts import Parts, build
@@ -53,13 +54,17 @@ class Progress:
     """Bits per byte of the evaluation with the best val loss."""
     last_val_bpb: float = math.nan
     last_train_loss: float = math.nan
+    last_hellaswag_acc: float = math.nan
+    last_hellaswag_acc_norm: float = math.nan
+    """The last HellaSwag score (trainer.hellaswag_interval > 0)."""
     train_seconds: float = 0.0
     window_start: float = 0.0
     window_steps: int = 0
 
     def state_dict(self) -> dict:
         return {k: getattr(self, k) for k in ("iters", "best_val_loss", "last_val_loss", "best_val_bpb",
-                                              "last_val_bpb", "last_train_loss", "train_seconds")}
+                                              "last_val_bpb", "last_train_loss", "last_hellaswag_acc",
+                                              "last_hellaswag_acc_norm", "train_seconds")}
 
     def load_state_dict(self, state: dict) -> None:
         for key, value in state.items():
@@ -76,7 +81,10 @@ class Trainer:
         self.plan = plan if plan is not None else plan_start(config, self.run_dir)
         # a fine-tune resumes from its checkpoint alone: model.init_from's weights are not read again
         resumed_args = self.plan.state["model_args"] if self.plan.resuming and config.model.init_from else None
+        if config.trainer.hellaswag_interval and Dist.from_env().is_main:  # fail fast: before data and model
+            hellaswag.fetch_file(config.data.data_dir, config.data.mirror)
         self.parts = p = parts or build_or_explain(config, resumed_args)
+        self.hellaswag = hellaswag_examples(config, p)  # None: off
         self.progress, self.guard = Progress(), FiniteGuard(p.runtime.device)
         self.stopping: Optional[str] = None  # the stop signal every rank agreed on
         self.tokens_per_step = config.data.batch_size * config.data.block_size * config.trainer.grad_accum
@@ -106,7 +114,8 @@ class Trainer:
             try:
                 if not self.plan.resuming:
                     loss, bpb = self.evaluate()
-                    run_log.log({"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)})
+                    row = {"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)}
+                    run_log.log({**row, **self.score_hellaswag()} if self.hellaswag is not None else row)
                 self.loop(run_log, stop, on_step)
                 self.save(LAST)
                 sample = self.sample()
@@ -141,12 +150,16 @@ class Trainer:
                     on_step(self)
                 self.stopping = self.poll_stop(stop)  # every rank stops at the same step
                 evaluating = p.iters % tc.eval_interval == 0 or p.iters == tc.max_iters
-                if evaluating or p.iters % tc.log_interval == 0 or self.stopping:
+                scoring = self.hellaswag is not None and (p.iters % tc.hellaswag_interval == 0
+                                                          or p.iters == tc.max_iters)
+                if evaluating or scoring or p.iters % tc.log_interval == 0 or self.stopping:
                     row = self.measure(loss, norm, lr)  # syncs the device
                     if evaluating:
                         row["val_loss"], row["val_bpb"] = self.evaluate()
                         if p.last_val_loss < p.best_val_loss:
                             self.keep_best()
+                    if scoring:
+                        row.update(self.score_hellaswag())
                     self.log(run_log, row, bar)
                 if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
                     saving = time.perf_counter()
@@ -189,6 +202,14 @@ class Trainer:
         self.progress.last_val_loss, self.progress.last_val_bpb = result
         return result
 
+    def score_hellaswag(self) -> dict:
+        """HellaSwag accuracy of the plain module (as `evaluate`: every rank scores its share of the
+        examples, the counts are summed); sets progress.last_hellaswag_acc(_norm); the row's entries."""
+        score = hellaswag.score(self.parts.model, self.hellaswag, self.parts.runtime)
+        p = self.progress
+        p.last_hellaswag_acc, p.last_hellaswag_acc_norm = score.acc, score.acc_norm
+        return {"hellaswag_acc": score.acc, "hellaswag_acc_norm": score.acc_norm}
+
     def keep_best(self) -> None:
         """The last evaluation is the best yet: record it and save its weights as ckpt/best.pt."""
         p = self.progress
@@ -199,9 +220,10 @@ class Trainer:
         """Write the row (metrics.jsonl, W&B), its line in train.log and on the progress bar; the
         next row's speed counts from here."""
         p = self.progress
-        log.info("iter %d: train loss %.4f%s, lr %.2e, %.0f tokens/s%s", p.iters, p.last_train_loss,
-                 f", val loss {p.last_val_loss:.4f}" if "val_loss" in row else "", row["lr"],
-                 row["tokens_per_sec"], f", mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
+        log.info("iter %d: train loss %.4f%s%s, lr %.2e, %.0f tokens/s%s", p.iters, p.last_train_loss,
+                 f", val loss {p.last_val_loss:.4f}" if "val_loss" in row else "",
+                 f", hellaswag acc_norm {row['hellaswag_acc_norm']:.4f}" if "hellaswag_acc_norm" in row else "",
+                 row["lr"], row["tokens_per_sec"], f", mfu {100 * row['mfu']:.1f}%" if "mfu" in row else "")
         run_log.log(row)
         p.window_start, p.window_steps = time.perf_counter(), 0
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
@@ -322,13 +344,32 @@ def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], samp
     best = p.best_val_loss if math.isfinite(p.best_val_loss) else p.last_val_loss
     best_bpb = p.best_val_bpb if math.isfinite(p.best_val_loss) else p.last_val_bpb
     tokens_per_sec = p.iters * per_step / max(p.train_seconds, 1e-9)
+    hellaswag_scores = {"final_hellaswag_acc": p.last_hellaswag_acc, "final_hellaswag_acc_norm":
+                        p.last_hellaswag_acc_norm} if trainer.hellaswag is not None else {}
     return RunSummary({"best_val_loss": best, "final_val_loss": p.last_val_loss, "best_val_bpb": best_bpb,
             "final_val_bpb": p.last_val_bpb,
             "final_train_loss": p.last_train_loss, "iters": p.iters, "tokens_seen": p.iters * per_step,
             "tokens_per_sec": tokens_per_sec, "mfu": trainer.mfu(tokens_per_sec),
             "wall_s": wall_s, "params": parts.model.num_params(False), "device": str(parts.runtime.device),
             "dtype": dtype_name(parts.runtime.dtype), "peak_rss_mb": round(peak_rss_mb(), 1),
-            "stopped_by": stopped_by, "sample": sample})
+            "stopped_by": stopped_by, "sample": sample, **hellaswag_scores})
+
+
+def hellaswag_examples(config: Config, parts: Parts) -> Optional[list[hellaswag.Encoded]]:
+    """The first trainer.hellaswag_examples HellaSwag examples, read and encoded once for every scoring
+    (None with trainer.hellaswag_interval=0). Rank 0 fetched the file before building the parts; the
+    other ranks take it after it has (fetching it themselves on another node)."""
+    tc, d = config.trainer, config.data
+    if not tc.hellaswag_interval:
+        return None
+    if parts.data.encoder.name != "gpt2":  # token files whose manifest says char
+        raise ConfigError(f"trainer.hellaswag_interval: HellaSwag is scored in GPT-2 tokens, and {d.dir} holds "
+                          f"{parts.data.encoder.name} tokens: set trainer.hellaswag_interval=0")
+    parts.runtime.dist.barrier()
+    path = hellaswag.fetch_file(d.data_dir, d.mirror)
+    examples = hellaswag.load_examples(path, parts.data.encoder, parts.model.block_size, tc.hellaswag_examples)
+    log.info("HellaSwag: %d examples of %s every %d steps", len(examples), path, tc.hellaswag_interval)
+    return examples
 
 
 def build_or_explain(config: Config, model_args: Optional[dict] = None) -> Parts:
