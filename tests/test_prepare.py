@@ -150,12 +150,28 @@ def test_a_killed_prepare_script_is_finished_by_running_it_again(tmp_path, gpt2)
     assert not list((tmp_path / "out").glob(".*.tmp")) and not (tmp_path / "out" / prep.MARKER).exists()
 
 
+def big_input(tmp_path, kind: str):
+    """13 MB of text: one file, or rows of ~5 KB in a .jsonl.gz or a Parquet file."""
+    text = SHAKESPEARE.read_text() * 12
+    if kind == "text":
+        (tmp_path / "big.txt").write_text(text)
+        return tmp_path / "big.txt"
+    docs = [text[i: i + 5000] for i in range(0, len(text), 5000)]
+    if kind == "jsonl.gz":
+        (tmp_path / "big.jsonl.gz").write_bytes(gzip.compress("".join(json.dumps({"text": d}) + "\n" for d in docs).encode()))
+        return tmp_path / "big.jsonl.gz"
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    pq.write_table(pa.table({"text": docs}), tmp_path / "big.parquet", row_group_size=100)
+    return tmp_path / "big.parquet"
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_ctrl_c_or_sigterm_mid_prepare_is_one_line_and_leaves_nothing_finished(tmp_path, sig):
+@pytest.mark.parametrize("sig, kind", [(signal.SIGINT, "text"), (signal.SIGTERM, "text"),
+                                       (signal.SIGINT, "jsonl.gz"), (signal.SIGTERM, "parquet")])
+def test_ctrl_c_or_sigterm_mid_prepare_is_one_line_and_leaves_nothing_finished(tmp_path, sig, kind):
     """Ctrl-C reaches every process of the terminal's group (the workers too); SIGTERM the main one."""
-    big = tmp_path / "big.txt"
-    big.write_text(SHAKESPEARE.read_text() * 12)
+    big = big_input(tmp_path, kind)
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "prepare.py"), str(big), "--out", str(out),
                              "--workers", "2", "--data-dir", str(tmp_path / "data")], stdin=subprocess.DEVNULL,

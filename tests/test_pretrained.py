@@ -163,3 +163,35 @@ def test_damaged_folders_are_one_line(tmp_path):
                                                           "vocab_size": 50257, "n_positions": 8, **setting}))
         with pytest.raises(DataError, match="is not the GPT-2 this model implements"):
             load_pretrained(str(tmp_path))
+
+
+def lm_eval_loglikelihood(folder: Path, context: str, continuation: str) -> float:
+    """What EleutherAI's lm-eval (`lm_eval --model hf --model_args pretrained=FOLDER`) computes for a
+    multiple-choice request, as its HFLM does it: AutoTokenizer and AutoModelForCausalLM from the
+    folder; the continuation's tokens are the pair's encoding past the context's; their summed
+    log-probability. (lm-eval itself would fetch its task data from the Hub: offline, its scoring
+    rule is what can be checked.)"""
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    model = transformers.AutoModelForCausalLM.from_pretrained(folder).eval()
+    whole, start = tokenizer(context + continuation)["input_ids"], len(tokenizer(context)["input_ids"])
+    with torch.no_grad():
+        logits = model(torch.tensor([whole[:-1]])).logits[0]
+    logprobs = torch.log_softmax(logits.float(), -1)
+    return sum(logprobs[i - 1, whole[i]].item() for i in range(start, len(whole)))
+
+
+def test_an_export_scores_in_lm_eval_as_in_our_hellaswag(tmp_path, data_dir):
+    """export_hf's folder loads as lm-eval's hf model does, and its log-likelihood of each HellaSwag
+    ending is minus our summed ending loss: lm-eval's acc on an export is our script's acc."""
+    from gpt2.data.tokenizer import GPT2Tokenizer
+    from gpt2.train.hellaswag import encode_example, ending_losses
+
+    torch.manual_seed(2)
+    model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)).eval()
+    export_pretrained(model, tmp_path / "out", tokenizer_files=MIRROR / "gpt2-bpe")
+    example = {"ctx": "A man is sitting on a roof. he", "label": 3, "endings": [
+        "is using wrap to wrap a pair of skis.", "is ripping level tiles off.", "is holding a rubik's cube.",
+        "starts pulling up roofing on a roof."]}
+    summed, _ = ending_losses(model, encode_example(GPT2Tokenizer(data_dir, MIRROR), example, 64), "cpu")
+    theirs = [lm_eval_loglikelihood(tmp_path / "out", example["ctx"], " " + e) for e in example["endings"]]
+    assert torch.allclose(-summed, torch.tensor(theirs), atol=1e-4)

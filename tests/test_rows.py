@@ -88,10 +88,20 @@ HOSTILE = [
      "a.jsonl.zst: cannot be decompressed"),
     ("dataset without the split",
      lambda t: ([], {"hf": saved(t, "validation")}), "has no split 'validation' (its splits: train)"),
+    ("saved dataset with a damaged file",
+     lambda t: ([], {"hf": damaged_saved(t)}), "data-00000-of-00001.arrow: cannot be read ("),
     ("every row empty",
      lambda t: ([str(t / "a.jsonl")], (t / "a.jsonl").write_bytes(lines({"text": ""}, {"text": ""})) and {}),
      "the inputs hold no text (every row is empty)"),
 ]
+
+
+def damaged_saved(root):
+    import datasets
+    datasets.Dataset.from_dict({"text": ["a" * 100] * 50}).save_to_disk(str(root / "ds"))
+    arrow = root / "ds" / "data-00000-of-00001.arrow"
+    arrow.write_bytes(arrow.read_bytes()[:-300])
+    return rows.HFDataset(str(root / "ds"))
 
 
 def saved(root, split):

@@ -214,27 +214,49 @@ def hub_reachable(timeout: float = 5.0) -> bool:
         return False
 
 
+def saved_files(source: HFDataset) -> Optional[list[Path]]:
+    """The Arrow files of a dataset saved with save_to_disk (of the split, for a DatasetDict); None
+    where source.name is no such directory."""
+    path = Path(source.name).expanduser()
+    if (path / "dataset_dict.json").is_file():
+        splits = json.loads((path / "dataset_dict.json").read_text()).get("splits", [])
+        if source.split not in splits:
+            raise DataError(f"{path} has no split {source.split!r} (its splits: {', '.join(splits)}): use --split")
+        path = path / source.split
+    if not (path / "state.json").is_file():
+        return None
+    try:
+        return [path / entry["filename"] for entry in json.loads((path / "state.json").read_text())["_data_files"]]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise DataError(f"{path / 'state.json'} is not a saved dataset's state ({exc}): save it again") from None
+
+
 def open_dataset(source: HFDataset):
-    """The dataset's split, as an iterable of row dicts: a directory saved with save_to_disk is loaded
-    from disk; a directory of data files or a Hub name is streamed (from the local HF cache alone when
-    the Hub cannot be reached)."""
+    """A directory of data files or a Hub name, streamed by `datasets` (from the local HF cache alone
+    when the Hub cannot be reached)."""
     path = Path(source.name).expanduser()
     offline = not path.is_dir() and not os.environ.get("HF_HUB_OFFLINE") and not hub_reachable()
     if offline:  # before datasets reads its settings, at import: the local HF cache alone
         os.environ["HF_HUB_OFFLINE"] = os.environ["HF_DATASETS_OFFLINE"] = "1"
     datasets = need("datasets", f"--hf-dataset {source.name}")
-    if (path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file():
-        loaded = datasets.load_from_disk(str(path))
-        if isinstance(loaded, datasets.DatasetDict):
-            if source.split not in loaded:
-                raise DataError(f"{path} has no split {source.split!r} (its splits: {', '.join(loaded)}): use --split")
-            loaded = loaded[source.split]
-        return loaded
     try:
         return datasets.load_dataset(str(path) if path.is_dir() else source.name, source.config,
                                      split=source.split, streaming=True)
     except Exception as exc:  # datasets raises many kinds: not found, no network, bad config or split
         raise DataError(hf_failure(source, exc, offline)) from None
+
+
+def saved_batches(files: list[Path], label: str) -> Iterator[dict]:
+    """A saved dataset's rows in record batches ({column: values}), read from its Arrow files (not
+    memory-mapped, as `datasets` would: resident memory stays one batch, whatever the dataset's size)."""
+    pa = need("pyarrow", f"--hf-dataset {label}")
+    for file in files:
+        try:
+            with pa.OSFile(str(file)) as f:
+                for batch in pa.ipc.open_stream(f):
+                    yield batch.to_pydict()
+        except Exception as exc:  # a damaged or missing file: ArrowInvalid, OSError, ...
+            raise DataError(f"{file}: cannot be read ({exc}): save the dataset again") from None
 
 
 def hf_failure(source: HFDataset, exc: Exception, offline: bool) -> str:
@@ -249,9 +271,10 @@ def hf_failure(source: HFDataset, exc: Exception, offline: bool) -> str:
 
 def dataset_rows(source: HFDataset, column: str) -> Iterator[tuple[int, object]]:
     """(row index, value of `column`) of every row, streamed."""
-    dataset, row = open_dataset(source), 0
+    files, row = saved_files(source), 0
+    batches = saved_batches(files, source.label) if files is not None else open_dataset(source).iter(batch_size=1000)
     try:
-        for batch in dataset.iter(batch_size=1000):
+        for batch in batches:
             if column not in batch:
                 raise DataError(f"{source.label}: no column {column!r} (its columns: {', '.join(batch)}): "
                                 f"name the text column with --text-column")
