@@ -258,10 +258,12 @@ runpy.run_path({train!r}, run_name="__main__")
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
+@pytest.mark.parametrize("parallel", ["fsdp"])
 def test_two_processes_score_as_one_without_a_hang(mirror, tmp_path, parallel):
     """Two gloo processes share 3 examples (2 and 1: the second rank runs one uncounted forward, which FSDP's
-    gathers need) and log the scores one process logs; train.py runs with the fixture's blob id patched in."""
+    gathers need) and log the scores one process logs; train.py runs with the fixture's blob id patched in.
+    FSDP alone (`parallel=ddp` passes too: run it by hand): DDP scores by the same code, without the
+    gathers that would hang, and the sharing itself is checked in-process for 2, 3 and 5 ranks."""
     import os
     import signal
     import subprocess
