@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -39,6 +40,8 @@ def offline_environment(tmp_path_factory):
     os.environ["NETRC"] = os.devnull  # no W&B credentials from the user's ~/.netrc
     os.environ["HF_HOME"] = str(tmp_path_factory.mktemp("hf-home"))  # before `datasets` is imported
     os.environ["HF_HUB_OFFLINE"] = "1"
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a pytest-xdist worker starts so, and the
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # processes it starts would inherit it
     yield
     for key, value in saved.items():
         if value is not None:

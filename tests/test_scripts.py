@@ -222,9 +222,12 @@ def test_ctrl_c_in_a_script_is_one_line(tmp_path):
     proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "bench_sample.py"), "--models", "baby",
                              "--repeats", "50"], cwd="/", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(6)  # past start-up, decoding
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    try:
+        time.sleep(6)  # past start-up, decoding
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()  # never left running by a failed test
     assert proc.returncode == 130 and err.strip() == "stopped by Ctrl-C", err
 
 
