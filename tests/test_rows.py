@@ -90,10 +90,18 @@ HOSTILE = [
      lambda t: ([], {"hf": saved(t, "validation")}), "has no split 'validation' (its splits: train)"),
     ("saved dataset with a damaged file",
      lambda t: ([], {"hf": damaged_saved(t)}), "data-00000-of-00001.arrow: cannot be read ("),
+    ("dataset row that is null",
+     lambda t: ([], {"hf": null_row_saved(t), "text_column": "content"}), "row 1: the 'content' value is null"),
     ("every row empty",
      lambda t: ([str(t / "a.jsonl")], (t / "a.jsonl").write_bytes(lines({"text": ""}, {"text": ""})) and {}),
      "the inputs hold no text (every row is empty)"),
 ]
+
+
+def null_row_saved(root):
+    import datasets
+    datasets.Dataset.from_dict({"content": ["a", None]}).save_to_disk(str(root / "nulls"))
+    return rows.HFDataset(str(root / "nulls"))
 
 
 def damaged_saved(root):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 
@@ -19,7 +20,7 @@ def job(tmp_path_factory):
     data_dir = tmp_path_factory.mktemp("data")
     encoder = GPT2Tokenizer(data_dir, MIRROR)
     state = {**encoder.state(), "eot_token": encoder.eot_token}
-    return encoder, Job("tokens", 0.5, (json.dumps(state), str(data_dir), str(MIRROR)))
+    return encoder, Job("tokens", 0.5, (json.dumps(state), str(data_dir), str(MIRROR)), separator=encoder.eot_token)
 
 
 def unit(*texts) -> rows.JsonLines:
@@ -47,7 +48,7 @@ def test_rows_are_documents_split_by_their_hash_and_separated(job):
 def test_a_job_can_move_a_row_to_the_other_split(job):
     encoder, tokens = job
     text = next(f"row {i}" for i in range(100) if ranked(f"row {i}") < 0.5)
-    moved = Job(tokens.what, tokens.train_frac, tokens.tokenizer, (((3, 1), "val.bin"),))
+    moved = dataclasses.replace(tokens, overrides=(((3, 1), "val.bin"),))
     assert list(work(unit(text), 3, moved).ids) == ["val.bin"]
     assert list(work(unit(text), 2, moved).ids) == ["train.bin"]  # another source's row 1
 

@@ -35,7 +35,7 @@ from gpt2.signals import STOP
 from gpt2.data import rows, textranges
 from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
 from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
-from gpt2.data.units import Job, Piece, TextRange, rank, split_of, work
+from gpt2.data.units import Job, Piece, TextRange, nearer_edge, rank, split_of, work
 from gpt2.data.workers import make_pool, ordered, progress, stop_point
 
 log = logging.getLogger(__name__)
@@ -339,8 +339,7 @@ def note_edges(written: Written, index: int, source: Source, piece: Piece) -> No
     if isinstance(source, Doc) and any(piece.starts.values()):
         edges = {name: (rank(source.sha256), 0) for name in SPLITS if piece.starts[name]}
     for name, (place, row) in edges.items():
-        best = written.edges.get(name)
-        if best is None or (place > best[0] if name == "train.bin" else place < best[0]):
+        if nearer_edge(name, place, written.edges.get(name)):
             written.edges[name] = (place, index, row)
 
 
@@ -362,8 +361,7 @@ def encode_all(sources: list[Source], pool, outputs: dict, job: Job, settings: S
     written = Written()
     for source in sources:
         reset(source)
-    eot = json.loads(job.tokenizer[0]).get("eot_token")
-    separator = None if eot is None else np.array([eot], dtype=DTYPE).tobytes()
+    separator = None if job.separator is None else np.array([job.separator], dtype=DTYPE).tobytes()
     with progress(total_bytes(sources), "tokenizing") as bar:
         for ((index, weight), *_), piece in ordered(pool, work, tasks(sources, settings, job),
                                                     2 * settings.workers + 2):
@@ -376,11 +374,12 @@ def encode_all(sources: list[Source], pool, outputs: dict, job: Job, settings: S
 
 def reset(source: Source) -> None:
     """A source's counts back to zero, before a pass over it."""
-    fresh = type(source)(**{f: getattr(source, f) for f in ("path", "bytes", "sha256")}) if isinstance(source, Doc) \
-        else RowSource(source.path, source.format, source.column, source.bytes, source.sha256)
-    for name in ("replaced", "unsafe_cuts", "rows", "documents", "empty_rows", "text_bytes"):
-        if hasattr(fresh, name):
-            setattr(source, name, getattr(fresh, name))
+    source.replaced = 0
+    if isinstance(source, Doc):
+        source.unsafe_cuts = 0
+    else:
+        source.rows = source.empty_rows = source.text_bytes = 0
+        source.documents = {name: 0 for name in SPLITS}
 
 
 def total_bytes(sources: list[Source]) -> Optional[int]:
@@ -429,8 +428,8 @@ def encode_balanced(out: Path, sources: list[Source], state: dict, settings: Set
     overrides: dict = {}
     tokenizer = (json.dumps(state), settings.data_dir, settings.mirror)
     while True:
-        written = encode_pass(out, sources, Job("tokens", settings.train_frac, tokenizer,
-                                                tuple(overrides.items())), settings)
+        job = Job("tokens", settings.train_frac, tokenizer, tuple(overrides.items()), state.get("eot_token"))
+        written = encode_pass(out, sources, job, settings)
         move = misplaced(written)
         if move is None:
             return written

@@ -185,6 +185,7 @@ class RowTexts:
     label: str
     texts: tuple
     first_row: int
+    column: str
 
     def where(self, row: int) -> str:
         return f"{self.label}, row {row}"
@@ -297,7 +298,7 @@ def dataset_chunks(source: HFDataset, column: str, chunk_bytes: int) -> Iterator
         texts.append(value)
         size += len(value) if isinstance(value, str) else 0
         if size >= chunk_bytes:
-            yield RowTexts(source.label, tuple(texts), first)
+            yield RowTexts(source.label, tuple(texts), first, column)
             texts, size = [], 0
     if texts:
-        yield RowTexts(source.label, tuple(texts), first)
+        yield RowTexts(source.label, tuple(texts), first, column)

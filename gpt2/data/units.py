@@ -57,6 +57,8 @@ class Job:
     train_frac: float
     tokenizer: tuple = ()
     overrides: tuple = ()
+    separator: Optional[int] = None
+    """The token between documents (<|endoftext|>; char tokens: none)."""
 
 
 @dataclass
@@ -79,7 +81,7 @@ def work(unit, source: int, job: Job) -> Piece:
     """Read one unit and encode it (or collect its characters)."""
     if isinstance(unit, TextRange):
         text, replaced, unsafe = textranges.read_range(unit.path, unit.start, unit.end, unit.max_scan)
-        piece = Piece(replaced=replaced, unsafe=unsafe, text_bytes=len(text))
+        piece = Piece(replaced=replaced, unsafe=unsafe)
         piece.starts[unit.split] = int(unit.start == 0)
         if job.what == "chars":
             piece.chars = "".join(sorted(set(text)))
@@ -92,9 +94,8 @@ def work(unit, source: int, job: Job) -> Piece:
 def work_rows(unit, source: int, job: Job) -> Piece:
     piece, overrides, parts = Piece(), dict(job.overrides), {name: [] for name in SPLITS}
     chars: set[str] = set()
-    column = getattr(unit, "column", "text")
     for row, value, invalid in unit.rows():
-        text, halves = rows.clean(value, unit.where(row), column)
+        text, halves = rows.clean(value, unit.where(row), unit.column)
         piece.rows += 1
         piece.replaced += invalid + halves
         if not text:
@@ -104,8 +105,7 @@ def work_rows(unit, source: int, job: Job) -> Piece:
         piece.text_bytes += len(raw)
         place = rank(hashlib.sha256(raw).hexdigest())
         name = overrides.get((source, row)) or split_of(place, job.train_frac)
-        edge = piece.edges.get(name)
-        if edge is None or (place > edge[0] if name == "train.bin" else place < edge[0]):
+        if nearer_edge(name, place, piece.edges.get(name)):
             piece.edges[name] = (place, row)
         piece.starts[name] += 1
         if job.what == "chars":
@@ -117,10 +117,15 @@ def work_rows(unit, source: int, job: Job) -> Piece:
     return piece
 
 
+def nearer_edge(split: str, place: float, edge: Optional[tuple]) -> bool:
+    """Whether a document at `place` is nearer the split's edge than `edge` (rank first): the highest
+    rank in train, the lowest in val (the one to move when the other split is empty)."""
+    return edge is None or (place > edge[0] if split == "train.bin" else place < edge[0])
+
+
 def joined(arrays: list[np.ndarray], job: Job) -> np.ndarray:
-    """Documents' tokens, the separator (<|endoftext|>; char tokens: none) between them."""
-    separator = json.loads(job.tokenizer[0]).get("eot_token")
-    if separator is not None:
-        sep = np.array([separator], dtype=DTYPE)
+    """Documents' tokens, the job's separator between them."""
+    if job.separator is not None:
+        sep = np.array([job.separator], dtype=DTYPE)
         arrays = [part for array in arrays for part in (sep, array)][1:]
     return np.concatenate(arrays)
