@@ -308,14 +308,31 @@ def test_wandb_run_is_resumed_not_duplicated(tmp_path, data_dir, corpus):
 
 
 # ------------------------------------------------------------------- real processes, real signals
-@pytest.fixture(scope="module")
-def cli_reference(tmp_path_factory, data_dir, corpus):
-    run_dir = tmp_path_factory.mktemp("cli_reference")
-    overrides = [*TINY, f"data.data_dir={data_dir}", f"data.path={corpus}", *RESUMABLE, "logger=none",
+def reference_run(run_dir, data_dir, corpus, *extra) -> tuple:
+    """(run dir, overrides) of an uninterrupted 150-step run in a real process, to compare others with."""
+    overrides = [*TINY, f"data.data_dir={data_dir}", f"data.path={corpus}", *RESUMABLE, *extra, "logger=none",
                  "trainer.max_iters=150"]
     proc = start_train(run_dir, *overrides)
     assert proc.wait(timeout=300) == 0, proc.communicate()[1]
     return run_dir, overrides
+
+
+def killed_at(run_dir, overrides, iteration: int) -> None:
+    """Start the run and SIGKILL it once its metrics reach `iteration`."""
+    proc = start_train(run_dir, *overrides)
+    wait_for_iter(proc, run_dir, iteration)
+    proc.kill()
+    proc.communicate()
+
+
+def resumed_to_the_end(run_dir, overrides) -> None:
+    resumed = start_train(run_dir, *overrides, "trainer.resume=auto")
+    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+
+
+@pytest.fixture(scope="module")
+def cli_reference(tmp_path_factory, data_dir, corpus):
+    return reference_run(tmp_path_factory.mktemp("cli_reference"), data_dir, corpus)
 
 
 @pytest.mark.slow
@@ -340,15 +357,11 @@ def test_sigterm_saves_exits_nonzero_and_says_how_to_resume(tmp_path, cli_refere
 @pytest.mark.slow
 def test_sigkill_resumes_from_the_last_periodic_checkpoint(tmp_path, cli_reference):
     reference_dir, overrides = cli_reference
-    proc = start_train(tmp_path, *overrides)
-    wait_for_iter(proc, tmp_path, 42)
-    proc.kill()
-    proc.communicate()
-    killed_at = read_metrics(tmp_path)[-1]["iter"]
+    killed_at(tmp_path, overrides, 42)
+    last_row = read_metrics(tmp_path)[-1]["iter"]
     saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")["iter"]
-    assert saved % 5 == 0 and saved <= killed_at < 150
-    resumed = start_train(tmp_path, *overrides, "trainer.resume=auto")
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    assert saved % 5 == 0 and saved <= last_row < 150
+    resumed_to_the_end(tmp_path, overrides)
     assert_same_run(tmp_path, reference_dir)
 
 
@@ -357,12 +370,7 @@ MUON = ["model=modern", "optim=muon", "optim.schedule=wsd", "optim.muon_momentum
 
 @pytest.fixture(scope="module")
 def cli_reference_muon(tmp_path_factory, data_dir, corpus):
-    run_dir = tmp_path_factory.mktemp("cli_reference_muon")
-    overrides = [*TINY, f"data.data_dir={data_dir}", f"data.path={corpus}", *RESUMABLE, *MUON, "logger=none",
-                 "trainer.max_iters=150"]
-    proc = start_train(run_dir, *overrides)
-    assert proc.wait(timeout=300) == 0, proc.communicate()[1]
-    return run_dir, overrides
+    return reference_run(tmp_path_factory.mktemp("cli_reference_muon"), data_dir, corpus, *MUON)
 
 
 @pytest.mark.slow
@@ -370,14 +378,10 @@ def test_a_muon_run_killed_resumes_bit_exactly(tmp_path, cli_reference_muon):
     """Today's recipe (Muon's momentum and its warmup, AdamW, the WSD schedule, rotary positions):
     SIGKILL during the momentum warmup, resume=auto, the same losses and weights to the bit."""
     reference_dir, overrides = cli_reference_muon
-    proc = start_train(tmp_path, *overrides)
-    wait_for_iter(proc, tmp_path, 32)
-    proc.kill()
-    proc.communicate()
+    killed_at(tmp_path, overrides, 32)
     saved = load_checkpoint(tmp_path / "ckpt" / "last.pt")
     assert saved["iter"] < 50 and set(saved["optimizer"]) == {"muon", "adamw"}
-    resumed = start_train(tmp_path, *overrides, "trainer.resume=auto")
-    assert resumed.wait(timeout=300) == 0, resumed.communicate()[1]
+    resumed_to_the_end(tmp_path, overrides)
     assert_same_run(tmp_path, reference_dir)
 
 
