@@ -2,8 +2,11 @@
 
 Usage: python scripts/sweep_report.py MULTIRUN_DIR [--png PATH]
 Works on Hydra multirun directories (jobs 0/, 1/, ...) and Optuna studies (trial_NNN/ folders); the
-'overrides' column shows only the parameters whose values differ between jobs. A job whose summary.json
-is damaged is left out with a warning on stderr; the others are still reported.
+'overrides' column shows only the parameters whose values differ between jobs. A stored study continued
+in other multirun directories is reported whole (its storage records every trial's directory; each trial
+once). A job whose summary.json is damaged is left out with a warning on stderr; the others are still
+reported. The PNG draws a key log-scaled when the study drew it so (`log: true`) or its values span a
+decade or more, and whole-number keys with whole-number ticks.
 """
 
 import argparse

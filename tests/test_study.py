@@ -4,7 +4,11 @@ in test_sweep.py.)"""
 
 import json
 import os
+import re
 import signal
+from pathlib import Path
+
+import pytest
 
 from gpt2.config import from_hydra
 from gpt2.run.compose import compose
@@ -79,3 +83,46 @@ def test_a_signal_between_trials_keeps_the_finished_trial_and_the_study_continue
     assert states == ["COMPLETE"]  # told, not left RUNNING
     second = run_study(cfg, search, tmp_path / "b", train_fn, from_hydra, [])
     assert len(calls) == 3 and second["completed"] == 3 and second["stopped_by"] is None
+
+
+def test_a_study_continued_in_another_directory_is_reported_as_one(tmp_path, monkeypatch):
+    """Each run of a stored study records it in study.json and each trial's directory in the storage:
+    the report of either directory (or of both) holds every trial, each once."""
+    import shutil
+
+    from gpt2.run.record import RunSummary
+    from gpt2.sweep.report import collect_jobs, format_table
+    from gpt2.sweep.study import run_study
+
+    cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=1",
+                  "hparams_search.storage=sqlite:///study.db", "hparams_search.study_name=s")
+    train_fn, _ = fake_train()
+
+    def writing_its_summary(config, run_dir):  # as the trainer does
+        summary = train_fn(config, run_dir)
+        RunSummary(summary).write(run_dir)
+        return summary
+
+    monkeypatch.chdir(tmp_path)  # the storage URL is relative, as in docs/sweeps.md
+    run_study(cfg, from_hydra(cfg).hparams_search, Path("a/0"), writing_its_summary, from_hydra, [])
+    cfg.hparams_search.n_trials = 2  # the same study, continued later in another multirun directory
+    run_study(cfg, from_hydra(cfg).hparams_search, Path("b/0"), writing_its_summary, from_hydra, [])
+    assert json.loads((tmp_path / "b" / "0" / "study.json").read_text()) == {
+        "study_name": "s", "storage": f"sqlite:///{(tmp_path / 'study.db').resolve()}"}
+    first = collect_jobs(tmp_path / "a")
+    assert {j["job"] for j in first} == {"0/trial_000", "../b/0/trial_001"}
+    assert len(format_table(first).splitlines()) == 1 + 2  # one table: header and every trial
+    assert {j["job"] for j in collect_jobs(tmp_path / "b")} == {"../a/0/trial_000", "0/trial_001"}
+    shutil.copytree(tmp_path / "b" / "0" / "trial_001", tmp_path / "a" / "0" / "trial_001")  # held twice
+    assert {j["job"] for j in collect_jobs(tmp_path / "a")} == {"0/trial_000", "0/trial_001"}
+    assert len(collect_jobs(tmp_path)) == 2  # both directories: each trial once
+
+
+def test_a_directory_holds_one_study(tmp_path):
+    from gpt2.run.rundir import RunDirTaken
+    from gpt2.sweep.study import record_study
+
+    record_study(tmp_path, "s", f"sqlite:///{tmp_path / 'study.db'}")
+    record_study(tmp_path, "s", f"sqlite:///{tmp_path / 'study.db'}")  # the same study, continued
+    with pytest.raises(RunDirTaken, match=re.escape(f"{tmp_path} already holds study 's' (storage sqlite:///")):
+        record_study(tmp_path, "t", f"sqlite:///{tmp_path / 'study.db'}")

@@ -23,7 +23,7 @@ from gpt2.files import atomic_write_text
 from gpt2.run.record import record_failure
 from gpt2.run.rundir import RunDirTaken
 from gpt2.signals import STOP
-from gpt2.sweep.report import OVERRIDES_FILE
+from gpt2.sweep.report import OVERRIDES_FILE, STUDY_FILE, TRIAL_DIR_ATTR, read_study_file
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ def run_study(cfg: DictConfig, search: OptunaConfig, run_dir: Path, train_fn: Ca
     study's trial config (they start the best-trial override line). A signal at any moment leaves
     every trial it started told (an interrupted one as FAIL, so a continued study runs it again)."""
     study = open_study(search)
+    record_study(run_dir, study.study_name, search.storage)
     # seeded, but offset by the trials so far: a continued study does not redraw its first trials
     study.sampler = optuna_sampler(search.seed + len(study.trials))
     done = sum(counts_as_done(t) for t in study.trials)
@@ -77,6 +78,20 @@ def run_study(cfg: DictConfig, search: OptunaConfig, run_dir: Path, train_fn: Ca
     return {**report_best(study, run_dir, fixed, stopped_by), "stopped_by": stopped_by}
 
 
+def record_study(run_dir: Path, name: str, storage: Optional[str]) -> None:
+    """STUDY_FILE in the study's directory: its name and storage (a relative SQLite path made absolute),
+    by which the sweep report finds the trials a continued study ran in other directories. A directory
+    that records another study is RunDirTaken: one directory, one study."""
+    path = storage.removeprefix("sqlite:///") if storage and storage.startswith("sqlite:///") else ""
+    if path and not path.startswith(("/", ":memory:")):  # relative to this process's working directory
+        storage = "sqlite:///" + str(Path(path).resolve())
+    record, held = {"study_name": name, "storage": storage}, read_study_file(run_dir)
+    if held is not None and held != record:
+        raise RunDirTaken(f"{run_dir} already holds study {held['study_name']!r} (storage "
+                          f"{held['storage']}): run this study in another hydra.sweep.dir")
+    atomic_write_text(run_dir / STUDY_FILE, json.dumps(record) + "\n")
+
+
 def optuna_sampler(seed: int):
     import optuna
 
@@ -89,11 +104,16 @@ def run_told_trial(study, search: OptunaConfig, cfg: DictConfig, run_dir: Path, 
     import optuna
 
     trial = study.ask()
+    trial_dir = run_dir / f"trial_{trial.number:03d}"
     value, stopped_by, finished = None, None, False
     try:
+        if trial_dir.is_dir() and any(trial_dir.iterdir()):  # another study's trial of the same number
+            raise RunDirTaken(f"{trial_dir} already holds a trial of another study: run this study in another "
+                              f"hydra.sweep.dir")
+        trial.set_user_attr(TRIAL_DIR_ATTR, str(trial_dir.resolve()))  # the report finds it from any directory
         params = {key: suggest(trial, key, dict(spec)) for key, spec in search.params.items()}
-        value, stopped_by = run_trial(cfg, params, trial_dir=run_dir / f"trial_{trial.number:03d}",
-                                      group=study.study_name, train_fn=train_fn, from_hydra=from_hydra)
+        value, stopped_by = run_trial(cfg, params, trial_dir=trial_dir, group=study.study_name,
+                                      train_fn=train_fn, from_hydra=from_hydra)
         finished = True
     finally:
         interrupted = stopped_by if finished else (STOP.received or "an interruption")
@@ -116,9 +136,6 @@ def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_
     trial_cfg.hparams_search = None
     trial_cfg.logger.group = trial_cfg.logger.group or group
     trial_cfg.logger.name = trial_cfg.logger.name or f"{group}-{trial_dir.name}"
-    if trial_dir.is_dir() and any(trial_dir.iterdir()):  # another study's trial of the same number
-        raise RunDirTaken(f"{trial_dir} already holds a trial of another study: run this study in another "
-                          f"hydra.sweep.dir")
     trial_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(trial_dir / OVERRIDES_FILE, json.dumps([f"{k}={v}" for k, v in params.items()]))
     try:
