@@ -59,6 +59,10 @@ class DataConfig:
     """Shuffle training windows each epoch; validation is never shuffled."""
     train_frac: float = 0.9
     """Fraction of tokens, from the start, in the training split; the rest is validation."""
+    min_val_frac: float = 0.001
+    """The smallest validation split a run accepts, as a share of all tokens (text files and token
+    files alike): under it, or under one eval batch (batch_size windows: batch_size + block_size
+    tokens), the run stops before training with one line. 0 accepts any size (one window at least)."""
     num_workers: int = 0
     """DataLoader worker processes; 0 builds batches in the main process (fastest for in-memory tokens)."""
     prefetch: Optional[bool] = None
@@ -81,6 +85,8 @@ class DataConfig:
         _positive(self, "data", "block_size", "batch_size")
         _check(0.0 < self.train_frac < 1.0, "data.train_frac",
                f"must be between 0 and 1 (exclusive), got {self.train_frac}")
+        _check(0.0 <= self.min_val_frac < 1.0, "data.min_val_frac",
+               f"must be at least 0 and under 1 (0 accepts any validation split), got {self.min_val_frac}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
 
 

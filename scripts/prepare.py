@@ -3,6 +3,7 @@
 Usage: python scripts/prepare.py [<file | directory | glob> ...] [--hf-dataset NAME [--hf-config C]
                                  [--split S]] --out OUT [--workers N] [--text-column text]
                                  [--tokenizer gpt2|char] [--train-frac 0.9]
+                                 [--split-by auto|documents|tokens]
 
 Inputs: text files (each a document); Parquet files (.parquet), JSON Lines (.jsonl, .jsonl.gz,
 .jsonl.zst) and a Hugging Face dataset (a Hub name, a directory saved with save_to_disk, or a directory
@@ -12,9 +13,12 @@ Lines files is read for those alone. Row formats need the corpora extra: pip ins
 Writes OUT/train.bin and OUT/val.bin (uint16 token ids, nanoGPT's layout) and OUT/manifest.json (the
 tokenizer, token counts, every source with its size, sha256 and rows, the split rule). Streaming and
 multi-process: memory stays bounded whatever the corpus size. Each file is a document; documents are
-separated by <|endoftext|>. Several documents are split by document (by the hash of their bytes), a
-single one by position (its first train_frac of tokens for training). Running it again on unchanged
-inputs does nothing; a stopped run leaves no finished-looking file behind.
+separated by <|endoftext|>. --split-by documents: each document to train or val whole, by the hash of
+its bytes; tokens: that split's stream (train's documents, then val's) cut at train_frac of its tokens,
+so val.bin holds the asked share (at most one document cut in two); auto (the default): documents,
+unless val.bin's share then misses 1 - train_frac by more than half of it: tokens (said on stderr). A
+single document is split by position (its first train_frac of tokens for training). Running it again on
+unchanged inputs and settings does nothing; a stopped run leaves no finished-looking file behind.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import logging  # noqa: E402
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from gpt2.data.prepare import Settings, prepare  # noqa: E402
+from gpt2.data.prepare import SPLIT_BY, Settings, prepare  # noqa: E402
 from gpt2.data.rows import HFDataset  # noqa: E402
 from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.run.script import require_positive, run_script  # noqa: E402
@@ -77,7 +81,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
     parser.add_argument("--tokenizer", choices=["gpt2", "char"], default="gpt2")
     parser.add_argument("--train-frac", type=float, default=0.9,
-                        help="share of tokens (one document) or of documents (several) for training")
+                        help="share of the tokens for training (by documents: of the documents)")
+    parser.add_argument("--split-by", choices=SPLIT_BY, default="auto",
+                        help="documents (whole, by hash), tokens (val.bin gets 1 - train_frac of the tokens) "
+                        "or auto: documents unless their split misses the asked share by more than half")
     parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept (as data.data_dir)")
     parser.add_argument("--mirror", default=None, help="offline copy of the BPE files (default: $GPT2_DATA_MIRROR)")
     args = parser.parse_args()
@@ -89,6 +96,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     settings = Settings(tokenizer=args.tokenizer, train_frac=args.train_frac, workers=args.workers,
                         data_dir=args.data_dir, mirror=args.mirror, text_column=args.text_column,
+                        split_by=args.split_by,
                         hf=HFDataset(args.hf_dataset, args.hf_config, args.split) if args.hf_dataset else None)
     out = Path(args.out)
     print(summary(prepare(args.inputs, out, settings), out))

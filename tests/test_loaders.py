@@ -1,9 +1,12 @@
+import hashlib
+import json
 import threading
 import time
 import warnings
 from dataclasses import replace
 from itertools import islice
 
+import numpy as np
 import pytest
 import torch
 
@@ -12,6 +15,7 @@ from gpt2.config import DataConfig
 from gpt2.data.loaders import _mix, FixedBatchSampler, LMSequenceDataset, WindowBatchSampler, make_dataloader
 from gpt2.errors import DataError
 from gpt2.data.sources import TextSource, load_tokens, train_valid_split
+from gpt2.data.tokenfiles import FORMAT
 from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
 
 from conftest import MIRROR
@@ -301,3 +305,52 @@ def test_offline_without_a_copy_says_what_to_do(tmp_path, monkeypatch):
     message = str(err.value)
     assert "tinyshakespeare/input.txt is missing" in message
     assert "data.mirror=DIR" in message and "GPT2_DATA_MIRROR" in message
+
+
+# ------------------------------------------------------------------------- a validation split to measure
+def char_token_dir(directory, train: int, val: int) -> None:
+    """A token directory of `train` and `val` char tokens ("ab" repeated), as scripts/prepare.py writes it."""
+    directory.mkdir()
+    files = {}
+    for name, count in (("train.bin", train), ("val.bin", val)):
+        data = (np.arange(count) % 2).astype(np.uint16).tobytes()
+        (directory / name).write_bytes(data)
+        files[name] = {"tokens": count, "documents": 1, "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = {"format": FORMAT, "tokenizer": {"name": "char", "vocab_size": 2, "chars": "ab"}, "files": files}
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_token_files_with_a_validation_split_under_min_val_frac_are_refused_in_one_line(tmp_path):
+    char_token_dir(tmp_path / "tokens", 100_000, 60)
+    cfg = DataConfig(source="bin", dir=str(tmp_path / "tokens"), block_size=8, batch_size=4, data_dir=str(tmp_path))
+    with pytest.raises(DataError) as err:
+        make_dataloader(cfg, eval_iters=2)
+    assert str(err.value) == ("val split: 60 tokens (0.06% of 100,060), under data.min_val_frac=0.001: prepare it "
+                              "with --split-by tokens, or set data.min_val_frac=0 to train anyway")
+    assert len(make_dataloader(replace(cfg, min_val_frac=0.0005), eval_iters=2).valid_dl) == 2
+    assert len(make_dataloader(replace(cfg, min_val_frac=0), eval_iters=2).valid_dl) == 2
+
+
+def test_a_text_split_under_one_eval_batch_is_refused_before_training(tmp_path, small_text):
+    """A window starts at every validation token: one eval batch of batch_size windows needs
+    batch_size + block_size tokens. train_frac=0.999 leaves 20 of 20,000 (0.1%: not under
+    min_val_frac), under one batch of 8 windows of 16."""
+    cfg = DataConfig(data_dir=str(tmp_path), path=str(small_text), block_size=16, batch_size=8, tokenizer="char",
+                     train_frac=0.999)
+    with pytest.raises(DataError) as err:
+        make_dataloader(cfg, eval_iters=2)
+    assert str(err.value) == ("val split: 20 tokens (0.10% of 20,000), under one eval batch (data.batch_size + "
+                              "data.block_size = 24 tokens): lower data.train_frac, or set data.min_val_frac=0 to "
+                              "train anyway")
+    assert len(make_dataloader(replace(cfg, batch_size=4), eval_iters=2).valid_dl.dataset) == 4  # 20 - 16 windows
+    assert len(make_dataloader(replace(cfg, min_val_frac=0), eval_iters=2).valid_dl.dataset) == 4
+
+
+def test_a_train_frac_near_one_is_refused_as_too_small_a_share(data_dir):
+    cfg = DataConfig(data_dir=str(data_dir), block_size=32, batch_size=8, train_frac=0.9995)
+    tokens = len(load_tokens(cfg)[1])
+    val = tokens - int(tokens * 0.9995)
+    with pytest.raises(DataError, match=rf"^val split: {val} tokens \(0\.05% of {tokens:,}\), under "
+                                        rf"data.min_val_frac=0.001: lower data.train_frac, or set"):
+        make_dataloader(cfg)
+    assert make_dataloader(replace(cfg, train_frac=0.999)).source.splits()[1].numel() >= tokens // 1000

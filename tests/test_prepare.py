@@ -63,7 +63,7 @@ def test_documents_are_separated_and_split_by_their_content(tmp_path, gpt2):
         (corpus / name).parent.mkdir(parents=True, exist_ok=True)
         (corpus / name).write_text(text)
     (corpus / ".hidden.txt").write_text("never read")
-    manifest = prepare([str(corpus)], tmp_path / "out", settings(tmp_path, train_frac=0.8))
+    manifest = prepare([str(corpus)], tmp_path / "out", settings(tmp_path, train_frac=0.8, split_by="documents"))
     split = {os.path.relpath(d["path"], corpus): d["split"] for d in manifest["sources"]}
     assert sorted(split) == sorted(texts)  # recursive, sorted, hidden files skipped
     assert split["sub/copy.txt"] == split["doc07.txt"]  # identical documents share a split
@@ -77,6 +77,7 @@ def test_documents_are_separated_and_split_by_their_content(tmp_path, gpt2):
     assert 2 <= list(split.values()).count("val") <= 12  # ~20% of 31
     again = prepare([str(corpus)], tmp_path / "again", settings(tmp_path, train_frac=0.8))
     assert again["files"] == manifest["files"]  # reproducible: same bytes, same sha256
+    assert again["split"] == "documents"  # auto: the shares are near enough the asked ones
 
 
 def test_a_second_run_on_unchanged_inputs_does_nothing(tmp_path):
@@ -324,7 +325,7 @@ def test_few_uneven_documents_warn_about_the_split(tmp_path, caplog):
     (tmp_path / "corpus" / "big.txt").write_text(SHAKESPEARE.read_text()[:100_000])
     (tmp_path / "corpus" / "README.txt").write_text("A short note.")
     with caplog.at_level("WARNING"):
-        manifest = prepare([str(tmp_path / "corpus")], tmp_path / "out", settings(tmp_path))
+        manifest = prepare([str(tmp_path / "corpus")], tmp_path / "out", settings(tmp_path, split_by="documents"))
     share = manifest["files"]["val.bin"]["tokens"] / sum(f["tokens"] for f in manifest["files"].values())
     assert not 0.05 <= share <= 0.2
     assert "each document goes to one split whole" in caplog.text
@@ -395,7 +396,7 @@ def test_every_format_gives_the_tokens_of_its_documents(tmp_path, gpt2, every_fo
     files = {}
     for i, (name, given) in enumerate(formats.items()):
         out = tmp_path / f"out{i}"
-        manifest = prepare(given["inputs"], out, settings(tmp_path, workers=1 + i % 2,
+        manifest = prepare(given["inputs"], out, settings(tmp_path, workers=1 + i % 2, split_by="documents",
                                                          **{k: v for k, v in given.items() if k != "inputs"}))
         assert tokens(out / "train.bin") == expected["train.bin"], name
         assert tokens(out / "val.bin") == expected["val.bin"], name
@@ -426,7 +427,8 @@ def test_a_second_run_on_unchanged_row_files_does_nothing(tmp_path, every_format
 def test_few_rows_still_fill_both_splits(tmp_path, gpt2, rows, split):
     """One row is split by position; two rows that hash to the same split still give one to each."""
     (tmp_path / "few.jsonl").write_text("".join(json.dumps({"text": r}) + "\n" for r in rows))
-    manifest = prepare([str(tmp_path / "few.jsonl")], tmp_path / "out", settings(tmp_path, train_frac=0.999))
+    manifest = prepare([str(tmp_path / "few.jsonl")], tmp_path / "out",
+                       settings(tmp_path, train_frac=0.999, split_by="documents"))
     assert manifest["split"] == split
     train, val = tokens(tmp_path / "out" / "train.bin"), tokens(tmp_path / "out" / "val.bin")
     assert train and val
@@ -434,3 +436,142 @@ def test_few_rows_still_fill_both_splits(tmp_path, gpt2, rows, split):
         assert train + val == gpt2.encode(rows[0])
     else:
         assert sorted([train, val]) == sorted([gpt2.encode(r) for r in rows])
+
+
+# ------------------------------------------------------------------------------- split by tokens
+def three_books(root, salt: int = 0) -> list[str]:
+    """Three big documents (~60k characters each) as text files book0..2.txt under root."""
+    text = SHAKESPEARE.read_text()
+    books = [f"Book {i} ({salt})\n" + text[i * 60_000: (i + 1) * 60_000] for i in range(3)]
+    root.mkdir(parents=True, exist_ok=True)
+    for i, book in enumerate(books):
+        (root / f"book{i}.txt").write_text(book)
+    return books
+
+
+def by_hash(docs: list[str], train_frac: float) -> tuple[list[int], list[int]]:
+    """The document split of text files, from scratch: (train, val) document indices, by the rank of
+    each file's sha256, at least one each way."""
+    ranks = [int(hashlib.sha256(d.encode()).hexdigest()[:16], 16) / 2**64 for d in docs]
+    val = [i for i, r in enumerate(ranks) if r >= train_frac] or [ranks.index(max(ranks))]
+    val = val if len(val) < len(docs) else [i for i in val if i != ranks.index(min(ranks))]
+    return [i for i in range(len(docs)) if i not in val], val
+
+
+def stream_of(encoded: list[list[int]], separator) -> tuple[list[int], list[tuple[int, int]]]:
+    """Documents' tokens joined (a separator between, if any) and each one's [start, end)."""
+    tokens, spans = [], []
+    for ids in encoded:
+        tokens += ([separator] if tokens and separator is not None else [])
+        spans.append((len(tokens), len(tokens) + len(ids)))
+        tokens += ids
+    return tokens, spans
+
+
+@pytest.mark.parametrize("split_by, tokenizer, workers", [("tokens", "gpt2", 2), ("auto", "gpt2", 1),
+                                                          ("documents", "gpt2", 1), ("tokens", "char", 1)])
+def test_few_big_documents_split_by_tokens_give_val_the_asked_share(tmp_path, gpt2, monkeypatch, caplog,
+                                                                     split_by, tokenizer, workers):
+    """Three big documents: by documents val.bin holds a whole one (~33% where 10% is asked); by tokens
+    (and auto, which says so in one line) the document split's stream (train's documents, then
+    val's) is cut at int(N * 0.9): the files are its tokens, encoded here directly."""
+    monkeypatch.setattr(prep, "CHUNK_BYTES", 20_000)  # each book in several ranges
+    books = three_books(tmp_path / "corpus")
+    with caplog.at_level("WARNING"):
+        manifest = prepare([str(tmp_path / "corpus")], tmp_path / "out",
+                           settings(tmp_path, tokenizer=tokenizer, workers=workers, split_by=split_by))
+    encode = gpt2.encode if tokenizer == "gpt2" else prep.CharTokenizer("".join(sorted(set("".join(books))))).encode
+    separator = 50256 if tokenizer == "gpt2" else None
+    train_docs, val_docs = by_hash(books, 0.9)
+    train, val = tokens(tmp_path / "out" / "train.bin"), tokens(tmp_path / "out" / "val.bin")
+    if split_by == "documents":  # today's split, byte for byte, and its warning
+        assert (train, val) == tuple(stream_of([encode(books[i]) for i in docs], separator)[0]
+                                     for docs in (train_docs, val_docs))
+        assert "each document goes to one split whole" in caplog.text and manifest["split"] == "documents"
+        return
+    stream, spans = stream_of([encode(books[i]) for i in train_docs + val_docs], separator)
+    keep = int(len(stream) * 0.9)
+    assert (train, val) == (stream[:keep], stream[keep:]) and abs(len(val) / len(stream) - 0.1) < 1e-4
+    assert manifest["split"] == "tokens" and manifest["split_by"] == split_by
+    assert manifest["files"]["train.bin"]["documents"] == sum(start < keep for start, _ in spans)
+    assert manifest["files"]["val.bin"]["documents"] == sum(end > keep for _, end in spans)
+    order = train_docs + val_docs
+    sides = {i: "+".join(n for n, side in (("train", spans[order.index(i)][0] < keep),
+                                           ("val", spans[order.index(i)][1] > keep)) if side) for i in range(3)}
+    assert [s["split"] for s in manifest["sources"]] == [sides[i] for i in range(3)]
+    said = [r.message for r in caplog.records if r.message.startswith("split by tokens: by documents")]
+    assert len(said) == (split_by == "auto") and "each document goes to one split whole" not in caplog.text
+
+
+def test_rows_split_by_tokens_are_the_text_files_tokens_counted_per_source(tmp_path, gpt2):
+    """The same three documents as rows of two JSON Lines files: the same token files as the text
+    files give, and each source's documents counted on each side of the cut."""
+    books = three_books(tmp_path / "corpus", salt=1)
+    (tmp_path / "a.jsonl").write_text("".join(json.dumps({"text": b}) + "\n" for b in books[:2]))
+    (tmp_path / "b.jsonl").write_text(json.dumps({"text": books[2]}) + "\n")
+    common = settings(tmp_path, split_by="tokens", train_frac=0.7)
+    rows = prepare([str(tmp_path / "a.jsonl"), str(tmp_path / "b.jsonl")], tmp_path / "rows", common)
+    files = prepare([str(tmp_path / "corpus")], tmp_path / "files", common)
+    assert rows["files"] == files["files"] and rows["split"] == "tokens"
+    split = {os.path.basename(s["path"]): s["split"] for s in files["sources"]}
+    documents = [s["documents"] for s in rows["sources"]]
+    expected = [{name: sum(side in split[f"book{i}.txt"].split("+") for i in books_in) for name, side in
+                 (("train.bin", "train"), ("val.bin", "val"))} for books_in in ((0, 1), (2,))]
+    assert documents == expected
+
+
+def test_split_by_is_in_the_manifest_and_a_rerun_with_another_is_prepared_again(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, words in enumerate(("Hello there. ", "Some more words here. ", "Short.")):
+        (corpus / f"{i}.txt").write_text(words * 300)
+    out = tmp_path / "out"
+    by_documents = prepare([str(corpus)], out, settings(tmp_path, split_by="documents"))
+    by_tokens = prepare([str(corpus)], out, settings(tmp_path, split_by="tokens"))
+    assert not by_tokens.get("up_to_date") and by_tokens["key"] != by_documents["key"]
+    assert (by_documents["split_by"], by_tokens["split_by"]) == ("documents", "tokens")
+    assert json.loads((out / "manifest.json").read_text())["split"] == "tokens"
+    assert prepare([str(corpus)], out, settings(tmp_path, split_by="tokens"))["up_to_date"]
+    assert sorted(p.name for p in out.iterdir()) == [".prepare.lock", "manifest.json", "train.bin", "val.bin"]
+    with pytest.raises(DataError, match="split_by: must be one of auto, documents, tokens, got 'hash'"):
+        prepare([str(corpus)], out, settings(tmp_path, split_by="hash"))
+
+
+def test_the_script_splits_by_tokens_where_documents_miss_and_says_so_in_one_line(tmp_path):
+    three_books(tmp_path / "corpus", salt=2)
+    script = [sys.executable, str(ROOT / "scripts" / "prepare.py"), str(tmp_path / "corpus"), "--tokenizer", "char",
+              "--workers", "1", "--out", str(tmp_path / "out")]
+    result = subprocess.run(script, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("split by tokens: by documents val.bin would hold ") and "--split-by documents" in line
+    assert "; split by tokens;" in result.stdout
+
+
+def test_a_short_document_alone_in_val_is_refused_at_train_time_and_tokens_fix_it(tmp_path, gpt2):
+    """The reported case: big documents and a short one, which alone goes to val by its hash. By
+    documents val.bin is a few tokens, which training refuses in one line; by tokens val.bin gets the
+    end of the last training document too, and 10% of the tokens."""
+    text = SHAKESPEARE.read_text()
+    for salt in range(1000):  # the texts for which the short document alone goes to val
+        docs = [f"Book {i} ({salt})\n" + text[i * 60_000: (i + 1) * 60_000] for i in range(2)]
+        docs.append(f"A short note ({salt}) about these two books, for whoever reads them next.")
+        if by_hash(docs, 0.9) == ([0, 1], [2]):
+            break
+    (tmp_path / "corpus").mkdir()
+    for i, doc in enumerate(docs):
+        (tmp_path / "corpus" / f"{i}.txt").write_text(doc)
+    data = {"block_size": 8, "batch_size": 4, "data_dir": str(tmp_path / "data")}
+    prepare([str(tmp_path / "corpus")], tmp_path / "docs", settings(tmp_path, split_by="documents"))
+    stream, spans = stream_of([gpt2.encode(d) for d in docs], 50256)
+    note, total = spans[2][1] - spans[2][0], spans[1][1] + spans[2][1] - spans[2][0]  # train.bin: books 0, 1
+    with pytest.raises(DataError) as err:
+        make_dataloader(DataConfig(source="bin", dir=str(tmp_path / "docs"), **data))
+    assert str(err.value) == (f"val split: {note} tokens ({100 * note / total:.2f}% of {total:,}), under "
+                              f"data.min_val_frac=0.001: prepare it with --split-by tokens, or set "
+                              f"data.min_val_frac=0 to train anyway")
+    manifest = prepare([str(tmp_path / "corpus")], tmp_path / "tokens", settings(tmp_path, split_by="auto"))
+    keep = int(len(stream) * 0.9)
+    assert tokens(tmp_path / "tokens" / "val.bin") == stream[keep:] and manifest["split"] == "tokens"
+    assert [s["split"] for s in manifest["sources"]] == ["train", "train+val", "val"]
+    assert len(make_dataloader(DataConfig(source="bin", dir=str(tmp_path / "tokens"), **data)).valid_dl) > 0

@@ -286,12 +286,29 @@ class DataLoaders:
     """Where the tokens came from (its fingerprint goes into checkpoints)."""
 
 
+def check_val_split(train_tokens: int, val_tokens: int, cfg: DataConfig) -> None:
+    """Refuse, in one line, a validation split too small to measure: fewer tokens than one eval batch
+    (batch_size windows; a window starts at every token, so batch_size + block_size tokens) or under
+    data.min_val_frac of all tokens. data.min_val_frac=0 accepts any split."""
+    total, batch = train_tokens + val_tokens, cfg.batch_size + cfg.block_size
+    if cfg.min_val_frac == 0 or (val_tokens >= batch and val_tokens >= cfg.min_val_frac * total):
+        return
+    if val_tokens < batch:
+        why = f"under one eval batch (data.batch_size + data.block_size = {batch:,} tokens)"
+    else:
+        why = f"under data.min_val_frac={cfg.min_val_frac}"
+    fix = "prepare it with --split-by tokens" if cfg.source == "bin" else "lower data.train_frac"
+    raise DataError(f"val split: {val_tokens:,} tokens ({100 * val_tokens / total:.2f}% of {total:,}), {why}: "
+                    f"{fix}, or set data.min_val_frac=0 to train anyway")
+
+
 def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
                     device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1) -> DataLoaders:
     """The train and validation loaders of the configured data. Batches are (x, y), each (B, T) int64.
 
     valid_dl yields eval_iters fixed batches (or, without eval_iters, one pass of non-overlapping
-    windows: every validation token once). Batches are pinned only when `device` is CUDA. With
+    windows: every validation token once); a validation split too small to measure is refused
+    (`check_val_split`). Batches are pinned only when `device` is CUDA. With
     world_size > 1, cfg.batch_size is the global batch and this rank's loaders yield its slices."""
     source = make_source(cfg)
     train_tokens, valid_tokens = source.splits()
@@ -299,6 +316,7 @@ def make_dataloader(cfg: DataConfig, *, eval_iters: Optional[int] = None,
     in_main = cfg.num_workers == 0
     try:
         train_ds = LMSequenceDataset(train_tokens, cfg.block_size, pin_memory=pin and in_main)
+        check_val_split(len(train_tokens), len(valid_tokens), cfg)
         valid_ds = LMSequenceDataset(valid_tokens, cfg.block_size, pin_memory=pin and in_main)
         train_sampler = WindowBatchSampler(len(train_ds), cfg.batch_size, shuffle=cfg.shuffle,
                                            seed=cfg.seed, rank=rank, world_size=world_size)

@@ -7,13 +7,23 @@ where GPT-2 splits anyway, gpt2/data/textranges.py; a Parquet row group; ~8 MB o
 dataset's rows) that worker processes read, decode and encode themselves; the main process appends
 their tokens, in order, to temporary files renamed into place at the end.
 
-Documents are separated in their split by <|endoftext|> (char tokens: not separated). With several
-documents each goes to val.bin when the hash of its bytes (UTF-8) falls in the last (1 - train_frac)
-of the hash range, so identical documents share a split, whichever file or format holds them, and a
-document's split depends on its content alone (but for at least one document each way: with few
-documents, adding one may move the one chosen). A single document is split by position, its first
-int(N * train_frac) tokens for training, as data.train_frac splits a text file. Re-running on
-unchanged inputs and settings does nothing; a failed or stopped run leaves the directory as it was.
+Documents are separated in their split by <|endoftext|> (char tokens: not separated). The split
+(`Settings.split_by`, --split-by):
+- documents: each document goes to val.bin when the hash of its bytes (UTF-8) falls in the last
+  (1 - train_frac) of the hash range, so identical documents share a split, whichever file or format
+  holds them, and a document's split depends on its content alone (but for at least one document
+  each way: with few documents, adding one may move the one chosen). Few or uneven documents can
+  miss the asked share of tokens by far (a warning says so).
+- tokens: the document split's stream (train.bin's documents, then val.bin's, a separator between)
+  is cut at int(N * train_frac) tokens: val.bin holds exactly the asked share, the fewest tokens move
+  (the last training documents go to val.bin, or the first validation ones to train.bin) and at most
+  one document is cut in two. It streams, and like the document split it does not depend on --workers.
+- auto (the default): documents, then tokens where val.bin's share of the tokens misses
+  1 - train_frac by more than half of it (`misses`; said in one line on stderr).
+A single document is split by position, its first int(N * train_frac) tokens for training, as
+data.train_frac splits a text file (what tokens gives for one document, whatever split_by). Re-running
+on unchanged inputs and settings (split_by included) does nothing; a failed or stopped run leaves the
+directory as it was.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import json
 import logging
 import os
 import time
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
@@ -41,6 +52,7 @@ from gpt2.data.workers import make_pool, ordered, progress, stop_point
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 8 << 20
+SPLIT_BY = ("auto", "documents", "tokens")
 ROW_RULE = "rows/1"
 """How rows are read and hashed (in the prepare key where row files are inputs)."""
 
@@ -89,6 +101,8 @@ class Settings:
     mirror: Optional[str] = None
     text_column: str = "text"
     hf: Optional[rows.HFDataset] = None
+    split_by: str = "auto"
+    """One of SPLIT_BY (the module's docstring)."""
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -259,7 +273,7 @@ def describe_sources(files: list[Path], pool, settings: Settings, skipped: list[
 def prepare_key(sources: list[Source], settings: Settings) -> str:
     """What the output depends on: the bytes of the inputs, in order, and the settings."""
     described = {"format": FORMAT, "cuts": [CHUNK_BYTES, textranges.MAX_SCAN], "tokenizer": settings.tokenizer,
-                 "train_frac": settings.train_frac,
+                 "train_frac": settings.train_frac, "split_by": settings.split_by,
                  "sources": [[s.sha256, s.bytes] + ([] if isinstance(s, Doc) else [s.format, s.column])
                              for s in sources]}
     if any(isinstance(s, RowSource) for s in sources):
@@ -318,6 +332,8 @@ class Written:
     documents: dict = field(default_factory=lambda: {name: 0 for name in SPLITS})
     edges: dict = field(default_factory=dict)
     """{"train.bin": (highest rank, source, row), "val.bin": (lowest rank, source, row)}."""
+    firsts: dict = field(default_factory=dict)
+    """{source index: {split: documents in the split before the source's first}}."""
 
 
 def count(source: Source, piece: Piece) -> None:
@@ -343,21 +359,25 @@ def note_edges(written: Written, index: int, source: Source, piece: Piece) -> No
             written.edges[name] = (place, index, row)
 
 
-def append(piece: Piece, outputs: dict, written: Written, separator: Optional[bytes]) -> None:
-    """Write a piece's tokens to its splits' files, a separator before a document that follows another."""
+def append(piece: Piece, outputs: dict, starts: dict, written: Written, separator: Optional[bytes]) -> None:
+    """Write a piece's tokens to its splits' files, a separator before a document that follows another,
+    and where its documents start in them to `starts` (int64 offsets)."""
     for name in SPLITS:
         if piece.starts[name] and written.documents[name] and separator is not None:
             outputs[name].write(separator)
             written.tokens[name] += 1
         written.documents[name] += piece.starts[name]
+        offsets = piece.offsets.get(name)
+        if offsets is not None and len(offsets):
+            starts[name].write((offsets + written.tokens[name]).astype(np.int64).tobytes())
         ids = piece.ids.get(name)
         if ids is not None:
             outputs[name].write(ids.tobytes())
             written.tokens[name] += len(ids)
 
 
-def encode_all(sources: list[Source], pool, outputs: dict, job: Job, settings: Settings) -> Written:
-    """Append every source's tokens to the split files, in order."""
+def encode_all(sources: list[Source], pool, outputs: dict, starts: dict, job: Job, settings: Settings) -> Written:
+    """Append every source's tokens to the split files, in order (and where documents start, to `starts`)."""
     written = Written()
     for source in sources:
         reset(source)
@@ -365,7 +385,8 @@ def encode_all(sources: list[Source], pool, outputs: dict, job: Job, settings: S
     with progress(total_bytes(sources), "tokenizing") as bar:
         for ((index, weight), *_), piece in ordered(pool, work, tasks(sources, settings, job),
                                                     2 * settings.workers + 2):
-            append(piece, outputs, written, separator)
+            written.firsts.setdefault(index, dict(written.documents))
+            append(piece, outputs, starts, written, separator)
             count(sources[index], piece)
             note_edges(written, index, sources[index], piece)
             bar.update(weight)
@@ -399,27 +420,100 @@ def misplaced(written: Written) -> Optional[tuple[int, int, str]]:
     return index, row, empty
 
 
-def split_by_position(tmp: dict[str, Path], written: Written, train_frac: float) -> None:
-    """One document: move the tokens after the first int(N * train_frac) to val (streaming)."""
-    if written.documents["val.bin"]:  # a row's one document went to val by its hash: it is all there
-        os.replace(tmp["val.bin"], tmp["train.bin"])
-        written.tokens["train.bin"], written.tokens["val.bin"] = written.tokens["val.bin"], 0
-    total = written.tokens["train.bin"]
+def copy_bytes(src, start: int, dst, count: Optional[int] = None) -> None:
+    """Copy `count` bytes (None: all the rest) of `src` from `start` to `dst`, a block at a time."""
+    src.seek(start)
+    left = count
+    while left is None or left > 0:
+        block = src.read(CHUNK_BYTES if left is None else min(CHUNK_BYTES, left))
+        if not block:
+            return
+        dst.write(block)
+        left = None if left is None else left - len(block)
+
+
+def recut(tmp: dict[str, Path], keep: int, train_tokens: int, joint: bytes) -> None:
+    """The stream train.bin + joint + val.bin, cut at token `keep`: train.bin its head, val.bin the
+    rest (streaming; val.bin is written anew)."""
+    rest = tmp["val.bin"].with_name(".val.bin.cut.tmp")
+    with open(tmp["train.bin"], "r+b") as train, open(tmp["val.bin"], "rb") as val, open(rest, "wb") as out:
+        if keep <= train_tokens:
+            copy_bytes(train, 2 * keep, out)
+            out.write(joint)
+            copy_bytes(val, 0, out)
+            train.truncate(2 * keep)
+        else:
+            moved = 2 * (keep - train_tokens) - len(joint)
+            train.seek(0, os.SEEK_END)
+            train.write(joint)
+            copy_bytes(val, 0, train, moved)
+            copy_bytes(val, moved, out)
+    os.replace(rest, tmp["val.bin"])
+
+
+def read_starts(path: Path) -> np.ndarray:
+    """The document starts `append` wrote (memory-mapped: 8 bytes a document stay on disk)."""
+    return np.memmap(path, dtype=np.int64, mode="r") if path.stat().st_size else np.zeros(0, np.int64)
+
+
+def overlap(a: tuple[int, int], b: tuple[int, int]) -> int:
+    return max(0, min(a[1], b[1]) - max(a[0], b[0]))
+
+
+def documents_at_cut(out: Path, written: Written, keep: int, separated: bool) -> tuple[int, int, int]:
+    """Documents numbered along the stream (train.bin's, then val.bin's): (how many train.bin held,
+    how many start before token `keep`, how many end at or before it)."""
+    train, val = (read_starts(path) for path in starts_files(out).values())
+    gap = int(separated)  # tokens between two documents
+    shift = written.tokens["train.bin"] + gap * all(written.tokens.values())  # val.bin's start in the stream
+    documents = len(train) + len(val)
+    before = int(np.searchsorted(train, keep)) + int(np.searchsorted(val, keep - shift))
+    if before == documents:  # the last document starting before the cut ends the stream
+        end = shift + written.tokens["val.bin"]
+    else:
+        end = int(train[before] if before < len(train) else val[before - len(train)] + shift) - gap
+    return len(train), before, before - int(before > 0 and end > keep)
+
+
+def recount(out: Path, sources: list[Source], written: Written, keep: int, separated: bool) -> None:
+    """Documents per split after the cut at `keep` (those with a token on its side), in all and per
+    source (a source's documents are consecutive in each split)."""
+    in_train, before, whole = documents_at_cut(out, written, keep, separated)
+    documents = sum(written.documents.values())
+    for index, source in enumerate(sources):
+        first = written.firsts.get(index, {name: 0 for name in SPLITS})
+        count = source.documents if isinstance(source, RowSource) else \
+            {"train.bin": int(source.split != "val"), "val.bin": int(source.split == "val")}
+        spans = ((first["train.bin"], first["train.bin"] + count["train.bin"]),
+                 (in_train + first["val.bin"], in_train + first["val.bin"] + count["val.bin"]))
+        sides = {"train.bin": sum(overlap(span, (0, before)) for span in spans),
+                 "val.bin": sum(overlap(span, (whole, documents)) for span in spans)}
+        if isinstance(source, RowSource):
+            source.documents = sides
+        else:
+            source.split = "+".join(name.removesuffix(".bin") for name in SPLITS if sides[name])
+    written.documents = {"train.bin": before, "val.bin": documents - whole}
+
+
+def split_by_tokens(out: Path, sources: list[Source], written: Written, train_frac: float,
+                    separator: Optional[int]) -> None:
+    """Cut the documents' stream (train.bin's, then val.bin's, a separator between) at int(N *
+    train_frac) tokens; one document: split by position (see the module's docstring)."""
+    joint = b"" if separator is None or not all(written.tokens.values()) else \
+        np.array([separator], dtype=DTYPE).tobytes()
+    total = sum(written.tokens.values()) + len(joint) // 2
     keep = int(total * train_frac)
-    with open(tmp["train.bin"], "r+b") as src, open(tmp["val.bin"], "wb") as dst:
-        src.seek(2 * keep)
-        while block := src.read(CHUNK_BYTES):
-            dst.write(block)
-        src.truncate(2 * keep)
+    recut(temporaries(out), keep, written.tokens["train.bin"], joint)
+    recount(out, sources, written, keep, separator is not None)
     written.tokens = {"train.bin": keep, "val.bin": total - keep}
-    written.documents = {"train.bin": 1, "val.bin": 1}
 
 
 def encode_pass(out: Path, sources: list[Source], job: Job, settings: Settings) -> Written:
-    tmp = temporaries(out)
-    with make_pool(settings.workers) as pool:
-        with open(tmp["train.bin"], "wb") as train, open(tmp["val.bin"], "wb") as val:
-            return encode_all(sources, pool, {"train.bin": train, "val.bin": val}, job, settings)
+    tmp, starts = temporaries(out), starts_files(out)
+    with make_pool(settings.workers) as pool, ExitStack() as files:
+        outputs = {name: files.enter_context(open(tmp[name], "wb")) for name in SPLITS}
+        offsets = {name: files.enter_context(open(starts[name], "wb")) for name in SPLITS}
+        return encode_all(sources, pool, outputs, offsets, job, settings)
 
 
 def encode_balanced(out: Path, sources: list[Source], state: dict, settings: Settings) -> Written:
@@ -443,21 +537,15 @@ def encode_balanced(out: Path, sources: list[Source], state: dict, settings: Set
 def write_token_files(out: Path, sources: list[Source], state: dict, settings: Settings) -> tuple[Written, str]:
     """Every document's tokens in out/.train.bin.tmp and out/.val.bin.tmp (removed on any failure):
     whatever the directory held before stays as it was until `commit`. Returns the split rule used
-    ('position': one document; 'documents')."""
+    ('position': one document; 'documents'; 'tokens')."""
     tmp = temporaries(out)
     try:
         written = encode_balanced(out, sources, state, settings)
-        documents = sum(written.documents.values())
-        if not documents:
+        if not sum(written.documents.values()):
             raise DataError("the inputs hold no text (every row is empty): there is nothing to tokenize")
-        rule = "position" if documents == 1 else "documents"
-        if rule == "position":
-            split_by_position(tmp, written, settings.train_frac)
-            for source in sources:
-                if isinstance(source, Doc):
-                    source.split = "train+val"
-                elif source.rows:
-                    source.documents = dict(written.documents)
+        rule = split_rule(written, settings)
+        if rule != "documents":
+            split_by_tokens(out, sources, written, settings.train_frac, state.get("eot_token"))
         empty = [name for name in SPLITS if written.tokens[name] == 0]
         if empty:
             raise DataError(f"{' and '.join(empty)} would hold no tokens ({sum(written.tokens.values())} in all): "
@@ -469,19 +557,54 @@ def write_token_files(out: Path, sources: list[Source], state: dict, settings: S
         for path in tmp.values():
             path.unlink(missing_ok=True)
         raise
+    finally:
+        for path in scratch(out):
+            path.unlink(missing_ok=True)
     return written, rule
+
+
+def misses(share: float, wanted: float) -> bool:
+    """Whether val.bin's share of the tokens misses the asked one by more than half of it."""
+    return abs(share - wanted) > wanted / 2
+
+
+def split_rule(written: Written, settings: Settings) -> str:
+    """'position' (one document), else settings.split_by, auto resolved by `misses` (one line on stderr
+    where it splits by tokens)."""
+    if sum(written.documents.values()) == 1:
+        return "position"
+    if settings.split_by != "auto":
+        return settings.split_by
+    total, wanted = sum(written.tokens.values()), 1 - settings.train_frac
+    if not misses(written.tokens["val.bin"] / total, wanted):
+        return "documents"
+    log.warning("split by tokens: by documents val.bin would hold %s of %s tokens (%.2f%%) where --train-frac "
+                "%s asks for %.2f%% (the documents are few or uneven; --split-by documents keeps that split)",
+                f"{written.tokens['val.bin']:,}", f"{total:,}", 100 * written.tokens["val.bin"] / total,
+                settings.train_frac, 100 * wanted)
+    return "tokens"
 
 
 def warn_if_uneven(written: Written, train_frac: float, rule: str) -> None:
     share, wanted = written.tokens["val.bin"] / sum(written.tokens.values()), 1 - train_frac
-    if rule == "documents" and not wanted / 2 <= share <= wanted * 2:
+    if rule == "documents" and misses(share, wanted):
         log.warning("val.bin holds %.2f%% of the tokens where --train-frac %s asks for about %.2f%%: each "
                     "document goes to one split whole, and these documents are few or of uneven sizes (to "
-                    "split by tokens, prepare them as one file)", 100 * share, train_frac, 100 * wanted)
+                    "split by tokens: --split-by tokens or auto)", 100 * share, train_frac, 100 * wanted)
 
 
 def temporaries(out: Path) -> dict[str, Path]:
     return {name: out / f".{name}.tmp" for name in SPLITS}
+
+
+def starts_files(out: Path) -> dict[str, Path]:
+    """Where `append` writes the offsets of the documents' starts in each split (int64)."""
+    return {name: out / f".{name}.starts.tmp" for name in SPLITS}
+
+
+def scratch(out: Path) -> list[Path]:
+    """The temporaries that are never renamed into place: removed at the end of every prepare."""
+    return [*starts_files(out).values(), out / ".val.bin.cut.tmp"]
 
 
 def commit(out: Path, manifest: dict) -> None:
@@ -497,6 +620,8 @@ def commit(out: Path, manifest: dict) -> None:
 def prepare(inputs: list[str], out: Path, settings: Settings) -> dict:
     """Tokenize `inputs` (and settings.hf) into out/{train.bin,val.bin,manifest.json}; returns the
     manifest (with "up_to_date": True where the directory already held these inputs' tokens)."""
+    if settings.split_by not in SPLIT_BY:
+        raise DataError(f"split_by: must be one of {', '.join(SPLIT_BY)}, got {settings.split_by!r}")
     started = time.perf_counter()
     out = Path(out).expanduser()
     skipped: list[dict] = []
@@ -535,6 +660,7 @@ def make_manifest(out: Path, key: str, sources: list[Source], skipped: list[dict
     return {
         "format": FORMAT, "key": key, "tokenizer": state, "dtype": np.dtype(DTYPE).name,
         "separator": state.get("eot_token"), "train_frac": settings.train_frac, "split": rule,
+        "split_by": settings.split_by,
         "files": files, "replaced_bytes": sum(s.replaced for s in sources),
         "unsafe_cuts": sum(getattr(s, "unsafe_cuts", 0) for s in sources), "skipped": skipped,
         "sources": [source_entry(s) for s in sources], "workers": settings.workers,

@@ -75,6 +75,9 @@ class Piece:
     unsafe: int = 0
     edges: dict = field(default_factory=dict)
     """{"train.bin": (highest rank, row), "val.bin": (lowest rank, row)} of this unit's rows."""
+    offsets: dict = field(default_factory=dict)
+    """Per split, where each document starting in this unit starts in its ids (int64): a split
+    by tokens counts the documents on each side of its cut from them."""
 
 
 def work(unit, source: int, job: Job) -> Piece:
@@ -87,6 +90,7 @@ def work(unit, source: int, job: Job) -> Piece:
             piece.chars = "".join(sorted(set(text)))
         else:
             piece.ids[unit.split] = worker_tokenizer(*job.tokenizer).encode_array(text).astype(DTYPE)
+            piece.offsets[unit.split] = np.zeros(int(unit.start == 0), dtype=np.int64)
         return piece
     return work_rows(unit, source, job)
 
@@ -114,6 +118,7 @@ def work_rows(unit, source: int, job: Job) -> Piece:
             parts[name].append(worker_tokenizer(*job.tokenizer).encode_array(text).astype(DTYPE))
     piece.chars = "".join(sorted(chars))
     piece.ids = {name: joined(arrays, job) for name, arrays in parts.items() if arrays}
+    piece.offsets = {name: starts_in(arrays, job) for name, arrays in parts.items() if arrays}
     return piece
 
 
@@ -121,6 +126,12 @@ def nearer_edge(split: str, place: float, edge: Optional[tuple]) -> bool:
     """Whether a document at `place` is nearer the split's edge than `edge` (rank first): the highest
     rank in train, the lowest in val (the one to move when the other split is empty)."""
     return edge is None or (place > edge[0] if split == "train.bin" else place < edge[0])
+
+
+def starts_in(arrays: list[np.ndarray], job: Job) -> np.ndarray:
+    """Where each document starts in `joined(arrays, job)`."""
+    lengths = np.array([len(a) for a in arrays], dtype=np.int64) + (job.separator is not None)
+    return np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
 
 
 def joined(arrays: list[np.ndarray], job: Job) -> np.ndarray:
