@@ -331,10 +331,18 @@ class LoggerConfig:
     tags: List[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        _check(self.backend in ("wandb", "none"), "logger.backend",
-               f"must be 'wandb' or 'none', got {self.backend!r}")
+        parts = self.backend.split("+")
+        _check(self.backend == "none" or (set(parts) <= {"wandb", "tensorboard", "csv"} and
+                                          len(set(parts)) == len(parts)), "logger.backend",
+               f"must be 'none' or one or more of wandb, tensorboard, csv joined by '+' (e.g. "
+               f"wandb+tensorboard), got {self.backend!r}")
         _check(self.mode in ("auto", "online", "offline", "disabled"), "logger.mode",
                f"must be auto, online, offline or disabled, got {self.mode!r}")
+
+    @property
+    def backends(self) -> tuple[str, ...]:
+        """logger.backend as a tuple of loggers: () for 'none'."""
+        return () if self.backend == "none" else tuple(self.backend.split("+"))
 
 
 @dataclass

@@ -67,3 +67,12 @@ def test_auto_mode_follows_wandb_mode_and_an_explicit_mode_wins(monkeypatch, tmp
     with pytest.raises(ConfigError, match=r"^WANDB_MODE: 'online' needs W&B credentials \(set WANDB_API_KEY"):
         check_wandb_env(LoggerConfig(mode="auto"))
     assert wandb_mode(LoggerConfig(mode="offline")) == "offline"
+
+
+def test_wandb_logs_when_logger_backend_names_it_among_others(monkeypatch):
+    assert wandb_mode(LoggerConfig(backend="tensorboard+csv", mode="offline")) is None
+    assert wandb_mode(LoggerConfig(backend="csv+wandb", mode="offline")) == "offline"
+    monkeypatch.setenv("WANDB_MODE", "bogus")
+    check_wandb_env(LoggerConfig(backend="tensorboard"))  # W&B is not checked when it does not log
+    with pytest.raises(ConfigError, match="^WANDB_MODE='bogus' is not valid"):
+        check_wandb_env(LoggerConfig(backend="tensorboard+wandb", mode="offline"))

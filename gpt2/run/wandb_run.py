@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import netrc
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -23,6 +23,7 @@ from gpt2.errors import ConfigError
 log = logging.getLogger(__name__)
 
 WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older names
+SAMPLE_COLUMNS = ("iter", "prompt", "text")  # the W&B table of samples
 LOGGER_SETTINGS = {"project": "project", "entity": "entity", "group": "run_group", "name": "run_name",
                    "tags": "run_tags"}  # logger.* key -> the wandb setting wandb.init makes of it
 
@@ -54,9 +55,9 @@ def resolve_wandb_mode(mode: str) -> str:
 
 
 def wandb_mode(cfg: LoggerConfig) -> str | None:
-    """The mode of the run's W&B run after `check_wandb_settings`, or None when W&B is off: logger=none,
-    logger.mode=disabled, or logger.mode=auto with WANDB_MODE=disabled."""
-    if cfg.backend != "wandb" or cfg.mode == "disabled":
+    """The mode of the run's W&B run after `check_wandb_settings`, or None when W&B is off: a
+    logger.backend without wandb, logger.mode=disabled, or logger.mode=auto with WANDB_MODE=disabled."""
+    if "wandb" not in cfg.backends or cfg.mode == "disabled":
         return None
     check_wandb_settings(cfg)
     mode = resolve_wandb_mode(cfg.mode)
@@ -66,7 +67,7 @@ def wandb_mode(cfg: LoggerConfig) -> str | None:
 def check_wandb_env(cfg: LoggerConfig) -> None:
     """Refuse, as a one-line ConfigError, what would stop W&B once training has been set up: a WANDB_*
     variable or logger.* value that wandb rejects, or an online mode without credentials. Checks
-    nothing unless W&B logs (logger=wandb, logger.mode not disabled)."""
+    nothing unless W&B logs (logger.backend with wandb, logger.mode not disabled)."""
     wandb_mode(cfg)
 
 
@@ -124,10 +125,11 @@ def _wandb_settings_error(cfg: LoggerConfig, exc: Exception) -> ConfigError:
 
 class WandbRun:
     """A W&B run in `run_dir/wandb`, in `mode` (see `wandb_mode`). A failed online init falls back to
-    offline (nothing is lost: `wandb sync` uploads it later) instead of stopping training."""
+    offline (nothing is lost: `wandb sync` uploads it later) instead of stopping training. `samples`:
+    the rows of samples.jsonl a resumed run kept, the start of its `samples` table."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict,
-                 run_id: Optional[str] = None, *, mode: str):
+                 run_id: Optional[str] = None, *, mode: str, samples: Sequence[dict] = ()):
         import wandb
         from pydantic import ValidationError
 
@@ -144,6 +146,14 @@ class WandbRun:
             log.warning("W&B online init failed (%s); logging offline instead", exc)
             self.run = self._init(wandb, "offline", kwargs)
         self.mode = self.run.settings.mode
+        self.samples = [[row[c] for c in SAMPLE_COLUMNS] for row in samples]
+        log.info("%s", self.where())
+
+    def where(self) -> str:
+        """Where the run is: its URL online, its directory and the command that uploads it offline."""
+        if self.mode == "offline":
+            return f"W&B offline: {self.run.settings.sync_dir}; sync with: wandb sync {self.run.settings.sync_dir}"
+        return f"W&B {self.mode}: {self.run.url}"
 
     @staticmethod
     def _init(wandb, mode: str, kwargs: dict):
@@ -153,6 +163,15 @@ class WandbRun:
 
     def log(self, row: dict) -> None:
         self.run.log({k: v for k, v in row.items() if k != "iter"}, step=row["iter"])
+
+    def log_sample(self, row: dict) -> None:
+        """The `samples` table at step row["iter"], holding every sample so far (W&B shows the table
+        of a key's last step)."""
+        import wandb
+
+        self.samples.append([row[c] for c in SAMPLE_COLUMNS])
+        table = wandb.Table(columns=list(SAMPLE_COLUMNS), data=[list(s) for s in self.samples])
+        self.run.log({"samples": table}, step=row["iter"])
 
     def finish(self, summary: dict) -> None:
         self.run.summary.update(summary)
