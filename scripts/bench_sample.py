@@ -1,7 +1,7 @@
 """Decoding speed with and without the KV cache: tokens/s and the speed-up.
 
 Usage: python scripts/bench_sample.py [--models char,baby,gpt2] [--batch 1,3] [--tokens 256]
-           [--temperature 0] [--repeats 3] [--model RUN_DIR_OR_CHECKPOINT] [--device auto]
+           [--temperature 0] [--repeats 3] [--model RUN_DIR_OR_CHECKPOINT] [--device auto] [--threads N]
 
 For each model and batch size, generates --tokens tokens from a 1-token prompt three ways: with the KV
 cache and without it (`--no-cache`: the same windows; past the context the window restarts from its
@@ -14,17 +14,23 @@ trained one. Greedy outputs (--temperature 0) are checked identical with and wit
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+from gpt2.run.script import stop_on_ctrl_c
 
-import torch
+if __name__ == "__main__":  # not when a test imports the script
+    stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
-from gpt2.errors import ConfigError
-from gpt2.eval.inference import load_for_inference
-from gpt2.model.gpt import GPT, GPTConfig, next_token
-from gpt2.run.script import int_list, require_positive, run_script
-from gpt2.train.runtime import resolve_device
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from gpt2.errors import ConfigError  # noqa: E402
+from gpt2.eval.inference import load_for_inference  # noqa: E402
+from gpt2.model.gpt import GPT, GPTConfig, next_token  # noqa: E402
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, int_list,  # noqa: E402
+                             require_positive, run_script)
+from gpt2.train.runtime import resolve_device  # noqa: E402
 
 WAYS = ("cache", "no cache", "nanogpt")
 MODELS = {
@@ -81,8 +87,11 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (outputs checked identical)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    add_threads_option(parser)
     args = parser.parse_args()
     require_positive(args, "--tokens", "--repeats")
+    check_device(args.device)
+    apply_threads(args)
     batches = int_list(args.batch, "--batch")
     if set(args.models.split(",")) - set(MODELS):
         raise ConfigError(f"--models: choose among {', '.join(MODELS)}")

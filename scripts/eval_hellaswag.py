@@ -1,7 +1,7 @@
 """HellaSwag accuracy of a model (completion-style scoring, as build-nanogpt's hellaswag.py).
 
 Usage: python scripts/eval_hellaswag.py RUN_DIR | CHECKPOINT | HF_FOLDER [--data FILE] [--limit N]
-           [--device auto] [--data-dir data] [--mirror DIR]
+           [--device auto] [--data-dir data] [--mirror DIR] [--threads N]
 
 Without --data it scores rowanz/hellaswag's validation file (data/hellaswag_val.jsonl, 10,042
 examples), fetched into --data-dir as hellaswag/hellaswag_val.jsonl like every download: from --mirror
@@ -12,15 +12,20 @@ per ending token).
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+from gpt2.run.script import stop_on_ctrl_c
 
-from gpt2.errors import ConfigError
-from gpt2.eval.inference import load_for_inference
-from gpt2.run.script import run_script
-from gpt2.train.hellaswag import evaluate_file, fetch_file
-from gpt2.train.runtime import resolve_device
+if __name__ == "__main__":  # not when a test imports the script
+    stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
+
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from gpt2.errors import ConfigError  # noqa: E402
+from gpt2.eval.inference import load_for_inference  # noqa: E402
+from gpt2.run.script import add_threads_option, apply_threads, check_device, run_script  # noqa: E402
+from gpt2.train.hellaswag import evaluate_file, fetch_file  # noqa: E402
+from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
 def main() -> None:
@@ -33,9 +38,12 @@ def main() -> None:
     parser.add_argument("--data-dir", default="data", help="where downloads are kept: the GPT-2 BPE files, "
                         "hellaswag/hellaswag_val.jsonl (as data.data_dir)")
     parser.add_argument("--mirror", default=None, help="offline copy of the downloads (default: $GPT2_DATA_MIRROR)")
+    add_threads_option(parser)
     args = parser.parse_args()
     if args.limit < 0:
         raise ConfigError(f"--limit: must be >= 0 (0: all), got {args.limit}")
+    check_device(args.device)
+    apply_threads(args)
     # the data first: a missing file is said before the model is loaded
     data = Path(args.data) if args.data else fetch_file(args.data_dir, args.mirror, mirror_option="--mirror")
     device = resolve_device(args.device)

@@ -3,25 +3,36 @@ checkpoint, or a Hugging Face GPT-2 folder (scripts/export_hf.py writes one; Ope
 
 Usage: python scripts/sample.py RUN_DIR_OR_CHECKPOINT [--prompt TEXT | --prompt @FILE] [--num-samples 3]
            [--max-new-tokens 256] [--temperature 0.8] [--top-k 200] [--top-p P] [--seed 1337]
-           [--no-cache] [--device auto]
+           [--no-cache] [--device auto] [--threads N]
 
 The samples are drawn as one batch, with a KV cache (--no-cache recomputes the whole window for every
 token, as nanoGPT's sample.py does; greedy output, --temperature 0, is the same either way). Past the
 model's context the window restarts from its last half. Prints each sample and the tokens/s.
+
+On a CPU it decodes with one thread unless --threads says otherwise: on a 2-core CPU one thread is as
+fast as torch's default (one per core) when the machine is idle, and 2-12x faster when another process
+(a training run, say) shares it (docs/results.md, 2026-12-07). A large model on a many-core CPU may
+gain from --threads N.
 """
 
 from __future__ import annotations
 
-import argparse
-import time
-from pathlib import Path
+from gpt2.run.script import stop_on_ctrl_c
 
-import torch
+if __name__ == "__main__":  # not when a test imports the script
+    stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
-from gpt2.errors import ConfigError, DataError
-from gpt2.eval.inference import load_for_inference
-from gpt2.run.script import require_positive, run_script
-from gpt2.train.runtime import resolve_device
+import argparse  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+
+from gpt2.errors import ConfigError, DataError  # noqa: E402
+from gpt2.eval.inference import load_for_inference  # noqa: E402
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, require_positive,  # noqa: E402
+                             run_script)
+from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
 def read_prompt(prompt: str) -> str:
@@ -43,6 +54,18 @@ def encode_prompt(encoder, text: str) -> list[int]:
     return [getattr(encoder, "eot_token", 0)]  # no prompt: GPT-2 starts from <|endoftext|>
 
 
+def check_options(args: argparse.Namespace) -> None:
+    """Refuse a bad value in one line naming its flag: '--top-p: must be in (0, 1], got 1.5'."""
+    require_positive(args, "--num-samples", "--max-new-tokens")
+    if not args.temperature >= 0:  # NaN too
+        raise ConfigError(f"--temperature: must be >= 0 (0: greedy), got {args.temperature}")
+    if args.top_k < 0:
+        raise ConfigError(f"--top-k: must be >= 0 (0: no top-k), got {args.top_k}")
+    if args.top_p is not None and not 0 < args.top_p <= 1:
+        raise ConfigError(f"--top-p: must be in (0, 1], got {args.top_p}")
+    check_device(args.device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
@@ -56,11 +79,13 @@ def main() -> None:
     parser.add_argument("--no-cache", action="store_true", help="recompute the window for every token")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
+    add_threads_option(parser, default_help="1 on a CPU, see above; torch's elsewhere")
     args = parser.parse_args()
-    require_positive(args, "--num-samples", "--max-new-tokens")
-    if args.temperature < 0 or args.top_k < 0 or (args.top_p is not None and not 0 < args.top_p <= 1):
-        raise ConfigError("--temperature and --top-k must be >= 0 and --top-p in (0, 1]")
+    check_options(args)
+    apply_threads(args)
     device = resolve_device(args.device)
+    if args.threads is None and device.type == "cpu":
+        torch.set_num_threads(1)  # as fast idle, far faster beside another process (docs/results.md)
     model, encoder = load_for_inference(Path(args.model), device, args.data_dir)
     prompt = encode_prompt(encoder, read_prompt(args.prompt))
     idx = torch.tensor([prompt] * args.num_samples, dtype=torch.long, device=device)
@@ -74,8 +99,10 @@ def main() -> None:
         print(shown + encoder.decode(row))
         print("---------------")
     new = args.num_samples * args.max_new_tokens
+    threads = torch.get_num_threads()
+    on = f"{device}, {threads} thread{'s' if threads > 1 else ''}" if device.type == "cpu" else str(device)
     print(f"{new} tokens in {seconds:.2f} s: {new / seconds:,.0f} tokens/s "
-          f"({'no cache' if args.no_cache else 'KV cache'}, {device})")
+          f"({'no cache' if args.no_cache else 'KV cache'}, {on})")
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ a user error into one line on stderr with exit status 1."""
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 
@@ -159,10 +160,10 @@ def test_sample_continues_a_prompt_the_same_with_and_without_the_cache(tmp_path,
     assert cached.returncode == 0 and uncached.returncode == 0, cached.stderr + uncached.stderr
     texts = [out.stdout.rsplit("---------------", 1)[0] for out in (cached, uncached)]
     assert texts[0] == texts[1] and texts[0].startswith("ROMEO:") and texts[0].count("---------------") == 1
-    assert "80 tokens in" in cached.stdout and "tokens/s (KV cache, cpu)" in cached.stdout
+    assert "80 tokens in" in cached.stdout and "tokens/s (KV cache, cpu, 1 thread)" in cached.stdout  # 1: CPU default
     for args, message in [([str(tmp_path)], "is neither a checkpoint, a run directory"),
                           ([str(tmp_path / "run"), "--prompt", "\u00e9t\u00e9"], "--prompt: character"),
-                          ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature and --top-k must be >= 0")]:
+                          ([str(tmp_path / "run"), "--temperature", "-1"], "--temperature: must be >= 0")]:
         result = run_script("sample.py", *args, "--data-dir", str(data_dir))
         assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr, result.stderr
 
@@ -265,3 +266,86 @@ def test_bench_muon_prints_the_share_of_a_step():
     assert "char: 16 matrices in 4 shapes" in result.stdout and "| 2 | 384 |" in result.stdout, result.stdout
     bad = run_script("bench_muon.py", "--world", "0,x")
     assert bad.returncode == 1 and "--world" in bad.stderr and "Traceback" not in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def char_run(data_dir, tmp_path_factory):
+    """A finished 2-iteration char-level run (ckpt/best.pt), trained once in this process: what
+    sample.py reads."""
+    from conftest import tiny_config
+    from gpt2.train.trainer import train
+
+    run = tmp_path_factory.mktemp("sample") / "run"
+    train(tiny_config(data_dir, "data=shakespeare_char", "trainer.max_iters=2", "trainer.eval_interval=1",
+                      "optim.warmup_iters=1", "trainer.sample_tokens=0"), run)
+    return run
+
+
+def test_sample_piped_into_head_ends_quietly(char_run, data_dir, tmp_path):
+    """`sample.py ... | head -n 3` with more output than a pipe holds (a 100 kB prompt, printed with
+    each sample): head's three lines, and sample.py ends as a writer whose reader left (141 under
+    pipefail), with nothing on stderr ('error: Broken pipe' before)."""
+    from conftest import MIRROR
+
+    prompt = tmp_path / "prompt.txt"
+    prompt.write_text((MIRROR / "tinyshakespeare" / "input.txt").read_text()[:100_000])
+    sample = [sys.executable, str(ROOT / "scripts" / "sample.py"), str(char_run), "--prompt", f"@{prompt}",
+              "--num-samples", "2", "--max-new-tokens", "1", "--device", "cpu", "--data-dir", str(data_dir)]
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as in a user's shell
+    result = subprocess.run(["bash", "-c", f"set -o pipefail; {shlex.join(sample)} | head -n 3"], env=env,
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stderr) == (141, ""), result.stderr
+    assert result.stdout.splitlines() == prompt.read_text().splitlines()[:3]
+
+
+def test_sample_threads_option_overrides_its_one_thread_on_a_cpu(char_run, data_dir):
+    """One thread is sample.py's CPU default (test_sample_continues_a_prompt_... sees it); --threads
+    sets another number, and the last line says how many decoded."""
+    result = run_script("sample.py", str(char_run), "--threads", "2", "--num-samples", "1", "--max-new-tokens", "4",
+                        "--device", "cpu", "--data-dir", str(data_dir))
+    assert result.returncode == 0 and result.stdout.endswith(" tokens/s (KV cache, cpu, 2 threads)\n"), result.stderr
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("sample.py", ["--temperature", "-1"], "error: --temperature: must be >= 0 (0: greedy), got -1.0"),
+    ("sample.py", ["--top-k", "-5"], "error: --top-k: must be >= 0 (0: no top-k), got -5"),
+    ("sample.py", ["--top-p", "1.5"], "error: --top-p: must be in (0, 1], got 1.5"),
+    ("sample.py", ["--device", "gpu"], "error: --device: must be auto, cpu, cuda, cuda:N or mps, got 'gpu'"),
+    ("eval_hellaswag.py", ["--threads", "-2"], "error: --threads: must be at least 1, got -2"),
+    ("eval_hellaswag.py", ["--device", "cuda:x"], "error: --device: must be auto, cpu, cuda, cuda:N or mps, "
+                                                  "got 'cuda:x'"),
+])
+def test_a_bad_option_value_is_one_line_naming_its_flag(tmp_path, script, args, message):
+    """Checked before the model (tmp_path is none) or the data are read."""
+    assert one_error_line(run_script(script, str(tmp_path), *args)) == message
+
+
+@pytest.mark.parametrize("script, args, message", [
+    ("sample.py", ["--num-samples", "x"], "sample.py: error: argument --num-samples: invalid int value: 'x'"),
+    ("eval_hellaswag.py", ["--threads", "1.5"],
+     "eval_hellaswag.py: error: argument --threads: invalid int value: '1.5'"),
+])
+def test_an_unreadable_option_value_is_argparses_usage_and_one_line(tmp_path, script, args, message):
+    result = run_script(script, str(tmp_path), *args)
+    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert lines[0].startswith(f"usage: {script} ") and lines[-1] == message, lines
+
+
+def test_ctrl_c_while_sample_starts_is_one_line(char_run, data_dir):
+    """Ctrl-C (twice, impatiently) while sample.py imports torch: the one line, not a traceback."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "sample.py"), str(char_run),
+                             "--max-new-tokens", "100000", "--data-dir", str(data_dir)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)  # in the imports: torch takes a second or more
+        proc.send_signal(signal.SIGINT)
+        time.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert (proc.returncode, out, err) == (130, "", "stopped by Ctrl-C\n")

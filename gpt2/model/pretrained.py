@@ -48,8 +48,10 @@ def locate(name_or_dir: str) -> Path:
         return Path(snapshot_download(repo, allow_patterns=["config.json", "model.safetensors"]))
     except Exception as exc:  # offline, a proxy, a full disk: all end the same way
         raise DataError(f"model.init_from={name_or_dir}: {repo} cannot be fetched from the Hugging Face Hub "
-                        f"({type(exc).__name__}). Offline? Download it where there is network "
-                        f"(huggingface-cli download {repo}) and set model.init_from=/path/to/that/folder") from None
+                        f"({type(exc).__name__}). Offline? Where there is network, download it with "
+                        f"huggingface_hub's CLI (hf download {repo} config.json model.safetensors --local-dir "
+                        f"{name_or_dir}), bring that folder here and set model.init_from=./{name_or_dir} "
+                        f"(or the folder's path)") from None
 
 
 def read_config(directory: Path) -> GPTConfig:

@@ -1,11 +1,17 @@
-"""What every script under scripts/ shares: `run_script` (a user error is one line, Ctrl-C one line)
-and the checks of their own options."""
+"""What every script under scripts/ shares: `run_script` (a user error is one line, Ctrl-C one line,
+a closed pipe nothing), `stop_on_ctrl_c` (Ctrl-C one line during the slow imports too), the checks of
+their own options and the `--threads` option. Standard library only at import: a script imports it
+before torch."""
 
 import argparse
+import os
+import signal
 import sys
 from typing import Callable
 
 from gpt2.errors import ConfigError, error_line
+
+STOPPED = "stopped by Ctrl-C"
 
 
 def require_positive(args: argparse.Namespace, *options: str) -> None:
@@ -27,13 +33,94 @@ def int_list(text: str, option: str) -> list[int]:
     return values
 
 
+def check_device(name: str, option: str = "--device") -> None:
+    """Refuse a device name this machine cannot use, in one line naming the option (before
+    gpt2.train.runtime.resolve_device, whose messages name trainer.device)."""
+    import torch
+
+    from gpt2.config import DEVICE_RE
+
+    if not DEVICE_RE.match(name):
+        raise ConfigError(f"{option}: must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    lacking = None
+    if name.startswith("cuda"):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if int(name.partition(":")[2] or 0) >= count:
+            lacking = f"this machine has {count} CUDA device(s)" if count else "CUDA is not available here"
+    elif name == "mps" and not torch.backends.mps.is_available():
+        lacking = "MPS is not available here"
+    if lacking:
+        raise ConfigError(f"{option}: {name!r} asked for, but {lacking} (use {option} auto or cpu)")
+
+
+def add_threads_option(parser: argparse.ArgumentParser, *, default_help: str = "torch's, one per core") -> None:
+    """`--threads N`: the CPU threads torch computes with (default None: torch's own, one per core;
+    a script that chooses otherwise when it is not given says so in `default_help`)."""
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help=f"CPU threads for torch (default: {default_help})")
+
+
+def apply_threads(args: argparse.Namespace) -> None:
+    """Check --threads (at least 1) and, when given, have torch compute with that many CPU threads."""
+    if args.threads is None:
+        return
+    if args.threads < 1:
+        raise ConfigError(f"--threads: must be at least 1, got {args.threads}")
+    import torch  # here: scripts without torch start fast
+
+    torch.set_num_threads(args.threads)
+
+
+def quiet_broken_pipe() -> None:
+    """The reader of stdout went away (`script | head`): nothing more is written, not even the
+    buffered rest at exit, and the exit status is the shell's for a writer killed by SIGPIPE, 141
+    (the pattern of Python's docs, library/signal.html#note-on-sigpipe)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    sys.exit(141)
+
+
+def stop_on_ctrl_c() -> None:
+    """Until run_script starts main(), Ctrl-C ends the script at once with its one line and status
+    130: a script calls this before its slow imports (torch), where Ctrl-C would otherwise print a
+    traceback, or raise an exception that an import catching everything swallows (seen in torch's
+    imports: the script then ran on). As train.py installs gpt2.signals.STOP. Only in the script's
+    own process (`if __name__ == "__main__":`), never in one that imports it (a test). Nothing
+    changes where SIGINT is ignored (nohup, a background job) or handled already, or outside the
+    main thread."""
+    try:
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _exit_at_once)
+    except ValueError:  # not the main thread
+        pass
+
+
+def _exit_at_once(signum, frame) -> None:
+    os.write(sys.stderr.fileno(), f"{STOPPED}\n".encode())  # not print: stderr may be mid-write
+    os._exit(130)  # nothing is written yet to tidy up
+
+
+def _exit_quietly(signum, frame) -> None:
+    os._exit(130)  # a second Ctrl-C while the script stops: its line is said already
+
+
 def run_script(main: Callable[[], None]) -> None:
     """Run a script's main(): a user error (see error_line) becomes one line on stderr and exit
-    status 1; Ctrl-C one line and status 130."""
+    status 1; Ctrl-C one line and status 130 (once: in a script that called stop_on_ctrl_c, a
+    second Ctrl-C while it exits adds no 'Exception ignored' traceback); a closed stdout pipe
+    nothing and status 141."""
+    script = signal.getsignal(signal.SIGINT) is _exit_at_once  # a script's process, not a test's
+    if script:  # main() may have files to tidy up: Ctrl-C unwinds it as KeyboardInterrupt
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         main()
+        sys.stdout.flush()  # here, not at exit: a closed pipe is found while it can still be handled
+    except BrokenPipeError:
+        quiet_broken_pipe()
     except KeyboardInterrupt:
-        print("stopped by Ctrl-C", file=sys.stderr)
+        if script:
+            signal.signal(signal.SIGINT, _exit_quietly)
+        print(STOPPED, file=sys.stderr)
         sys.exit(130)
     except Exception as exc:
         line = error_line(exc)
