@@ -20,7 +20,7 @@ from omegaconf import DictConfig  # noqa: E402
 
 from gpt2.config import from_hydra  # noqa: E402
 from gpt2.errors import RunDirError  # noqa: E402
-from gpt2.run.cli import fail, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
+from gpt2.run.cli import fail, log_to_file, quiet_other_ranks, report, run_entry, save_run_files  # noqa: E402
 from gpt2.run.compose import register_configs  # noqa: E402
 from gpt2.run.record import record_failure  # noqa: E402
 from gpt2.run.rundir import RunDirLock, RunDirTaken  # noqa: E402
@@ -75,8 +75,8 @@ def study(cfg: DictConfig, search, run_dir: Path, hc) -> float:
     if result["stopped_by"]:
         message = (f"study {search.study_name!r} stopped by {result['stopped_by']}; rerun the same command "
                    f"to continue it" + ("" if search.storage else " (set hparams_search.storage to keep a study)"))
-        log.warning("%s", message)
-        sys.exit(message)
+        log_to_file(logging.WARNING, message)
+        sys.exit(message)  # on the console once: stderr
     return result["best_val_loss"]
 
 

@@ -109,9 +109,10 @@ class ModelConfig:
     """The embedding table is padded to a multiple of this; padded logits are never scored or sampled."""
     init_from: Optional[str] = None
     """null: random init. gpt2, gpt2-medium, gpt2-large, gpt2-xl (OpenAI's weights from the Hugging Face
-    Hub) or a local Hugging Face GPT-2 folder: the architecture is the checkpoint's (n_layer, n_head,
-    n_embd, bias, context; a different value set here is refused), model.dropout applies, a shorter
-    model.block_size crops the context."""
+    Hub), a local Hugging Face GPT-2 folder, a run directory of ours (its ckpt/best.pt, else last.pt), a
+    checkpoint of ours, or a nanoGPT ckpt.pt: a fresh run from those weights (not their optimizer or data
+    position). The architecture is the checkpoint's (a different value set here is refused), the data
+    must be in its tokens, model.dropout applies, a shorter model.block_size crops the context."""
     # Today's block (nanochat, modded-nanogpt), each option off by default; model=modern turns on the set.
     rotary: bool = False
     """Rotary position embeddings (RoPE) on queries and keys instead of a learned position table."""
@@ -267,8 +268,14 @@ class TrainerConfig:
     sample_tokens: int = 200
     """Tokens of text sampled at the end of the run (0 skips it), from the weights of the run's best
     validation loss (its best.pt), or the final weights when there is no best.pt of this run."""
+    sample_interval: int = 0
+    """Also sample trainer.sample_tokens of text from trainer.sample_prompt every this many steps
+    (seeded by trainer.seed, so samples differ only by training), into samples.jsonl, W&B's `samples`
+    table and TensorBoard's text; 0: never."""
+    sample_prompt: str = "\n"
+    """The prompt of those samples (and of the final sample.txt)."""
     progress: bool = True
-    """Show a progress bar (only when stderr is a terminal)."""
+    """Show a progress bar (only when stderr is a terminal); log lines print above it."""
     resume: Optional[str] = None
     """null starts fresh; 'auto' resumes from ckpt/last.pt in the run directory if there is one (else
     starts fresh); a path resumes from that checkpoint (it must exist)."""
@@ -305,9 +312,11 @@ class TrainerConfig:
         _check(self.attention in ATTENTION, "trainer.attention",
                f"must be one of {', '.join(ATTENTION)}, got {self.attention!r}")
         for name in ("sample_tokens", "ckpt_interval", "keep_last", "num_threads", "hellaswag_interval",
-                     "hellaswag_examples"):
+                     "hellaswag_examples", "sample_interval"):
             value = getattr(self, name)
             _check(value is None or value >= 0, f"trainer.{name}", f"must be >= 0, got {value}")
+        _check(not self.sample_interval or self.sample_tokens, "trainer.sample_interval",
+               "samples trainer.sample_tokens tokens: set trainer.sample_tokens above 0")
         _check(self.hellaswag_interval > 0 or self.hellaswag_examples == TrainerConfig.hellaswag_examples,
                "trainer.hellaswag_examples", "applies with trainer.hellaswag_interval > 0 (HellaSwag is off)")
 
@@ -320,7 +329,8 @@ class TrainerConfig:
 @dataclass
 class LoggerConfig:
     backend: str = "wandb"
-    """'wandb' or 'none' (metrics.jsonl and summary.json are written either way)."""
+    """'none', or one or more of wandb, tensorboard (run_dir/tensorboard) and csv (run_dir/metrics.csv)
+    joined by '+', e.g. wandb+tensorboard (metrics.jsonl and summary.json are written either way)."""
     mode: str = "auto"
     """auto (online when W&B credentials are configured, else offline), online, offline or disabled."""
     project: str = "gpt2-harness"
@@ -387,14 +397,16 @@ class Config:
     """Set by `hparams_search=NAME`: train.py then runs an Optuna study instead of one run."""
 
     def __post_init__(self) -> None:
-        _check(self.model.init_from is None or self.data.tokenizer == "gpt2" or self.data.source == "bin",
-               "model.init_from", "OpenAI's GPT-2 weights score GPT-2 tokens: use data.tokenizer=gpt2")
         _check(not self.trainer.hellaswag_interval or self.data.tokenizer == "gpt2" or self.data.source == "bin",
                "trainer.hellaswag_interval", "HellaSwag is scored in GPT-2 tokens: use data.tokenizer=gpt2 (or "
                "trainer.hellaswag_interval=0)")
         _check(self.optim.name != "muon" or self.trainer.parallel != "fsdp", "optim.name",
                "muon orthogonalises whole matrices, which trainer.parallel=fsdp shards over the processes: use "
                "trainer.parallel=ddp (or optim.name=adamw with fsdp)")
+        o = self.optim
+        _check(not o.decay_lr or o.lr_decay_iters is None or o.lr_decay_iters >= o.warmup_iters, "optim.lr_decay_iters",
+               f"the decay would end ({o.lr_decay_iters}) before the warmup does (optim.warmup_iters={o.warmup_iters}): "
+               f"raise optim.lr_decay_iters or lower optim.warmup_iters")
         _check(self.model_block_size >= self.data.block_size, "model.block_size",
                f"the model's context ({self.model.block_size}) must hold a whole training window "
                f"(data.block_size={self.data.block_size})")
@@ -403,6 +415,15 @@ class Config:
     def model_block_size(self) -> int:
         """model.block_size, resolved: null follows data.block_size."""
         return self.data.block_size if self.model.block_size is None else self.model.block_size
+
+    @property
+    def warmup_iters(self) -> int:
+        """optim.warmup_iters, unless the warmup would not end inside a run whose decay follows
+        trainer.max_iters: then a tenth of the run (the trainer says so in one line)."""
+        o = self.optim
+        if o.decay_lr and o.lr_decay_iters is None and o.warmup_iters >= self.trainer.max_iters:
+            return self.trainer.max_iters // 10
+        return o.warmup_iters
 
     @property
     def lr_decay_iters(self) -> int:

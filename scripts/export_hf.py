@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 from gpt2.errors import CheckpointError
-from gpt2.eval.inference import checkpoint_of
+from gpt2.train.checkpoint import checkpoint_of
 from gpt2.model.pretrained import export_pretrained
 from gpt2.run.script import run_script
 from gpt2.train.checkpoint import load_model

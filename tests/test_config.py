@@ -161,8 +161,32 @@ def test_derived_values_are_resolved_the_same_from_hydra_and_from_code():
     for c in (hydra, code):
         assert (c.optim.lr_decay_iters, c.trainer.ckpt_interval, c.model.block_size) == (None, None, None)
         assert (c.lr_decay_iters, c.trainer.ckpt_every, c.model_block_size) == (7, 3, 32)
-    explicit = from_hydra(compose_config("optim.lr_decay_iters=5", "trainer.ckpt_interval=0", "model.block_size=128"))
-    assert (explicit.lr_decay_iters, explicit.trainer.ckpt_every, explicit.model_block_size) == (5, 0, 128)
+    explicit = from_hydra(compose_config("optim.lr_decay_iters=50", "trainer.ckpt_interval=0", "model.block_size=128"))
+    assert (explicit.lr_decay_iters, explicit.trainer.ckpt_every, explicit.model_block_size) == (50, 0, 128)
+
+
+@pytest.mark.parametrize("overrides, warmup", [
+    (("trainer.max_iters=40", "optim.warmup_iters=100"), 4),   # longer than the run: a tenth of it
+    (("trainer.max_iters=40", "optim.warmup_iters=40"), 4),    # as long: never decays either
+    (("trainer.max_iters=40", "optim.warmup_iters=39"), 39),   # shorter: as asked
+    (("trainer.max_iters=40", "optim.warmup_iters=100", "optim.decay_lr=false"), 100),  # no schedule
+    (("trainer.max_iters=40", "optim.warmup_iters=30", "optim.lr_decay_iters=30"), 30),
+])
+def test_a_warmup_not_shorter_than_the_run_is_a_tenth_of_it(overrides, warmup):
+    from gpt2.train.optim import LRSchedule
+
+    config = from_hydra(compose_config(*overrides))
+    assert config.warmup_iters == warmup
+    schedule = LRSchedule.from_config(config.optim, config.lr_decay_iters, config.warmup_iters)
+    if config.optim.decay_lr and warmup < config.lr_decay_iters - 1:
+        assert schedule(warmup) == config.optim.lr and schedule(39) < config.optim.lr  # peaks, then decays
+
+
+def test_a_decay_that_ends_before_the_warmup_is_refused():
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config("optim.warmup_iters=100", "optim.lr_decay_iters=50"))
+    assert str(err.value) == ("optim.lr_decay_iters: the decay would end (50) before the warmup does "
+                              "(optim.warmup_iters=100): raise optim.lr_decay_iters or lower optim.warmup_iters")
 
 
 def test_the_default_run_is_the_schema_defaults():
@@ -257,3 +281,12 @@ def test_help_lists_the_groups(tmp_path):
     for group in ("data:", "model:", "optim:", "trainer:", "logger:", "experiment:"):
         assert group in result.stdout
     assert "shakespeare_char_cpu" in result.stdout
+
+
+def test_min_val_frac_is_a_share_and_zero_accepts_any_validation_split():
+    assert DataConfig().min_val_frac == 0.001
+    assert from_hydra(compose_config("data.min_val_frac=0")).data.min_val_frac == 0.0
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match=rf"^data.min_val_frac: must be at least 0 and under 1 \(0 accepts "
+                                              rf"any validation split\), got {bad}$"):
+            DataConfig(min_val_frac=bad)

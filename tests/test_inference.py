@@ -12,7 +12,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from gpt2.errors import CheckpointError
-from gpt2.eval.inference import checkpoint_of, load_for_inference
+from gpt2.eval.inference import load_for_inference
+from gpt2.train.checkpoint import checkpoint_of
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.model.pretrained import export_pretrained
 from gpt2.train.trainer import train
@@ -148,7 +149,5 @@ def test_loading_a_checkpoint_leaves_the_global_rng_as_it_was(run_dir, data_dir)
     assert rng_unchanged_by(lambda: load_for_inference(run_dir / "ckpt" / "last.pt", CPU, data_dir=str(data_dir)))
 
 
-@pytest.mark.xfail(strict=True, reason="bug: load_pretrained builds GPT(...) (a random init) outside "
-                                       "torch.random.fork_rng, unlike load_model: it draws from the global RNG")
 def test_loading_a_hugging_face_folder_leaves_the_global_rng_as_it_was(hf_dir, data_dir):
     assert rng_unchanged_by(lambda: load_for_inference(hf_dir, CPU, data_dir=str(data_dir)))

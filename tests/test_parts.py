@@ -5,7 +5,7 @@ import torch
 
 from gpt2.config import from_hydra
 from gpt2.errors import ConfigError
-from gpt2.train.parts import build, gpt_config, pretrained_dir
+from gpt2.train.parts import build, gpt_config, init_source
 from gpt2.run.logger import read_metrics
 from gpt2.train.trainer import Trainer
 
@@ -43,7 +43,7 @@ def test_a_longer_context_than_the_training_windows(data_dir, tmp_path):
 def test_gpt2_weights_with_a_modern_option_are_refused_before_any_lookup():
     config = from_hydra(compose_config("model=modern", "model.init_from=gpt2"))
     with pytest.raises(ConfigError) as err:
-        pretrained_dir(config)  # no folder named gpt2, no network: refused before either is looked for
+        init_source(config)  # no folder named gpt2, no network: refused before either is looked for
     assert str(err.value) == ("model.init_from=gpt2: OpenAI's GPT-2 weights have GPT-2's block: drop model.rotary=True, "
                               "model.norm=rmsnorm, model.qk_norm=True, model.activation=relu2, "
                               "model.tie_embeddings=False")

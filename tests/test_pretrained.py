@@ -127,21 +127,31 @@ def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
 
 @pytest.mark.slow
 def test_init_from_mistakes_are_one_line(hf_dir, tmp_path, data_dir):
+    """The first through train.py (the one line it ends in), the others where they are raised."""
+    from gpt2.config import from_hydra
+    from gpt2.train.parts import build
+    from gpt2.train.trainer import train
+    from conftest import compose_config
+
     base = [*RUN, f"data.data_dir={data_dir}", "logger=none"]
     assert one_line(run_train(tmp_path / "a", *base, f"model.init_from={hf_dir}", "model.n_layer=3")) == (
         f"model.n_layer=3 conflicts with model.init_from={hf_dir} (n_layer=2): the architecture is the "
         f"checkpoint's; drop the override")
-    assert "weights score GPT-2 tokens: use data.tokenizer=gpt2" in one_line(
-        run_train(tmp_path / "b", *base, f"model.init_from={hf_dir}", "data.tokenizer=char"))
-    assert "is longer than the context of model.init_from" in one_line(
-        run_train(tmp_path / "c", *base, f"model.init_from={hf_dir}", "data.block_size=128"))
-    assert "model.block_size=128 is longer than the context of model.init_from" in one_line(
-        run_train(tmp_path / "c2", *base, f"model.init_from={hf_dir}", "model.block_size=128"))
-    offline = run_train(tmp_path / "d", *base, "model.init_from=gpt2", env={"HF_HUB_OFFLINE": "1"})
-    assert "openai-community/gpt2 cannot be fetched from the Hugging Face Hub" in one_line(offline)
-    assert "neither a folder nor one of gpt2" in one_line(run_train(tmp_path / "e", *base, "model.init_from=nope"))
-    char_run = run_train(tmp_path / "char", *base, "data.tokenizer=char")
-    assert char_run.returncode == 0, char_run.stderr
+    refused = {
+        "data.tokenizer=char": f"model.init_from={hf_dir} scores gpt2 tokens, the data is in char tokens: use "
+                               f"data.tokenizer=gpt2",
+        "data.block_size=128": f"data.block_size=128 is longer than the context of model.init_from={hf_dir} (64)",
+        "model.block_size=128": f"model.block_size=128 is longer than the context of model.init_from={hf_dir} (64)",
+    }
+    for override, line in refused.items():
+        with pytest.raises(ConfigError) as err:
+            build(from_hydra(compose_config(*base, f"model.init_from={hf_dir}", override)))
+        assert str(err.value) == line
+    with pytest.raises(DataError, match="openai-community/gpt2 cannot be fetched from the Hugging Face Hub"):
+        build(from_hydra(compose_config(*base, "model.init_from=gpt2")))  # HF_HUB_OFFLINE=1 in the tests
+    with pytest.raises(ConfigError, match="nope: no such file or folder"):
+        build(from_hydra(compose_config(*base, "model.init_from=nope")))
+    train(from_hydra(compose_config(*base, "data.tokenizer=char", "trainer.max_iters=2")), tmp_path / "char")
     refused = run_script("export_hf.py", str(tmp_path / "char"), "--out", str(tmp_path / "x"))
     assert refused.returncode == 1 and "char-level model" in refused.stderr and "Traceback" not in refused.stderr
     assert not os.path.exists(tmp_path / "x")
@@ -195,3 +205,28 @@ def test_an_export_scores_in_lm_eval_as_in_our_hellaswag(tmp_path, data_dir):
     summed, _ = ending_losses(model, encode_example(GPT2Tokenizer(data_dir, MIRROR), example, 64), "cpu")
     theirs = [lm_eval_loglikelihood(tmp_path / "out", example["ctx"], " " + e) for e in example["endings"]]
     assert torch.allclose(-summed, torch.tensor(theirs), atol=1e-4)
+
+
+def test_offline_a_hub_name_says_the_hf_command_that_fetches_it(tmp_path):
+    """The offline line gives the download command of huggingface_hub's current CLI, `hf`
+    (`huggingface-cli` is gone from it), and that command line is one the installed `hf` accepts:
+    offline it fails for the network (exit 1), not for its arguments (exit 2)."""
+    import re
+    import shlex
+    import subprocess
+    import sys
+
+    from gpt2.model.pretrained import locate
+
+    with pytest.raises(DataError) as offline:
+        locate("gpt2")
+    message = str(offline.value)
+    assert message.startswith("model.init_from=gpt2: openai-community/gpt2 cannot be fetched from the Hugging Face Hub")
+    assert message.endswith("Offline? Where there is network, download it with huggingface_hub's CLI (hf download "
+                            "openai-community/gpt2 config.json model.safetensors --local-dir gpt2), bring that folder "
+                            "here and set model.init_from=./gpt2 (or the folder's path)")
+    command = shlex.split(re.search(r"\((hf download [^)]*)\)", message).group(1))
+    hf = Path(sys.executable).parent / "hf"
+    result = subprocess.run([str(hf), *command[1:]], cwd=tmp_path, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    assert result.returncode == 1 and "offline" in result.stdout + result.stderr, result.stdout + result.stderr

@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow  # every test here runs train.py, a script or torc
 def test_tiny_run_leaves_every_file(tmp_path, data_dir):
     run_dir = tmp_path / "run"
     result = run_train(run_dir, *TINY, f"data.data_dir={data_dir}", "logger.mode=auto",
-                       "logger.project=e2e")
+                       "logger.project=e2e", "trainer.sample_interval=10")
     assert result.returncode == 0, result.stderr
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [(s["iter"], s["prompt"]) for s in samples] == [(10, "\n"), (20, "\n")]
+    assert all(s["text"] for s in samples) and samples[0]["text"] != samples[1]["text"]  # trained in between
     summary = json.loads((run_dir / "summary.json").read_text())
     assert f"best val loss {summary['best_val_loss']:.4f} after 20 iterations" in result.stdout
     assert "--- sample ---" in result.stdout
@@ -151,3 +154,55 @@ def test_help_and_cfg(tmp_path):
     valid = subprocess.run([sys.executable, str(ROOT / "train.py"), "--cfg", "job", "trainer.max_iters=7"],
                            capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
     assert valid.returncode == 0 and yaml.safe_load(valid.stdout)["trainer"]["max_iters"] == 7
+
+
+def screen_lines(output: str) -> list[str]:
+    """The lines a terminal shows for this output: a carriage return goes back to the line's start and
+    what follows overwrites it (as tqdm redraws its bar)."""
+    lines = []
+    for raw in output.replace("\r\n", "\n").split("\n"):
+        line, col = [], 0
+        for ch in raw:
+            if ch == "\r":
+                col = 0
+                continue
+            line[col:col + 1] = [ch]
+            col += 1
+        lines.append("".join(line).rstrip())
+    return lines
+
+
+@pytest.mark.slow
+def test_a_terminal_shows_log_lines_above_the_bar_and_the_stop_line_once(tmp_path, data_dir):
+    """train.py on a terminal (a pty, 100 columns): each log line on a line of its own, never glued to
+    the progress bar; Ctrl-C ends in one stop line."""
+    import fcntl, os, pty, select, signal, struct, termios, time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), f"hydra.run.dir={tmp_path / 'run'}", *TINY,
+                             f"data.data_dir={data_dir}", "logger=none", "trainer.progress=true",
+                             "trainer.max_iters=100000", "trainer.log_interval=3"],
+                            cwd=ROOT, stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    output, deadline, sent = b"", time.time() + 120, False
+    while time.time() < deadline:
+        if not sent and output.count(b"] - iter ") >= 3:
+            proc.send_signal(signal.SIGINT)
+            sent = True
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            output += chunk
+        elif proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.wait(timeout=60) == 1
+    text = output.decode(errors="replace")
+    assert "train:" in text and "it/s" in text  # the bar was drawn
+    shown = screen_lines(text)
+    logged = [line for line in shown if "] - iter " in line]
+    assert len(logged) >= 3 and all(line.startswith("[") and "train:" not in line for line in logged), logged
+    assert sum("stopped by SIGINT" in line for line in shown) == 1, shown[-5:]

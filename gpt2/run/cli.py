@@ -159,10 +159,24 @@ def report(summary: RunSummary, run_dir: Path, multirun: bool) -> None:
     if summary.status == "stopped":
         message = (f"stopped by {summary['stopped_by']} at iteration {summary['iters']}; checkpoint saved "
                    f"to {run_dir / 'ckpt' / 'last.pt'}. " + continue_hint(run_dir, multirun))
-        log.warning("%s", message)
-        sys.exit(message)
+        log_to_file(logging.WARNING, message)
+        sys.exit(message)  # on the console once: stderr
     if STOP.received and not multirun:
         log.warning("%s arrived after the last iteration: the run is complete", STOP.received)
+
+
+def log_to_file(level: int, message: str) -> None:
+    """Log a line to train.log only, for a line the console gets otherwise (not twice on a terminal)."""
+    root = logging.getLogger()
+    consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                and not isinstance(h, logging.FileHandler) and h.stream in (sys.stdout, sys.stderr)]
+    for handler in consoles:
+        root.removeHandler(handler)
+    try:
+        log.log(level, "%s", message)
+    finally:
+        for handler in consoles:
+            root.addHandler(handler)
 
 
 def continue_hint(run_dir: Path, multirun: bool) -> str:

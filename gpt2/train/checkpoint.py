@@ -105,6 +105,17 @@ def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:
     return last
 
 
+def checkpoint_of(path: Path) -> Path:
+    """The checkpoint a path names: itself, or a run directory's best.pt, else its last.pt."""
+    if path.is_file():
+        return path
+    for name in (BEST, LAST):
+        if (path / "ckpt" / name).is_file():
+            return path / "ckpt" / name
+    raise CheckpointError(f"{path} is neither a checkpoint, a run directory with ckpt/{BEST} or ckpt/{LAST}, nor "
+                          f"a Hugging Face GPT-2 folder (config.json)")
+
+
 def run_checkpoints(run_dir: Path) -> list[Path]:
     """The checkpoints a run left in run_dir/ckpt: last.pt, best.pt, iter_*.pt (those that exist)."""
     ckpt = Path(run_dir) / "ckpt"
@@ -131,15 +142,24 @@ def _reason(exc: Exception, limit: int = 100) -> str:
     return first if len(first) <= limit else first[:limit].rstrip() + "..."
 
 
-def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> object:
+    """A .pt file's contents (tensors and plain values only), memory-mapped; damage is a CheckpointError."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=True, mmap=True)  # read as used
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=True)  # read as used
     except Exception as exc:  # torch raises RuntimeError, OSError, UnpicklingError, ... by damage
         raise CheckpointError(f"{path} is not a readable checkpoint (truncated or not a torch file: "
                               f"{_reason(exc)})") from None
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict:
+    return harness_checkpoint(Path(path), read_torch_file(path, map_location))
+
+
+def harness_checkpoint(path: Path, state: object) -> dict:
+    """A loaded .pt file as a gpt2-harness checkpoint of this format (older formats upgraded)."""
     version = state.get("format_version") if isinstance(state, dict) else None
     try:
         if version == 2:

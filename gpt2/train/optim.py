@@ -69,8 +69,11 @@ class LRSchedule:
     """kind=wsd: the fraction of decay_iters spent in the linear warmdown."""
 
     @classmethod
-    def from_config(cls, cfg: OptimConfig, decay_iters: int) -> "LRSchedule":
-        return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_iters=cfg.warmup_iters, decay_iters=decay_iters,
+    def from_config(cls, cfg: OptimConfig, decay_iters: int, warmup_iters: Optional[int] = None) -> "LRSchedule":
+        """The schedule of optim.*, over `decay_iters` (resolved), warming up over `warmup_iters`
+        (Config.warmup_iters: resolved; default optim.warmup_iters)."""
+        warmup_iters = cfg.warmup_iters if warmup_iters is None else warmup_iters
+        return cls(lr=cfg.lr, min_lr=cfg.min_lr, warmup_iters=warmup_iters, decay_iters=decay_iters,
                    decay=cfg.decay_lr, kind=cfg.schedule, warmdown_frac=cfg.warmdown_frac)
 
     def __call__(self, step: int) -> float:

@@ -7,10 +7,10 @@ data (its sampler has its own generator) -> model init -> optimizer.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass
 from typing import Optional
-from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -22,8 +22,15 @@ from gpt2.errors import ConfigError
 from gpt2.data.loaders import DataLoaders, make_dataloader
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.train.optim import LRSchedule, build_optimizer
-from gpt2.model.pretrained import load_pretrained, locate, read_config
+from gpt2.model.pretrained import HF_NAMES
+from gpt2.train.model_source import ModelSource, check_tokenizer, make_model, open_model
 from gpt2.train.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+ARCHITECTURE = ("n_layer", "n_head", "n_embd", "bias", "rotary", "norm", "qk_norm", "activation", "tie_embeddings",
+                "logit_softcap")
+"""The model.* keys model.init_from's checkpoint decides (an override must agree with it)."""
 
 
 @dataclass
@@ -49,18 +56,18 @@ def gpt_config(config: Config, vocab_size: int) -> GPTConfig:
                      logit_softcap=m.logit_softcap)
 
 
-def pretrained_dir(config: Config) -> Path:
-    """model.init_from's folder (fetched if need be), its architecture checked against the config
+def init_source(config: Config) -> ModelSource:
+    """model.init_from's model (fetched if need be), its architecture checked against the config
     before any data work: a model.* value that differs from both the schema's default and the
     checkpoint's is a conflict, refused in one line."""
     m = config.model
     modern = gpt_config(config, vocab_size=1).not_gpt2()
-    if modern:
+    source = None if modern and m.init_from in HF_NAMES else open_model(m.init_from)  # no download to refuse
+    if modern and (source is None or source.kind == "huggingface"):
         raise ConfigError(f"model.init_from={m.init_from}: OpenAI's GPT-2 weights have GPT-2's block: drop "
                           f"{', '.join('model.' + option for option in modern)}")
-    directory = locate(m.init_from)
-    theirs, default = read_config(directory), ModelConfig()
-    for key in ("n_layer", "n_head", "n_embd", "bias"):
+    theirs, default = source.config, ModelConfig()
+    for key in ARCHITECTURE:
         if getattr(m, key) != getattr(default, key) and getattr(m, key) != getattr(theirs, key):
             raise ConfigError(f"model.{key}={getattr(m, key)} conflicts with model.init_from={m.init_from} "
                               f"({key}={getattr(theirs, key)}): the architecture is the checkpoint's; drop the "
@@ -69,15 +76,15 @@ def pretrained_dir(config: Config) -> Path:
         if value is not None and value > theirs.block_size:
             raise ConfigError(f"{key}={value} is longer than the context of model.init_from={m.init_from} "
                               f"({theirs.block_size})")
-    return directory
+    log.info("model.init_from=%s: the weights of %s (%s), a fresh run from them", m.init_from, source.path, source.kind)
+    return source
 
 
-def pretrained(config: Config, directory: Path, vocab_size: int) -> GPT:
-    """The model with model.init_from's weights; a shorter model.block_size crops its context."""
-    model = load_pretrained(directory, dropout=config.model.dropout, vocab_multiple=config.model.vocab_multiple)
-    if vocab_size != model.vocab_size:
-        raise ConfigError(f"model.init_from={config.model.init_from} scores {model.vocab_size} GPT-2 tokens, the "
-                          f"data has {vocab_size}: use data.tokenizer=gpt2")
+def initial_model(config: Config, source: ModelSource, encoder) -> GPT:
+    """The model with model.init_from's weights, for data in its tokens; a shorter model.block_size
+    crops its context."""
+    check_tokenizer(source, encoder, "model.init_from")
+    model = make_model(source, dropout=config.model.dropout, vocab_multiple=config.model.vocab_multiple)
     if config.model.block_size is not None and config.model.block_size < model.block_size:
         model.crop_block_size(config.model.block_size)
     return model
@@ -89,10 +96,10 @@ def build(config: Config, model_args: Optional[dict] = None) -> Parts:
     tc = config.trainer
     runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads, tc.tf32, tc.attention)
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
-    init_from = pretrained_dir(config) if config.model.init_from and model_args is None else None  # before data
+    init_from = init_source(config) if config.model.init_from and model_args is None else None  # before data
     data = load_data(config, runtime)
     vocab_size = data.encoder.vocab_size
-    model = (GPT(GPTConfig(**model_args)) if model_args is not None else pretrained(config, init_from, vocab_size)
+    model = (GPT(GPTConfig(**model_args)) if model_args is not None else initial_model(config, init_from, data.encoder)
              if init_from else GPT(gpt_config(config, vocab_size)))
     model = model.to(runtime.device)
     fsdp = runtime.dist.enabled and tc.parallel == "fsdp"
@@ -109,7 +116,7 @@ def build(config: Config, model_args: Optional[dict] = None) -> Parts:
         step_model = DistributedDataParallel(step_model, device_ids=(
             [runtime.device.index] if runtime.device.type == "cuda" else None))
     return Parts(runtime=runtime, data=data, model=model, step_model=step_model, optimizer=optimizer,
-                 schedule=LRSchedule.from_config(config.optim, config.lr_decay_iters))
+                 schedule=LRSchedule.from_config(config.optim, config.lr_decay_iters, config.warmup_iters))
 
 
 def load_data(config: Config, runtime: Runtime) -> DataLoaders:

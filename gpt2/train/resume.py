@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 RESUMABLE_CHANGES = (
     "trainer.max_iters", "trainer.eval_interval", "trainer.eval_iters", "trainer.log_interval",
     "trainer.ckpt_interval", "trainer.keep_last", "trainer.resume", "trainer.device", "trainer.dtype",
-    "trainer.compile", "trainer.progress", "trainer.sample_tokens", "trainer.num_threads", "trainer.hellaswag_",
+    "trainer.compile", "trainer.progress", "trainer.sample_", "trainer.num_threads", "trainer.hellaswag_",
     "optim.lr_decay_iters", "data.num_workers", "data.prefetch", "data.data_dir", "data.mirror", "data.path",
-    "data.dir", "model.init_from", "trainer.tf32", "trainer.attention", "logger.",
+    "data.dir", "data.min_val_frac", "model.init_from", "trainer.tf32", "trainer.attention", "logger.",
 )
 # token files carry their own split and tokenizer (checked by fingerprint and tokenizer state)
 INERT_WITH_TOKEN_FILES = ("data.train_frac", "data.tokenizer")

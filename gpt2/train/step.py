@@ -87,10 +87,12 @@ def evaluate(model: nn.Module, loader, rt: Runtime, token_bytes: Optional[torch.
     return Evaluation(total / tokens, total / math.log(2) / nbytes if nbytes else math.nan)
 
 
-def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int) -> str:
+def sample_text(model: GPT, encoder, rt: Runtime, num_tokens: int, seed: int, text: str = "\n") -> str:
+    """num_tokens sampled after the prompt `text` (temperature 0.8, top-k 200, seeded; the global RNG
+    is not touched). A prompt the vocabulary cannot encode starts from token 0."""
     try:
-        prompt = encoder.encode("\n") or [0]
-    except ValueError:  # a char vocabulary without a newline
+        prompt = encoder.encode(text) or [0]
+    except ValueError:  # a char vocabulary without one of its characters
         prompt = [0]
     idx = torch.tensor([prompt], dtype=torch.long, device=rt.device)
     generator = torch.Generator(device=rt.device).manual_seed(seed)

@@ -21,14 +21,14 @@ from typing import Callable, Iterator, Optional
 
 import torch
 from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from gpt2.config import Config, TrainerConfig
 from gpt2.errors import CheckpointError, ConfigError, HarnessError, NonFiniteLossError, PeerFailed
 from gpt2.files import atomic_write_text
-from gpt2.run.logger import NoLogger, RunLogger, read_metrics, write_metrics
+from gpt2.run.logger import NoLogger, RunLogger, check_logger_env, copy_history
 from gpt2.run.record import RunSummary
 from gpt2.run.rundir import RunDirLock
-from gpt2.run.wandb_run import check_wandb_env
 from gpt2.signals import STOP, Interrupted, StopSignals
 from gpt2.train.checkpoint import BEST, LAST, load_model
 from gpt2.train import hellaswag
@@ -98,6 +98,11 @@ class Trainer:
             self.plan = replace(self.plan, state=None)  # the parts hold it now: the file is not kept open
         else:
             log.info("lr schedule: %s", p.schedule.describe())
+            if config.warmup_iters != config.optim.warmup_iters:
+                log.warning("optim.warmup_iters=%d is not shorter than the run (trainer.max_iters=%d): warming up "
+                            "over %d iterations instead (a tenth of it); set optim.warmup_iters below %d to choose",
+                            config.optim.warmup_iters, config.trainer.max_iters, config.warmup_iters,
+                            config.trainer.max_iters)
         log.info("%s", describe_batch(config, p.runtime.dist))
         log.info("model: %.2fM parameters (%d non-embedding), vocab %d (padded to %d), context %d, "
                  "device %s, %s", p.model.num_params(False) / 1e6, p.model.num_params(), p.model.vocab_size,
@@ -140,7 +145,7 @@ class Trainer:
         evaluation (ckpt/best.pt when it is the best yet), a logged row, a checkpoint."""
         tc, p = self.config.trainer, self.progress
         batches = self.parts.data.train_dl.forever()
-        with self.progress_bar() as bar:
+        with self.progress_bar() as bar, logging_redirect_tqdm():  # log lines above the bar, not glued to it
             p.window_start = time.perf_counter()
             self.stopping = self.poll_stop(stop)
             while p.iters < tc.max_iters and self.stopping is None:
@@ -161,10 +166,10 @@ class Trainer:
                     if scoring:
                         row.update(self.score_hellaswag())
                     self.log(run_log, row, bar)
+                if tc.sample_interval and p.iters % tc.sample_interval == 0 and not self.stopping:
+                    self.off_the_clock(lambda: run_log.log_sample(self.interval_sample()))
                 if tc.ckpt_every and p.iters % tc.ckpt_every == 0 and p.iters < tc.max_iters:
-                    saving = time.perf_counter()
-                    self.save(LAST)
-                    p.window_start += time.perf_counter() - saving  # not training time
+                    self.off_the_clock(lambda: self.save(LAST))
 
     # --------------------------------------------------------------- what the loop's lines do
     def step(self, batches: Iterator) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -227,6 +232,20 @@ class Trainer:
         run_log.log(row)
         p.window_start, p.window_steps = time.perf_counter(), 0
         bar.set_postfix(loss=f"{row['train_loss']:.4f}", tok_s=f"{row['tokens_per_sec']:.0f}")
+
+    def off_the_clock(self, work: Callable[[], None]) -> None:
+        """Do `work` (a save, a sample) outside the timing of the training steps."""
+        start = time.perf_counter()
+        work()
+        self.progress.window_start += time.perf_counter() - start
+
+    def interval_sample(self) -> dict:
+        """trainer.sample_interval's row: trainer.sample_tokens after trainer.sample_prompt, from the
+        current weights, seeded alike every time (every rank samples: FSDP's forward needs them all)."""
+        tc = self.config.trainer
+        text = sample_text(self.parts.model, self.parts.data.encoder, self.parts.runtime, tc.sample_tokens, tc.seed,
+                           tc.sample_prompt)
+        return {"iter": self.progress.iters, "prompt": tc.sample_prompt, "text": text}
 
     def save(self, name: str) -> None:
         self.check_finite()  # never overwrite a good checkpoint with diverged weights
@@ -308,7 +327,7 @@ def train(config: Config, run_dir: Path, on_step: Optional[Callable[[Trainer], N
             log.info("%s holds a finished run (%d iterations, best val loss %.4f): kept as it is",
                      run_dir, plan.summary["iters"], plan.summary["best_val_loss"])
             return plan.summary
-        check_wandb_env(config.logger)  # before any slow work, as the resume is
+        check_logger_env(config.logger)  # before any slow work, as the resume is
         try:
             trainer = Trainer(config, run_dir, plan=plan)
             if on_start is not None and dist.is_main:
@@ -334,7 +353,7 @@ def sample_best(ckpts: RunCheckpoints, parts: Parts, tc: TrainerConfig) -> str:
     final = load_model(ckpts.dir / LAST, parts.runtime.device)[0] if ckpts.sharded else parts.model
     model, source = best if best is not None else (final, "the final weights (no best.pt of this run)")
     log.info("sampling %d tokens from %s", tc.sample_tokens, source)
-    return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed)
+    return sample_text(model, parts.data.encoder, parts.runtime, tc.sample_tokens, tc.seed, tc.sample_prompt)
 
 
 def run_summary(trainer: Trainer, wall_s: float, stopped_by: Optional[str], sample: str) -> RunSummary:
@@ -396,11 +415,11 @@ def out_of_memory(config: Config, when: str) -> HarnessError:
 
 
 def adopt_history(checkpoint: Path, run_dir: Path, upto: int) -> None:
-    """A run resumed from another directory's checkpoint starts its metrics.jsonl with that run's rows
-    up to the checkpoint (none if it has no metrics.jsonl), never with rows run_dir held before."""
+    """A run resumed from another directory's checkpoint starts its metrics.jsonl (and samples.jsonl)
+    with that run's rows up to the checkpoint (none if it has none), never with rows run_dir held before."""
     source_dir = Path(checkpoint).resolve().parent.parent
     if source_dir != Path(run_dir).resolve():
-        write_metrics(run_dir, [r for r in read_metrics(source_dir) if r["iter"] <= upto])
+        copy_history(source_dir, run_dir, upto)
 
 
 def describe_batch(config: Config, dist: Dist) -> str:

@@ -1,0 +1,53 @@
+"""nanoGPT's checkpoint format (karpathy/nanoGPT's train.py writes out/ckpt.pt) read as our GPT.
+
+A nanoGPT ckpt.pt holds `model_args` (n_layer, n_head, n_embd, block_size, bias, vocab_size, dropout)
+and `model`, a state dict with GPT-2's parameter names, which are ours: only torch.compile's
+`_orig_mod.` prefixes and the causal-mask buffers of its slow attention path (`attn.bias`) differ.
+GPT-2 runs pad the vocabulary to 50304 there; our table pads 50257 to the same size.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from gpt2.model.gpt import GPTConfig
+
+GPT2_PADDED = 50304
+"""nanoGPT's vocab_size for GPT-2 tokens (50257 rounded up to a multiple of 64)."""
+ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
+
+
+def is_nanogpt(state: object) -> bool:
+    """Whether a loaded .pt file is a nanoGPT checkpoint (and not one of ours, which has format_version)."""
+    return (isinstance(state, dict) and "format_version" not in state and isinstance(state.get("model"), dict)
+            and isinstance(state.get("model_args"), dict) and all(k in state["model_args"] for k in ARGS))
+
+
+def nanogpt_config(model_args: dict) -> GPTConfig:
+    """Our GPTConfig of a nanoGPT model (exact GELU, GPT-2's block, tied head)."""
+    vocab = model_args["vocab_size"]
+    return GPTConfig(n_layer=model_args["n_layer"], n_head=model_args["n_head"], n_embd=model_args["n_embd"],
+                     block_size=model_args["block_size"], bias=bool(model_args["bias"]),
+                     vocab_size=50257 if vocab == GPT2_PADDED else vocab, dropout=0.0)
+
+
+def nanogpt_tokenizer(model_args: dict) -> Optional[dict]:
+    """The tokenizer a nanoGPT model was trained with, as far as its checkpoint says: GPT-2's for a
+    50304 or 50257 vocabulary; None otherwise (a char model: its characters live in the data's
+    meta.pkl, not in the checkpoint)."""
+    if model_args["vocab_size"] in (GPT2_PADDED, 50257):
+        return {"name": "gpt2", "vocab_size": 50257}
+    return None
+
+
+def nanogpt_weights(state: dict) -> dict[str, torch.Tensor]:
+    """The state dict under our names: `_orig_mod.` stripped, the causal-mask buffers dropped."""
+    weights = {}
+    for name, tensor in state["model"].items():
+        name = name.replace("_orig_mod.", "")
+        if name.endswith(".attn.bias") and tensor.dim() == 4:  # nanoGPT's mask buffer without flash attention
+            continue
+        weights[name] = tensor
+    return weights
