@@ -21,7 +21,7 @@ import time
 import torch
 
 from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.run.script import int_list, require_positive, run_script
+from gpt2.run.script import check_device, int_list, require_positive, run_script
 from gpt2.train.muon import orthogonalise
 from gpt2.train.runtime import resolve_device
 
@@ -58,6 +58,7 @@ def main() -> None:
     args = parser.parse_args()
     require_positive(args, "--micro-batch", "--tokens-per-step", "--repeats")
     worlds = int_list(args.world, "--world")
+    check_device(args.device)
     device = resolve_device(args.device)
     config = PRESETS[args.preset]
     model = GPT(config).to(device)

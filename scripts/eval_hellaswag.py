@@ -45,6 +45,8 @@ def main() -> None:
     check_device(args.device)
     apply_threads(args)
     # the data first: a missing file is said before the model is loaded
+    if args.data and not Path(args.data).is_file():
+        raise ConfigError(f"--data {args.data}: no such file (a file in hellaswag_val.jsonl's format)")
     data = Path(args.data) if args.data else fetch_file(args.data_dir, args.mirror, mirror_option="--mirror")
     device = resolve_device(args.device)
     model, encoder = load_for_inference(Path(args.model), device, args.data_dir, args.mirror)

@@ -314,6 +314,9 @@ def test_sample_threads_option_overrides_its_one_thread_on_a_cpu(char_run, data_
     ("eval_hellaswag.py", ["--threads", "-2"], "error: --threads: must be at least 1, got -2"),
     ("eval_hellaswag.py", ["--device", "cuda:x"], "error: --device: must be auto, cpu, cuda, cuda:N or mps, "
                                                   "got 'cuda:x'"),
+    ("eval_hellaswag.py", ["--data", "/nope.jsonl"], "error: --data /nope.jsonl: no such file (a file in "
+                                                     "hellaswag_val.jsonl's format)"),
+    ("evaluate.py", ["--batches", "0"], "error: --batches: must be at least 1, got 0"),
 ])
 def test_a_bad_option_value_is_one_line_naming_its_flag(tmp_path, script, args, message):
     """Checked before the model (tmp_path is none) or the data are read."""
