@@ -28,6 +28,19 @@ def _check(ok: bool, key: str, message: str) -> None:
         raise ConfigError(f"{key}: {message}")
 
 
+INT64 = 2 ** 63
+
+
+def _ints_in_range(config: Any) -> None:
+    """Every integer setting fits the 64-bit integers torch and numpy take (a seed of 10**23 is one
+    line here, not an overflow deep in a generator)."""
+    for group in GROUPS:
+        part = getattr(config, group)
+        for name, value in vars(part).items():
+            _check(type(value) is not int or -INT64 <= value < INT64, f"{group}.{name}",
+                   f"{value} is out of range (a 64-bit integer: {-INT64:,} to {INT64 - 1:,})")
+
+
 def _positive(obj: Any, group: str, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -397,6 +410,7 @@ class Config:
     """Set by `hparams_search=NAME`: train.py then runs an Optuna study instead of one run."""
 
     def __post_init__(self) -> None:
+        _ints_in_range(self)
         _check(not self.trainer.hellaswag_interval or self.data.tokenizer == "gpt2" or self.data.source == "bin",
                "trainer.hellaswag_interval", "HellaSwag is scored in GPT-2 tokens: use data.tokenizer=gpt2 (or "
                "trainer.hellaswag_interval=0)")

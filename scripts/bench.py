@@ -19,7 +19,6 @@ process's peak resident memory over the row on a CPU.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import gc
 import itertools
@@ -33,7 +32,7 @@ from gpt2.config import from_hydra
 from gpt2.errors import ConfigError
 from gpt2.files import atomic_write_text
 from gpt2.run.compose import compose
-from gpt2.run.script import int_list, require_positive, run_script
+from gpt2.run.script import add_force_option, check_output, int_list, require_positive, run_script, script_parser
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.train.parts import build
 from gpt2.train.runtime import dtype_name, peak_rss_mb
@@ -158,7 +157,7 @@ def plan(args) -> list[tuple[str, list[str]]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("overrides", nargs="*", help="hydra overrides for every row (e.g. trainer.dtype=float32)")
     parser.add_argument("--preset", action="append", choices=sorted(PRESETS))
     parser.add_argument("--compile", default="off,on", help="off, on, or off,on (default: both)")
@@ -168,8 +167,11 @@ def main() -> None:
     parser.add_argument("--ablate", action="store_true", help="also switch each speed setting off in turn")
     parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: known GPUs)")
     parser.add_argument("--json", type=Path, default=None, help="also write every row here")
+    add_force_option(parser)
     args = parser.parse_args()
     require_positive(args, "--iters", "--warmup")
+    if args.json:
+        check_output(args.json, "--json", args.force)
     rows = plan(args)
     print(f"torch {torch.__version__}; {args.warmup} warm-up + {args.iters} timed steps per row\n\n{HEADER}")
     results: list[dict] = []

@@ -8,7 +8,6 @@ a resume.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -16,7 +15,7 @@ from pathlib import Path
 
 from gpt2.config import from_hydra
 from gpt2.run.compose import compose
-from gpt2.run.script import require_positive, run_script
+from gpt2.run.script import require_positive, run_script, script_parser
 from gpt2.train.checkpoint import LAST, load_checkpoint
 from gpt2.train.parts import build
 from gpt2.train.resume import ResumePlan
@@ -26,7 +25,7 @@ from gpt2.train.trainer import Progress
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("overrides", nargs="*", default=["experiment=shakespeare_char", "trainer.device=cpu"])
     parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()

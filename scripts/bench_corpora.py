@@ -14,7 +14,6 @@ a dataset saved with save_to_disk (the rows pass through the main process).
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import os
@@ -29,7 +28,7 @@ from typing import Iterator
 import numpy as np
 
 from gpt2.data.tokenfiles import read_manifest
-from gpt2.run.script import require_positive, run_script
+from gpt2.run.script import require_positive, run_script, script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("parquet", "jsonl", "jsonl.gz", "jsonl.zst", "hf", "text")
@@ -137,7 +136,7 @@ def disk_mb(path: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", default=None, help="where the corpora are written (default: a temp dir)")
     parser.add_argument("--mb", type=float, default=2000, help="MB of text in each corpus")
     parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))

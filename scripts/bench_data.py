@@ -12,7 +12,6 @@ Each figure is the median over repeats of batches/s; the ratios are ours / each 
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import tempfile
 import time
@@ -27,7 +26,7 @@ from torch.utils.data import DataLoader
 from gpt2.config import DataConfig
 from gpt2.data.loaders import LMSequenceDataset, make_dataloader
 from gpt2.data.sources import load_tokens, train_valid_split
-from gpt2.run.script import require_positive, run_script
+from gpt2.run.script import require_positive, run_script, script_parser
 
 
 def textbook_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):
@@ -71,7 +70,7 @@ def batches_per_sec(batches, count: int, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--block-size", type=int, default=256)
     parser.add_argument("--batches", type=int, default=200, help="batches timed per repeat")

@@ -15,13 +15,12 @@ baby (6/6/384, context 256), char (4/4/128, context 64).
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import torch
 
 from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.run.script import check_device, int_list, require_positive, run_script
+from gpt2.run.script import check_device, int_list, require_positive, run_script, script_parser
 from gpt2.train.muon import orthogonalise
 from gpt2.train.runtime import resolve_device
 
@@ -48,7 +47,7 @@ def fastest(fn, repeats: int, device: torch.device) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpt2")
     parser.add_argument("--micro-batch", type=int, default=1)
     parser.add_argument("--tokens-per-step", type=int, default=524_288)

@@ -14,12 +14,11 @@ trained one. Greedy outputs (--temperature 0) are checked identical with and wit
 
 from __future__ import annotations
 
-from gpt2.run.script import stop_on_ctrl_c
+from gpt2.run.script import script_parser, stop_on_ctrl_c
 
 if __name__ == "__main__":  # not when a test imports the script
     stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -79,7 +78,7 @@ def bench(name: str, model: GPT, batch: int, args) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--models", default="char,baby", help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--model", default=None, help="a run directory, checkpoint or Hugging Face folder instead")
     parser.add_argument("--batch", default="1,3", help="comma-separated batch sizes (samples drawn at once)")

@@ -33,7 +33,7 @@ import torch
 from gpt2.data.tokenfiles import read_manifest
 from gpt2.files import atomic_file
 from gpt2.run.record import RunSummary
-from gpt2.run.script import require_positive, run_script
+from gpt2.run.script import require_positive, run_script, script_parser
 from gpt2.train.runtime import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +190,7 @@ def bench_train(directory: Path, iters: int, extra: list[str]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("--workdir", default=None, help="where the synthetic train.bin is kept (default: a temp dir)")
     parser.add_argument("--tokens", type=float, default=1e9, help="tokens in the synthetic train.bin")
     parser.add_argument("--sections", default="prepare,loader,sampler,train")

@@ -23,7 +23,6 @@ the temporary folder. Exit status 1 when a runnable command fails (or a README c
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -32,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from gpt2.run.script import script_parser
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -437,7 +438,7 @@ def summary(commands: list[Command], seconds: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = script_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="list the commands and their mapping; run nothing")
     parser.add_argument("--only", metavar="PATTERN", help="run the commands matching this regex (and their needs)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary working copy")

@@ -12,13 +12,12 @@ Prints a Markdown table: run, iterations, best val loss, and the first evaluatio
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from gpt2.errors import ConfigError, DataError
 from gpt2.run.logger import read_metrics
 from gpt2.run.record import RunSummary
-from gpt2.run.script import run_script
+from gpt2.run.script import add_force_option, check_output, run_script, script_parser
 
 
 def curve(run_dir: Path) -> list[tuple[int, float, float]]:
@@ -38,12 +37,14 @@ def curve(run_dir: Path) -> list[tuple[int, float, float]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--out", type=Path, required=True)
+    add_force_option(parser)
     parser.add_argument("--labels", default=None)
     parser.add_argument("--target", type=float, default=None)
     args = parser.parse_args()
+    check_output(args.out, "--out", args.force)
     labels = args.labels.split(",") if args.labels else [str(r) for r in args.runs]
     if len(labels) != len(args.runs):
         raise ConfigError(f"--labels: {len(labels)} labels for {len(args.runs)} runs")

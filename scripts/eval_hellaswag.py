@@ -12,24 +12,23 @@ per ending token).
 
 from __future__ import annotations
 
-from gpt2.run.script import stop_on_ctrl_c
+from gpt2.run.script import script_parser, stop_on_ctrl_c
 
 if __name__ == "__main__":  # not when a test imports the script
     stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
-import argparse  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
-from gpt2.run.script import add_threads_option, apply_threads, check_device, run_script  # noqa: E402
+from gpt2.run.script import add_threads_option, apply_threads, check_device, check_input_file, run_script  # noqa: E402
 from gpt2.train.hellaswag import evaluate_file, fetch_file  # noqa: E402
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
     parser.add_argument("--data", default=None, help="a file in hellaswag_val.jsonl's format (default: "
                         "hellaswag_val.jsonl, fetched into --data-dir)")
@@ -45,9 +44,8 @@ def main() -> None:
     check_device(args.device)
     apply_threads(args)
     # the data first: a missing file is said before the model is loaded
-    if args.data and not Path(args.data).is_file():
-        raise ConfigError(f"--data {args.data}: no such file (a file in hellaswag_val.jsonl's format)")
-    data = Path(args.data) if args.data else fetch_file(args.data_dir, args.mirror, mirror_option="--mirror")
+    data = check_input_file(args.data, "--data") if args.data else fetch_file(args.data_dir, args.mirror,
+                                                                             mirror_option="--mirror")
     device = resolve_device(args.device)
     model, encoder = load_for_inference(Path(args.model), device, args.data_dir, args.mirror)
     start = time.perf_counter()

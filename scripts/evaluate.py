@@ -15,31 +15,30 @@ overrides as train.py takes them:
 
 --batches N scores the first N fixed validation batches (the trainer's with trainer.eval_iters=N, so a
 checkpoint gets the val loss its run logged); without it, every validation token once. Prints one
-line on stderr and the result as JSON on stdout (--out FILE writes it there too). Data in other tokens
+line on stderr and the result as JSON on stdout (--out FILE writes it there too; an existing FILE only with --force). Data in other tokens
 than the model's is refused in one line.
 """
 
 from __future__ import annotations
 
-from gpt2.run.script import stop_on_ctrl_c
+from gpt2.run.script import script_parser, stop_on_ctrl_c
 
 if __name__ == "__main__":  # not when a test imports the script
     stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.eval.evaluation import data_config, evaluate_model  # noqa: E402
 from gpt2.files import atomic_write_text, strict_json  # noqa: E402
-from gpt2.run.script import add_threads_option, apply_threads, check_device, require_positive, run_script  # noqa: E402
+from gpt2.run.script import (add_force_option, add_threads_option, apply_threads, check_device,  # noqa: E402
+                             check_output, require_positive, run_script)
 from gpt2.train.model_source import open_model  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("model", help="a run directory, a checkpoint (ours or nanoGPT's), a Hugging Face GPT-2 "
                         "folder, or gpt2 / gpt2-medium / gpt2-large / gpt2-xl")
     parser.add_argument("overrides", nargs="*", help="data overrides: data=NAME, data.KEY=VALUE")
@@ -49,13 +48,14 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None, help="default: the model's run's trainer.dtype, else auto")
     add_threads_option(parser)
+    add_force_option(parser)
     args = parser.parse_args()
     if args.batches is not None:
         require_positive(args, "--batches")
     apply_threads(args)
     check_device(args.device)
-    if args.out is not None and (args.out.is_dir() or not args.out.parent.is_dir()):
-        raise ConfigError(f"--out {args.out}: give a file path in an existing directory")
+    if args.out is not None:
+        check_output(args.out, "--out", args.force)
     source = open_model(args.model)
     result = evaluate_model(source, data_config(source, args.overrides), args.device, args.dtype, args.batches)
     scope = "every validation token" if args.batches is None else f"{result['batches']} fixed batches"

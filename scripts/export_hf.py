@@ -1,6 +1,9 @@
 """Export a trained GPT-2 BPE model to a Hugging Face folder that transformers loads.
 
-Usage: python scripts/export_hf.py RUN_DIR_OR_CHECKPOINT --out DIR [--data-dir data]
+Usage: python scripts/export_hf.py RUN_DIR_OR_CHECKPOINT --out DIR [--data-dir data] [--force]
+
+An --out folder that holds anything is refused unless --force (an earlier export is never
+replaced by mistake).
 
 Writes DIR/config.json, DIR/model.safetensors and the GPT-2 tokenizer files (vocab.json,
 merges.txt), so that `GPT2LMHeadModel.from_pretrained(DIR)` and `AutoTokenizer.from_pretrained(DIR)`
@@ -10,24 +13,25 @@ ckpt/best.pt (else ckpt/last.pt). A char-level model is refused: transformers ha
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 from gpt2.errors import CheckpointError
 from gpt2.train.checkpoint import checkpoint_of
 from gpt2.model.pretrained import export_pretrained
-from gpt2.run.script import run_script
+from gpt2.run.script import add_force_option, check_output, run_script, script_parser
 from gpt2.train.checkpoint import load_model
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("model", help="a run directory or a checkpoint file")
     parser.add_argument("--out", required=True, help="the folder to write (created if needed)")
     parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
     parser.add_argument("--mirror", default=None, help="offline copy of the BPE files (default: $GPT2_DATA_MIRROR)")
+    add_force_option(parser)
     args = parser.parse_args()
+    check_output(Path(args.out), "--out", args.force, folder=True)
     path = checkpoint_of(Path(args.model))
     model, state = load_model(path)
     if state["tokenizer"]["name"] != "gpt2":

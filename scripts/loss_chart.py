@@ -10,13 +10,12 @@ metrics.jsonl has it, against the iteration.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
 from gpt2.errors import DataError
 from gpt2.run.logger import METRICS_FILE, read_metrics
-from gpt2.run.script import run_script
+from gpt2.run.script import run_script, script_parser
 
 
 def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:
@@ -48,7 +47,7 @@ def mermaid(curve: list[tuple[int, float]], metric: str, title: str) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--metric", default="val_loss")
     parser.add_argument("--title", default=None, help="default: the run directory's name")

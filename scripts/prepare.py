@@ -28,7 +28,6 @@ from gpt2.signals import STOP
 STOP.install()  # before the slow imports: a Ctrl-C or SIGTERM anywhere ends in one line
 STOP.context = "before the token files were finished (nothing finished was written): run the command again"
 
-import argparse  # noqa: E402
 import logging  # noqa: E402
 import os  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -36,7 +35,7 @@ from pathlib import Path  # noqa: E402
 from gpt2.data.prepare import SPLIT_BY, Settings, prepare  # noqa: E402
 from gpt2.data.rows import HFDataset  # noqa: E402
 from gpt2.errors import ConfigError  # noqa: E402
-from gpt2.run.script import require_positive, run_script  # noqa: E402
+from gpt2.run.script import require_positive, run_script, script_parser  # noqa: E402
 from gpt2.train.runtime import peak_rss_mb  # noqa: E402
 
 
@@ -68,7 +67,7 @@ def summary(manifest: dict, out: Path) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("inputs", nargs="*", help="files (text, .parquet, .jsonl, .jsonl.gz, .jsonl.zst), "
                         "directories (read recursively) or glob patterns")
     parser.add_argument("--text-column", default="text", help="the column (Parquet, datasets) or key (JSON "

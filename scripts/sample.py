@@ -17,7 +17,7 @@ gain from --threads N.
 
 from __future__ import annotations
 
-from gpt2.run.script import stop_on_ctrl_c
+from gpt2.run.script import script_parser, stop_on_ctrl_c
 
 if __name__ == "__main__":  # not when a test imports the script
     stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
@@ -30,16 +30,17 @@ import torch  # noqa: E402
 
 from gpt2.errors import ConfigError, DataError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
-from gpt2.run.script import (add_threads_option, apply_threads, check_device, require_positive,  # noqa: E402
-                             run_script)
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, check_input_file,  # noqa: E402
+                             require_positive, run_script)
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
 def read_prompt(prompt: str) -> str:
     if not prompt.startswith("@"):
         return prompt
+    path = check_input_file(Path(prompt[1:]), "--prompt")
     try:
-        return Path(prompt[1:]).expanduser().read_text()
+        return path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"--prompt {prompt}: cannot read the file ({exc})") from None
 
@@ -67,7 +68,7 @@ def check_options(args: argparse.Namespace) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="", help="the text to continue, or @FILE (default: none)")
     parser.add_argument("--num-samples", type=int, default=3)

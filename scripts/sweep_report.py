@@ -9,17 +9,16 @@ reported. The PNG draws a key log-scaled when the study drew it so (`log: true`)
 decade or more, and whole-number keys with whole-number ticks.
 """
 
-import argparse
 import logging
 from pathlib import Path
 
 from gpt2.errors import HarnessError
-from gpt2.run.script import run_script
+from gpt2.run.script import run_script, script_parser
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = script_parser(__doc__)
     parser.add_argument("sweep_dir", type=Path)
     parser.add_argument("--png", type=Path, default=None, help="default: SWEEP_DIR/sweep_report.png")
     args = parser.parse_args()

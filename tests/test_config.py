@@ -290,3 +290,13 @@ def test_min_val_frac_is_a_share_and_zero_accepts_any_validation_split():
         with pytest.raises(ConfigError, match=rf"^data.min_val_frac: must be at least 0 and under 1 \(0 accepts "
                                               rf"any validation split\), got {bad}$"):
             DataConfig(min_val_frac=bad)
+
+
+@pytest.mark.parametrize("override", ["data.seed=99999999999999999999999", "trainer.seed=-9223372036854775809",
+                                      "trainer.max_iters=9223372036854775808"])
+def test_an_integer_beyond_64_bits_is_one_line(override):
+    key, value = override.split("=")
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config(override))
+    assert str(err.value) == (f"{key}: {int(value)} is out of range (a 64-bit integer: -9,223,372,036,854,775,808 "
+                              f"to 9,223,372,036,854,775,807)")

@@ -117,6 +117,11 @@ def test_init_from_trains_exports_and_samples(hf_dir, tmp_path, data_dir):
     exported = run_script("export_hf.py", str(tmp_path / "run"), "--out", str(tmp_path / "hf"),
                           "--data-dir", str(data_dir))
     assert exported.returncode == 0, exported.stderr
+    before = (tmp_path / "hf" / "model.safetensors").read_bytes()
+    again = run_script("export_hf.py", str(tmp_path / "run"), "--out", str(tmp_path / "hf"), "--data-dir", str(data_dir))
+    assert (again.returncode, again.stderr) == (1, f"error: --out {tmp_path / 'hf'} holds an earlier result: choose "
+                                                   f"another path, or add --force to replace it\n")
+    assert (tmp_path / "hf" / "model.safetensors").read_bytes() == before  # the first export is kept
     x = torch.randint(0, 50257, (2, 20))
     trained = load_pretrained(str(tmp_path / "hf"))
     assert torch.allclose(hf_logits(tmp_path / "hf", x), our_logits(trained, x), atol=1e-4)

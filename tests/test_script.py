@@ -227,3 +227,32 @@ def test_importing_a_script_leaves_ctrl_c_alone():
         spec = importlib.util.spec_from_file_location(f"imported_{path.stem}", path)
         spec.loader.exec_module(importlib.util.module_from_spec(spec))
         assert signal.getsignal(signal.SIGINT) is before, path.name
+
+
+@pytest.mark.parametrize("exists, folder, force, refused", [
+    (None, False, False, None),                     # a new file: written
+    ("file", False, False, "holds an earlier result"),
+    ("file", False, True, None),                    # --force replaces it
+    ("dir", False, False, "give a file path in an existing directory"),
+    (None, True, False, None),                      # a new folder
+    ("empty-dir", True, False, None),               # an empty one
+    ("dir", True, False, "holds an earlier result"),
+    ("dir", True, True, None),
+    ("file", True, True, "give a folder path"),
+])
+def test_an_output_path_holding_a_result_is_refused_unless_forced(tmp_path, exists, folder, force, refused):
+    from gpt2.run.script import check_output
+
+    path = tmp_path / "out"
+    if exists == "file":
+        path.write_text("earlier")
+    elif exists in ("dir", "empty-dir"):
+        path.mkdir()
+        if exists == "dir":
+            (path / "config.json").write_text("{}")
+    if refused is None:
+        check_output(path, "--out", force, folder)
+        return
+    with pytest.raises(ConfigError, match=refused) as err:
+        check_output(path, "--out", force, folder)
+    assert str(err.value).startswith(f"--out {path}")

@@ -254,8 +254,10 @@ def test_compare_runs_draws_the_curves_and_finds_the_target(tmp_path):
     assert "| A | 100 | 1.9000 | 100 | 76.8 s |" in result.stdout  # 2 x 50 iterations x 768 tokens / 1000 tokens/s
     assert "| B | 100 | 1.7000 | 50 | 38.4 s |" in result.stdout and out.read_bytes()[:4] == b"\x89PNG"
     for args, message in (([str(tmp_path)], "no summary.json with iterations"),
-                          ([str(tmp_path / "a"), "--labels", "A,B"], "--labels: 2 labels for 1 runs")):
-        bad = run_script("compare_runs.py", *args, "--out", str(out))
+                          ([str(tmp_path / "a"), "--labels", "A,B"], "--labels: 2 labels for 1 runs"),
+                          ([str(tmp_path / "a"), "--out", str(out)], "holds an earlier result")):
+        bad = run_script("compare_runs.py", *args, *(["--out", str(tmp_path / "new.png")] if "--out" not in args
+                                                     else []))
         assert bad.returncode == 1 and message in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
 
 
@@ -314,8 +316,9 @@ def test_sample_threads_option_overrides_its_one_thread_on_a_cpu(char_run, data_
     ("eval_hellaswag.py", ["--threads", "-2"], "error: --threads: must be at least 1, got -2"),
     ("eval_hellaswag.py", ["--device", "cuda:x"], "error: --device: must be auto, cpu, cuda, cuda:N or mps, "
                                                   "got 'cuda:x'"),
-    ("eval_hellaswag.py", ["--data", "/nope.jsonl"], "error: --data /nope.jsonl: no such file (a file in "
-                                                     "hellaswag_val.jsonl's format)"),
+    ("eval_hellaswag.py", ["--data", "/nope.jsonl"], "error: --data /nope.jsonl: no such file"),
+    ("eval_hellaswag.py", ["--data", "/dev/zero"], "error: --data /dev/zero: not a regular file (a folder, FIFO or "
+                                                   "device is not read)"),
     ("evaluate.py", ["--batches", "0"], "error: --batches: must be at least 1, got 0"),
 ])
 def test_a_bad_option_value_is_one_line_naming_its_flag(tmp_path, script, args, message):
@@ -324,15 +327,34 @@ def test_a_bad_option_value_is_one_line_naming_its_flag(tmp_path, script, args, 
 
 
 @pytest.mark.parametrize("script, args, message", [
-    ("sample.py", ["--num-samples", "x"], "sample.py: error: argument --num-samples: invalid int value: 'x'"),
+    ("sample.py", ["--num-samples", "x"], "error: --num-samples: invalid int value: 'x' (sample.py --help says more)"),
     ("eval_hellaswag.py", ["--threads", "1.5"],
-     "eval_hellaswag.py: error: argument --threads: invalid int value: '1.5'"),
+     "error: --threads: invalid int value: '1.5' (eval_hellaswag.py --help says more)"),
 ])
-def test_an_unreadable_option_value_is_argparses_usage_and_one_line(tmp_path, script, args, message):
+def test_an_unreadable_option_value_is_one_line_naming_its_flag(tmp_path, script, args, message):
     result = run_script(script, str(tmp_path), *args)
-    assert result.returncode == 2 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert lines[0].startswith(f"usage: {script} ") and lines[-1] == message, lines
+    assert (result.returncode, result.stdout, result.stderr) == (1, "", message + "\n")
+
+
+SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_scripts_argument_errors_are_one_line_and_exit_1(script, monkeypatch, capsys):
+    """Each script's own main() (imported: in-process, cheap) on an argument argparse refuses: an unknown
+    flag, or the positional argument missing before it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"argv_{script[:-3]}", ROOT / "scripts" / script)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, "--no-such-flag"])
+    with pytest.raises(SystemExit) as exited:
+        module.main()
+    code, err = exited.value.code, capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: "), (script, err)
+    assert err.endswith(f"({script} --help says more)\n"), err
 
 
 def test_ctrl_c_while_sample_starts_is_one_line(char_run, data_dir):
@@ -352,3 +374,24 @@ def test_ctrl_c_while_sample_starts_is_one_line(char_run, data_dir):
     finally:
         proc.kill()
     assert (proc.returncode, out, err) == (130, "", "stopped by Ctrl-C\n")
+
+
+def test_a_prompt_or_data_file_that_is_no_regular_file_is_refused_without_blocking(tmp_path):
+    """sample.py --prompt @FILE on a FIFO (which would block until written) or /dev/zero (endless):
+    one line, at once."""
+    import importlib.util
+    import os
+
+    from gpt2.errors import ConfigError
+
+    spec = importlib.util.spec_from_file_location("prompt_sample", ROOT / "scripts" / "sample.py")
+    sample = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sample)
+    os.mkfifo(tmp_path / "fifo")
+    for path, why in ((tmp_path / "fifo", "not a regular file"), ("/dev/zero", "not a regular file"),
+                      (tmp_path / "nope", "no such file"), (tmp_path, "not a regular file")):
+        with pytest.raises(ConfigError) as err:
+            sample.read_prompt(f"@{path}")
+        assert str(err.value).startswith(f"--prompt {path}: {why}")
+    (tmp_path / "p.txt").write_text("ROMEO:")
+    assert sample.read_prompt(f"@{tmp_path / 'p.txt'}") == "ROMEO:"

@@ -7,11 +7,60 @@ import argparse
 import os
 import signal
 import sys
-from typing import Callable
+from pathlib import Path
+from typing import Callable, NoReturn, Optional
 
 from gpt2.errors import ConfigError, error_line
 
 STOPPED = "stopped by Ctrl-C"
+
+
+class ScriptParser(argparse.ArgumentParser):
+    """argparse with the harness's one-line errors: a flag it cannot read, one missing or unknown is
+    `error: --num-samples: invalid int value: 'x' (sample.py --help says more)` and exit status 1,
+    not usage lines and status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"error: {message.removeprefix('argument ')} ({self.prog} --help says more)", file=sys.stderr)
+        sys.exit(1)
+
+
+def script_parser(doc: Optional[str]) -> ScriptParser:
+    """A script's parser: its docstring as the description, shown as written."""
+    return ScriptParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def check_input_file(path: Path, option: str) -> Path:
+    """An input a script reads whole must be a regular file: a missing one, a folder, a FIFO or a
+    device (/dev/zero: endless; a FIFO: blocks until written) is one line naming the option."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ConfigError(f"{option} {path}: no such file")
+    if not path.is_file():
+        raise ConfigError(f"{option} {path}: not a regular file (a folder, FIFO or device is not read)")
+    return path
+
+
+def add_force_option(parser: argparse.ArgumentParser) -> None:
+    """`--force`: replace a result that the output path already holds (see `check_output`)."""
+    parser.add_argument("--force", action="store_true", help="replace what the output path already holds")
+
+
+def check_output(path: Path, option: str, force: bool, folder: bool = False) -> None:
+    """Refuse, in one line and before any work, an output path that already holds a result (a file;
+    for a folder, anything in it) unless --force; and one that cannot be written where it is."""
+    path = Path(path)
+    if folder:
+        taken = path.is_file() or (path.is_dir() and any(path.iterdir()))
+        wrong = path.is_file()
+    else:
+        taken, wrong = path.exists(), path.is_dir() or not path.parent.is_dir()
+    if wrong:
+        raise ConfigError(f"{option} {path}: give a {'folder' if folder else 'file'} path"
+                          + ("" if folder else " in an existing directory"))
+    if taken and not force:
+        raise ConfigError(f"{option} {path} holds an earlier result: choose another path, or add --force to "
+                          f"replace it")
 
 
 def require_positive(args: argparse.Namespace, *options: str) -> None:
