@@ -345,13 +345,23 @@ def test_every_scripts_argument_errors_are_one_line_and_exit_1(script, monkeypat
     flag, or the positional argument missing before it."""
     import importlib.util
 
+    import signal
+
+    from gpt2.signals import STOP
+
     spec = importlib.util.spec_from_file_location(f"argv_{script[:-3]}", ROOT / "scripts" / script)
     module = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    monkeypatch.setattr(sys, "argv", [script, "--no-such-flag"])
-    with pytest.raises(SystemExit) as exited:
-        module.main()
+    monkeypatch.setattr(STOP, "_installed", STOP._installed)  # prepare.py installs STOP when imported:
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}  # undone below
+    try:
+        spec.loader.exec_module(module)
+        monkeypatch.setattr(sys, "argv", [script, "--no-such-flag"])
+        with pytest.raises(SystemExit) as exited:
+            module.main()
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
     code, err = exited.value.code, capsys.readouterr().err
     assert code == 1 and err.count("\n") == 1 and err.startswith("error: "), (script, err)
     assert err.endswith(f"({script} --help says more)\n"), err
