@@ -72,6 +72,18 @@ def finite_or_none(value: Any) -> Any:
     return value
 
 
+def read_json(path: Path) -> tuple[bool, Any]:
+    """(whether the file is there, its JSON value): (False, None) without a file, (True, None) for
+    one that cannot be read or is not JSON; what a damaged value means is the caller's to say."""
+    path = Path(path)
+    if not path.is_file():
+        return False, None
+    try:
+        return True, json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True, None
+
+
 def strict_json(value: Any, indent: int | None = None) -> str:
     """Standard JSON (no Infinity/NaN literals, which strict parsers refuse): non-finite floats become null."""
     return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)

@@ -29,3 +29,13 @@ def test_atomic_writes_honour_the_umask(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE((tmp_path / "shared.json").stat().st_mode) == 0o666 & ~umask  # not mkstemp's 0600
+
+
+def test_read_json_tells_a_missing_file_from_a_damaged_one(tmp_path):
+    from gpt2.files import read_json
+
+    assert read_json(tmp_path / "none.json") == (False, None)
+    (tmp_path / "bad.json").write_text("{half")
+    assert read_json(tmp_path / "bad.json") == (True, None)
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_json(tmp_path / "ok.json") == (True, {"a": 1})

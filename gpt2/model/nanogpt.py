@@ -13,9 +13,10 @@ from typing import Optional
 import torch
 
 from gpt2.model.gpt import GPTConfig
+from gpt2.model.pretrained import GPT2_VOCAB
 
 GPT2_PADDED = 50304
-"""nanoGPT's vocab_size for GPT-2 tokens (50257 rounded up to a multiple of 64)."""
+"""nanoGPT's vocab_size for GPT-2 tokens (GPT2_VOCAB rounded up to a multiple of 64)."""
 ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 
@@ -30,15 +31,15 @@ def nanogpt_config(model_args: dict) -> GPTConfig:
     vocab = model_args["vocab_size"]
     return GPTConfig(n_layer=model_args["n_layer"], n_head=model_args["n_head"], n_embd=model_args["n_embd"],
                      block_size=model_args["block_size"], bias=bool(model_args["bias"]),
-                     vocab_size=50257 if vocab == GPT2_PADDED else vocab, dropout=0.0)
+                     vocab_size=GPT2_VOCAB if vocab == GPT2_PADDED else vocab, dropout=0.0)
 
 
 def nanogpt_tokenizer(model_args: dict) -> Optional[dict]:
     """The tokenizer a nanoGPT model was trained with, as far as its checkpoint says: GPT-2's for a
     50304 or 50257 vocabulary; None otherwise (a char model: its characters live in the data's
     meta.pkl, not in the checkpoint)."""
-    if model_args["vocab_size"] in (GPT2_PADDED, 50257):
-        return {"name": "gpt2", "vocab_size": 50257}
+    if model_args["vocab_size"] in (GPT2_PADDED, GPT2_VOCAB):
+        return {"name": "gpt2", "vocab_size": GPT2_VOCAB}
     return None
 
 

@@ -8,7 +8,6 @@ float (best_val_loss=inf before the first evaluation) is written as null.
 
 from __future__ import annotations
 
-import json
 import logging
 import shlex
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Optional, Sequence
 from omegaconf import OmegaConf
 
 from gpt2.errors import DataError, error_line
-from gpt2.files import atomic_write_text, strict_json
+from gpt2.files import atomic_write_text, read_json, strict_json
 from gpt2.world import World
 
 log = logging.getLogger(__name__)
@@ -35,12 +34,9 @@ class RunSummary(dict):
         """run_dir's summary; None where there is none. A file that is not a JSON object is a
         DataError naming it (each caller decides what a damaged record means to it)."""
         path = Path(run_dir) / SUMMARY_FILE
-        if not path.is_file():
+        there, value = read_json(path)
+        if not there:
             return None
-        try:
-            value = json.loads(path.read_text())
-        except (OSError, ValueError):
-            value = None
         if not isinstance(value, dict):
             raise DataError(f"{path} is not a JSON object (damaged?)")
         return cls(value)

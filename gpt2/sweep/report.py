@@ -17,7 +17,7 @@ import yaml
 from omegaconf import OmegaConf
 
 from gpt2.errors import DataError
-from gpt2.files import atomic_file
+from gpt2.files import atomic_file, read_json
 from gpt2.run.record import SUMMARY_FILE, RunSummary
 
 log = logging.getLogger(__name__)
@@ -71,12 +71,9 @@ def read_study_file(study_dir: Path) -> Optional[dict]:
     """An Optuna study directory's STUDY_FILE; None without one (a Hydra job's folder, a study run before
     it was written), and None with a warning naming it when it is damaged."""
     path = Path(study_dir) / STUDY_FILE
-    if not path.is_file():
+    there, study = read_json(path)
+    if not there:
         return None
-    try:
-        study = json.loads(path.read_text())
-    except (OSError, ValueError):
-        study = None
     if (not isinstance(study, dict) or not isinstance(study.get("study_name"), str)
             or not isinstance(study.get("storage"), (str, type(None)))):
         log.warning("%s is not a study record (damaged?): its study is read from this directory only", path)
