@@ -9,9 +9,9 @@ import json
 import math
 import os
 import tempfile
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Optional
+from typing import Any, BinaryIO, Callable, Iterator, Optional
 
 
 _UMASK = os.umask(0)
@@ -26,23 +26,75 @@ def sha256_file(path: Path) -> str:
     return sha256_bytes(Path(path).read_bytes())
 
 
+class _RecordedWrites:
+    """The file `atomic_file` yields: its write() and flush() remember the first OSError they raised,
+    since a writer such as torch.save reports one (a full disk) as a RuntimeError of its own. Anything
+    else is the file's."""
+
+    def __init__(self, file: BinaryIO):
+        self.file = file
+        self.error: Optional[OSError] = None
+
+    def write(self, data) -> int:
+        return self._recorded(self.file.write, data)
+
+    def flush(self) -> None:
+        self._recorded(self.file.flush)
+
+    def _recorded(self, operation: Callable, *args) -> Any:
+        try:
+            return operation(*args)
+        except OSError as exc:
+            self.error = self.error or exc
+            raise
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """`exc` as the same error about `path` (what a user must free or fix), e.g. a full disk."""
+    return OSError(exc.errno, exc.strerror, str(path)) if exc.errno is not None else exc
+
+
 @contextmanager
 def atomic_file(path: Path) -> Iterator[BinaryIO]:
     """A binary file to write `path` through: a temporary file in the same directory, flushed, fsynced
-    and renamed over `path` on success, so readers (and a crash mid-write) never see half a file."""
+    and renamed over `path` on success, so readers (and a crash mid-write) never see half a file.
+    Whatever fails, the temporary file is removed and `path` is left as it was; a write, flush, fsync
+    or rename that fails (a full disk at any byte) raises its OSError naming `path`, whatever error the
+    code writing into the file made of it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    f = _RecordedWrites(os.fdopen(fd, "wb"))
     try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it 0600)
-        with os.fdopen(fd, "wb") as f:
+        try:
+            os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would create it (mkstemp makes it 0600)
             yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        except Exception as exc:
+            if f.error is None:
+                raise
+            raise _naming(f.error, path) from exc
+        if f.error is not None:  # a write failed, and the code writing ignored it: never a partial file
+            raise _naming(f.error, path)
+        _commit(f.file, tmp, path)
     except BaseException:
+        with suppress(OSError):
+            f.file.close()  # flushing what a full disk refused fails again
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _commit(file: BinaryIO, tmp: str, path: Path) -> None:
+    """Flush, fsync and close the temporary file and rename it over `path`."""
+    try:
+        file.flush()
+        os.fsync(file.fileno())
+        file.close()
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise _naming(exc, path) from exc
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

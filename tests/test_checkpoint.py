@@ -1,3 +1,4 @@
+import os
 import random
 
 import numpy as np
@@ -6,12 +7,14 @@ import torch
 
 from gpt2.train.checkpoint import (FORMAT_VERSION, Checkpointer, RNGState, load_checkpoint, load_model, save_checkpoint,
                              save_periodic)
-from gpt2.errors import CheckpointError
+from gpt2.errors import CheckpointError, error_line
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.train.resume import check_resumable
+from test_files import enospc_line, full_disks
 
-CONFIG = {"model": {"n_layer": 1, "n_embd": 16}, "trainer": {"max_iters": 10}, "optim": {"lr": 0.1}}
-TOKENIZER = {"name": "char", "vocab_size": 2, "chars": "ab"}
+CONFIG = {"model": {"n_layer": 1, "n_embd": 16}, "trainer": {"max_iters": 10}, "optim": {"lr": 0.1},
+          "data": {"path": "same.txt"}}
+TOKENIZER = {"name": "char", "vocab_size": 20, "chars": "abcdefghijklmnopqrst"}
 
 
 MODEL = GPTConfig(n_layer=1, n_head=2, n_embd=16, vocab_size=20, block_size=8, bias=False)
@@ -22,7 +25,9 @@ def make_state(iter_num: int = 7) -> dict:
     model = GPT(MODEL)
     return {"format_version": FORMAT_VERSION, "model": model.state_dict(), "iter": iter_num,
             "model_args": vars(MODEL).copy(), "config": CONFIG, "tokenizer": TOKENIZER,
-            "rng": RNGState().state_dict(), "data_fingerprint": "ab" * 32}
+            "data_fingerprint": "ab" * 32, "best_val_loss": 2.5, "wandb_id": None,
+            "optimizer": {"state": {}, "param_groups": []}, "schedule": {}, "train_loader": {},
+            "progress": {}, "rng": RNGState().state_dict(), "grad_scaler": None}
 
 
 def test_roundtrip_leaves_no_temporary_file(tmp_path):
@@ -137,3 +142,82 @@ def test_resume_allows_run_length_changes_only(tmp_path):
     with pytest.raises(CheckpointError, match=r"trained on other data \(sha256 abababababab"):
         check_resumable(tmp_path, state, CONFIG, TOKENIZER, "cd" * 32)
     check_resumable(tmp_path, state, {**CONFIG, "data": {"path": "/elsewhere/same.txt"}}, TOKENIZER, "ab" * 32)
+
+
+def test_a_full_disk_at_any_byte_of_a_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    """torch.save turns a failed write into a RuntimeError of its own ('unexpected pos'): whichever
+    write, flush, fsync or rename fails, the save raises the OSError naming the file (one line)."""
+    last, state = tmp_path / "last.pt", make_state(5)
+    cases = 0
+    for disk in full_disks(monkeypatch, lambda: save_checkpoint(last, state)):
+        old = last.read_bytes()
+        with pytest.raises(OSError) as err:
+            save_checkpoint(last, {**state, "iter": 10})
+        assert error_line(err.value) == enospc_line(last), disk.at
+        assert last.read_bytes() == old and os.listdir(tmp_path) == ["last.pt"], disk.at
+        cases += 1
+    assert cases > 20
+    monkeypatch.undo()
+    assert load_checkpoint(last)["iter"] == 5
+
+
+def without(key):
+    return lambda state: state.pop(key)
+
+
+def setting(key, value, within=None):
+    def mutate(state):
+        (state[within] if within else state)[key] = value
+    return mutate
+
+
+C_FC = "transformer.h.0.mlp.c_fc.weight"
+# (what is damaged, the mutation of a whole checkpoint, the fragment of the one line it gives)
+DAMAGE = [
+    ("no model", without("model"), "is not a whole gpt2-harness checkpoint: it has no 'model' (damaged, or written "
+                                   "by another program)"),
+    ("no config", without("config"), "it has no 'config'"),
+    ("no optimizer", without("optimizer"), "it has no 'optimizer'"),
+    ("model is a list", lambda s: s.update(model=list(s["model"].values())), "its 'model' is of type list, not dict"),
+    ("iter is a string", setting("iter", "7"), "its 'iter' is of type str, not int"),
+    ("config is a string", setting("config", "lr=0.1"), "its 'config' is of type str, not dict"),
+    ("config without optim", lambda s: s.update(config={k: v for k, v in CONFIG.items() if k != "optim"}),
+     "its config has no 'optim' section"),
+    ("model_args is a list", setting("model_args", [1, 2]), "its 'model_args' is of type list, not dict"),
+    ("n_layer is a string", setting("n_layer", "1", "model_args"),
+     "its model_args do not describe a model (n_layer='1' is not a whole number)"),
+    ("heads do not divide", setting("n_head", 3, "model_args"),
+     "its model_args do not describe a model (GPTConfig.n_embd (16) must be divisible by n_head (3))"),
+    ("unknown model arg", setting("n_expert", 4, "model_args"), "unexpected keyword argument 'n_expert'"),
+    ("tokenizer of another vocabulary", setting("tokenizer", {**TOKENIZER, "vocab_size": 19, "chars": "a" * 19}),
+     "its model scores 20 tokens, its tokenizer has 19"),
+    ("tokenizer without a name", setting("tokenizer", {"vocab_size": 20}), "is not a tokenizer's"),
+    ("format 4", setting("format_version", 4), "is not a gpt2-harness checkpoint (format 3)"),
+    ("format 2 without model_args", lambda s: s.update(format_version=2) or s.pop("model_args"),
+     "is not a whole gpt2-harness checkpoint (format 2 without 'model_args')"),
+    ("truncated weight", lambda s: s["model"].update({C_FC: s["model"][C_FC][:10]}),
+     f"{C_FC} is (10, 16), the architecture it records implies (64, 16)"),
+    ("missing weight", lambda s: s["model"].pop("transformer.ln_f.weight"),
+     "its weights do not fit the architecture it records (missing: transformer.ln_f.weight; unexpected: none)"),
+    ("extra weight", lambda s: s["model"].update({"transformer.h.1.ln_1.weight": torch.ones(16)}),
+     "(missing: none; unexpected: transformer.h.1.ln_1.weight)"),
+    ("weight is a list", lambda s: s["model"].update({"transformer.wpe.weight": [0.5]}),
+     "is a damaged checkpoint: its weight transformer.wpe.weight is of type list, not a tensor"),
+    ("recorded wider than saved", setting("n_embd", 32, "model_args"),
+     "transformer.wte.weight is (64, 16), the architecture it records implies (64, 32)"),
+]
+
+
+@pytest.mark.parametrize("mutate, fragment", [row[1:] for row in DAMAGE], ids=[row[0] for row in DAMAGE])
+def test_a_damaged_checkpoint_is_one_line_naming_it_wherever_it_is_read(tmp_path, mutate, fragment):
+    from gpt2.train.model_source import make_model, open_model
+
+    state = make_state()
+    mutate(state)
+    path = tmp_path / "damaged.pt"
+    save_checkpoint(path, state)
+    for read in (load_model, lambda p: make_model(open_model(p))):  # sampling and export; init_from, evaluation
+        with pytest.raises(CheckpointError) as err:
+            read(path)
+        line = error_line(err.value)
+        assert line.startswith(str(path)) and fragment in line and "\n" not in line, line

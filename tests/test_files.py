@@ -1,5 +1,10 @@
+import errno
+import os
+from typing import Iterator
+
 import pytest
 
+from gpt2.errors import error_line
 from gpt2.files import atomic_file, atomic_write_text, remove_stale_temporaries, sha256_file
 
 
@@ -22,7 +27,6 @@ def test_stale_temporaries_are_removed(tmp_path):
 
 
 def test_atomic_writes_honour_the_umask(tmp_path):
-    import os
     import stat
 
     atomic_write_text(tmp_path / "shared.json", "{}")
@@ -39,3 +43,95 @@ def test_read_json_tells_a_missing_file_from_a_damaged_one(tmp_path):
     assert read_json(tmp_path / "bad.json") == (True, None)
     (tmp_path / "ok.json").write_text('{"a": 1}')
     assert read_json(tmp_path / "ok.json") == (True, {"a": 1})
+
+
+# ----------------------------------------------------------------------------- a full disk at any byte
+class FullDisk:
+    """The disk under gpt2.files, full at one operation: the `at`-th write() to a file atomic_file
+    opened (after writing half of its bytes), or every flush, or the fsync, or the rename. Counts the
+    write() calls it sees in `writes`."""
+
+    def __init__(self, monkeypatch, at: int | str | None = None):
+        import gpt2.files
+
+        self.at, self.writes = at, 0
+        monkeypatch.setattr(gpt2.files, "os", _DiskOs(self))
+
+    def fail(self, operation: str, *paths) -> None:
+        if self.at == operation:
+            raise OSError(errno.ENOSPC, "No space left on device", *paths)
+
+
+class _DiskOs:
+    def __init__(self, disk: FullDisk):
+        self.disk = disk
+
+    def __getattr__(self, name):
+        return getattr(os, name)
+
+    def fdopen(self, *args, **kwargs):
+        return _FillingFile(self.disk, os.fdopen(*args, **kwargs))
+
+    def fsync(self, fd):
+        self.disk.fail("fsync")
+        os.fsync(fd)
+
+    def replace(self, src, dst):
+        self.disk.fail("replace", src, None, dst)
+        os.replace(src, dst)
+
+
+class _FillingFile:
+    def __init__(self, disk: FullDisk, file):
+        self.disk, self.file = disk, file
+
+    def write(self, data):
+        self.disk.writes += 1
+        if self.disk.writes == self.disk.at:
+            self.file.write(bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.file.write(data)
+
+    def flush(self):
+        self.disk.fail("flush")
+        self.file.flush()
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+
+def full_disks(monkeypatch, write) -> Iterator[FullDisk]:
+    """A disk full at each operation of `write()` in turn: every write() call it makes (counted by
+    running it once first, on a disk with room), then its flushes, its fsync and its rename."""
+    counted = FullDisk(monkeypatch)
+    write()
+    assert counted.writes > 0
+    for at in [*range(1, counted.writes + 1), "flush", "fsync", "replace"]:
+        yield FullDisk(monkeypatch, at)
+
+
+def enospc_line(path) -> str:
+    return f"No space left on device: {path} (free some space, or write somewhere else)"
+
+
+@pytest.mark.parametrize("swallowed", [False, True], ids=["raised", "swallowed by the writer"])
+def test_a_full_disk_at_any_write_names_the_file_and_keeps_the_old_one(tmp_path, monkeypatch, swallowed):
+    target = tmp_path / "out.bin"
+
+    def write(data: bytes) -> None:
+        with atomic_file(target) as f:
+            for start in range(0, len(data), 3):  # several writes, as torch.save makes
+                try:
+                    f.write(data[start:start + 3])
+                except OSError:
+                    if not swallowed:
+                        raise
+
+    cases = 0
+    for disk in full_disks(monkeypatch, lambda: write(b"old contents")):
+        with pytest.raises(OSError) as err:
+            write(b"new contents!")
+        assert error_line(err.value) == enospc_line(target), disk.at
+        assert target.read_bytes() == b"old contents" and os.listdir(tmp_path) == ["out.bin"], disk.at
+        cases += 1
+    assert cases == 4 + 3  # 4 writes, flush, fsync, rename

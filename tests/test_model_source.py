@@ -90,3 +90,37 @@ def test_what_is_not_a_model_is_one_line(tmp_path):
                                             "bias": False, "vocab_size": 65}}, tmp_path / "empty.pt")
     with pytest.raises(CheckpointError, match="its weights do not fit the architecture it records"):
         make_model(open_model(str(tmp_path / "empty.pt")))
+
+
+C_FC = "_orig_mod.transformer.h.0.mlp.c_fc.weight"
+# (what is damaged, the mutation of a nanoGPT ckpt.pt, the fragment of the line model.init_from/evaluate give)
+NANOGPT_DAMAGE = [
+    ("no model_args", lambda s: s.pop("model_args"),
+     "is neither a gpt2-harness checkpoint nor a whole nanoGPT ckpt.pt (it has no model_args)"),
+    ("model_args without n_head", lambda s: s["model_args"].pop("n_head"), "(its model_args lack n_head)"),
+    ("model is a list", lambda s: s.update(model=[1]), "(its model is a list, not a dict of tensors)"),
+    ("n_layer is a float", lambda s: s["model_args"].update(n_layer=1.5),
+     "is a damaged checkpoint: its model_args do not describe a model (n_layer=1.5 is not a whole number)"),
+    ("truncated weight", lambda s: s["model"].update({C_FC: s["model"][C_FC][:10]}),
+     "transformer.h.0.mlp.c_fc.weight is (10, 8), the architecture it records implies (32, 8)"),
+    ("weight is a list", lambda s: s["model"].update({C_FC: [0.5]}),
+     "its weight transformer.h.0.mlp.c_fc.weight is of type list, not a tensor"),
+    ("missing weight", lambda s: s["model"].pop("_orig_mod.transformer.ln_f.weight"),
+     "its weights do not fit the architecture it records (missing: transformer.ln_f.weight; unexpected: none)"),
+]
+
+
+@pytest.mark.parametrize("mutate, fragment", [r[1:] for r in NANOGPT_DAMAGE], ids=[r[0] for r in NANOGPT_DAMAGE])
+def test_a_damaged_nanogpt_checkpoint_is_one_line_naming_it(tmp_path, mutate, fragment):
+    from gpt2.errors import error_line
+    from gpt2.model.gpt import GPT, GPTConfig
+    from test_nanogpt import ARGS
+
+    state = nanogpt_checkpoint(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=8, vocab_size=65, block_size=16, bias=False)),
+                               ARGS)
+    mutate(state)
+    torch.save(state, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError) as err:
+        make_model(open_model(str(tmp_path / "ckpt.pt")))
+    line = error_line(err.value)
+    assert line.startswith(str(tmp_path / "ckpt.pt")) and fragment in line and "\n" not in line, line

@@ -54,6 +54,46 @@ def test_schedule_state_round_trip():
     assert [again(i) for i in range(0, 5000, 7)] == [lr(i) for i in range(0, 5000, 7)]
 
 
+
+def without(key: str):
+    return lambda state: state.pop(key)
+
+
+@pytest.mark.parametrize("change, reason", [
+    (without("decay_iters"), "it has no 'decay_iters'"),
+    (without("anchor_lr"), "it has no 'anchor_lr'"),
+    (lambda s: s.update(lr="3e-4"), "'lr' must be a finite number > 0, got '3e-4'"),
+    (lambda s: s.update(min_lr=float("nan")), "'min_lr' must be a finite number >= 0, got nan"),
+    (lambda s: s.update(warmup_iters=1.5), "'warmup_iters' must be an integer >= 0, got 1.5"),
+    (lambda s: s.update(decay_iters=None), "'decay_iters' must be an integer >= 0, got None"),
+    (lambda s: s.update(decay="yes"), "'decay' must be true or false, got 'yes'"),
+    (lambda s: s.update(anchor_iter=True), "'anchor_iter' must be None or an integer >= 0, got True"),
+    (lambda s: s.update(anchor_iter=5), "'anchor_iter' and 'anchor_lr' are set together, got 5 and None"),
+    (lambda s: s.update(kind=["wsd"]), "'kind' must be 'cosine' or 'wsd', got ['wsd']"),
+    (lambda s: s.update(warmdown_frac=2), "'warmdown_frac' must be a number in [0, 1], got 2"),
+    (lambda s: s.update(peak=1.0), "'peak': not a key of the schedule"),
+])
+def test_a_damaged_schedule_state_is_one_line_naming_its_key(change, reason):
+    """A crafted or damaged checkpoint's schedule is refused whole when it is restored (load_part's one
+    line), not a traceback at a later step; the schedule keeps its values."""
+    from gpt2.errors import CheckpointError
+    from gpt2.train.checkpoint import load_part
+
+    lr, state = schedule(), schedule().state_dict()
+    change(state)
+    with pytest.raises(CheckpointError) as err:
+        load_part("schedule", lr, state)
+    assert str(err.value) == f"its schedule state does not fit this run ({reason})"
+    assert lr == schedule()
+
+
+def test_a_format_2_schedule_state_keeps_the_kind_of_the_run():
+    """upgrade_v2's schedule has no kind and warmdown_frac: the run's own are kept."""
+    lr, state = schedule(schedule="wsd", warmdown_frac=0.25), schedule().state_dict()
+    del state["kind"], state["warmdown_frac"]
+    lr.load_state_dict({**state, "decay_iters": 3000})
+    assert (lr.kind, lr.warmdown_frac, lr.decay_iters) == ("wsd", 0.25, 3000)
+
 def test_weight_decay_only_on_2d_weights():
     model = GPT(GPTConfig(n_layer=2, n_head=2, n_embd=16, bias=True, vocab_size=50, block_size=8))
     decay, no_decay = param_groups(model, 0.1)

@@ -26,6 +26,7 @@ from gpt2.errors import DataError
 from gpt2.files import FileLock
 
 from conftest import MIRROR
+from test_files import full_disks
 
 TEXT = ("First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
         "First Citizen:\nYou are all resolved rather to die than to famish?\n") * 3
@@ -170,6 +171,22 @@ def test_an_unwritable_cache_is_one_data_error(tmp_path, text_file):
     with pytest.raises(DataError, match=r"^the token cache .*data/cache/[0-9a-f]{20}-char.pt cannot be written "
                                         r"\(Not a directory\): set data.data_dir to a writable directory$"):
         load_tokens(char_config(tmp_path, text_file))
+
+
+def test_a_full_disk_at_any_byte_of_the_cache_is_one_data_error(tmp_path, text_file, monkeypatch):
+    """torch.save reports a failed write as a RuntimeError of its own: whichever write, flush, fsync or
+    rename of the cache fails, the line names the cache and no partial cache is left."""
+    cfg = char_config(tmp_path, text_file)
+    cache = cache_file(cfg, TEXT)
+    for disk in full_disks(monkeypatch, lambda: load_tokens(cfg)):
+        cache.unlink(missing_ok=True)  # the first run's: each case tokenizes and writes it anew
+        with pytest.raises(DataError) as err:
+            load_tokens(cfg)
+        assert str(err.value) == (f"the token cache {cache} cannot be written (No space left on device): free "
+                                  f"some space, or set data.data_dir to a directory on another disk"), disk.at
+        assert os.listdir(cache.parent) == [], disk.at
+    monkeypatch.undo()
+    assert load_tokens(cfg)[1].tolist() == CharTokenizer.from_text(TEXT).encode(TEXT)
 
 
 # ------------------------------------------------------------------------------------- TextSource

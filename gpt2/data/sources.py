@@ -12,6 +12,7 @@ uint16; gpt2/data/tokenfiles.py): corpora of billions of tokens, in bounded memo
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 from pathlib import Path
@@ -92,9 +93,10 @@ def _tokenize_cached(cfg: DataConfig, path: Path, corpus: str, text_sha256: str
         with atomic_file(cache) as f:
             torch.save({"version": CACHE_VERSION, "tokens": tokens.to(torch.int32),
                         "tokenizer": encoder.state(), "source": str(path)}, f)
-    except OSError as exc:
-        raise DataError(f"the token cache {cache} cannot be written ({exc.strerror}): set data.data_dir to "
-                        f"a writable directory") from None
+    except OSError as exc:  # a full disk at any byte too (atomic_file raises it as itself)
+        fix = ("free some space, or set data.data_dir to a directory on another disk" if exc.errno == errno.ENOSPC
+               else "set data.data_dir to a writable directory")
+        raise DataError(f"the token cache {cache} cannot be written ({exc.strerror}): {fix}") from None
     log.info("tokenized %s: %d tokens with %s, cached in %s", path, len(tokens), encoder.name, cache)
     return tokens, encoder
 

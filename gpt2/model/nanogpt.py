@@ -22,8 +22,18 @@ ARGS = ("n_layer", "n_head", "n_embd", "block_size", "bias", "vocab_size")
 
 def is_nanogpt(state: object) -> bool:
     """Whether a loaded .pt file is a nanoGPT checkpoint (and not one of ours, which has format_version)."""
-    return (isinstance(state, dict) and "format_version" not in state and isinstance(state.get("model"), dict)
-            and isinstance(state.get("model_args"), dict) and all(k in state["model_args"] for k in ARGS))
+    return isinstance(state, dict) and "format_version" not in state and not nanogpt_fault(state)
+
+
+def nanogpt_fault(state: dict) -> str:
+    """What keeps a dict with a `model` from being a whole nanoGPT checkpoint ('' for one that is)."""
+    if not isinstance(state.get("model"), dict):
+        return f"its model is a {type(state.get('model')).__name__}, not a dict of tensors"
+    args = state.get("model_args")
+    if not isinstance(args, dict):
+        return "it has no model_args" if args is None else f"its model_args is a {type(args).__name__}, not a dict"
+    missing = [k for k in ARGS if k not in args]
+    return f"its model_args lack {', '.join(missing)}" if missing else ""
 
 
 def nanogpt_config(model_args: dict) -> GPTConfig:
@@ -44,11 +54,12 @@ def nanogpt_tokenizer(model_args: dict) -> Optional[dict]:
 
 
 def nanogpt_weights(state: dict) -> dict[str, torch.Tensor]:
-    """The state dict under our names: `_orig_mod.` stripped, the causal-mask buffers dropped."""
+    """The state dict under our names: `_orig_mod.` stripped, the causal-mask buffers dropped (anything
+    else is kept as it is, for the caller to check against the architecture)."""
     weights = {}
     for name, tensor in state["model"].items():
-        name = name.replace("_orig_mod.", "")
-        if name.endswith(".attn.bias") and tensor.dim() == 4:  # nanoGPT's mask buffer without flash attention
-            continue
+        name = str(name).replace("_orig_mod.", "")
+        if name.endswith(".attn.bias") and isinstance(tensor, torch.Tensor) and tensor.dim() == 4:  # nanoGPT's
+            continue  # mask buffer without flash attention
         weights[name] = tensor
     return weights

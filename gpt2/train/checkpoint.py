@@ -13,13 +13,14 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Optional, Protocol
+from typing import Callable, Optional, Protocol
 
 import torch
 
 from gpt2.errors import CheckpointError
 from gpt2.files import atomic_file
 from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.train.distributed import is_peer_failure
 
 FORMAT_VERSION = 3
 LAST, BEST = "last.pt", "best.pt"
@@ -77,7 +78,19 @@ class Checkpointer:
             raise CheckpointError(f"it holds no state for {', '.join(missing)}: not a whole checkpoint")
         for name, part in self.parts.items():
             if part is not None and state[name] is not None:
-                part.load_state_dict(state[name])
+                load_part(name, part, state[name])
+
+
+def load_part(name: str, part: Stateful, state: object) -> None:
+    """part.load_state_dict(state); a state it cannot take (damaged, or not this run's) is a
+    CheckpointError saying which part (out of memory and a lost torchrun peer are raised as they are)."""
+    try:
+        part.load_state_dict(state)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, RuntimeError) as exc:
+        if isinstance(exc, torch.OutOfMemoryError) or is_peer_failure(exc):
+            raise
+        reason = f"it has no {exc.args[0]!r}" if isinstance(exc, KeyError) else _reason(exc)
+        raise CheckpointError(f"its {name} state does not fit this run ({reason})") from None
 
 
 # --------------------------------------------------------------------------------- save / load
@@ -89,20 +102,26 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 
 def save_periodic(ckpt_dir: Path, state: dict, keep_last: int) -> Path:
-    """Write ckpt/last.pt; with keep_last > 0 also keep it as ckpt/iter_NNNNNNN.pt (a hard link: no
-    second write) and delete all but the keep_last highest-numbered of those."""
+    """Write ckpt/last.pt and keep its numbered copies (`keep_numbered`)."""
     last = ckpt_dir / LAST
     save_checkpoint(last, state)
-    if keep_last > 0:
-        numbered = ckpt_dir / f"iter_{state['iter']:07d}.pt"
-        numbered.unlink(missing_ok=True)
-        try:
-            os.link(last, numbered)
-        except OSError:  # a filesystem without hard links
-            save_checkpoint(numbered, state)
-        for old in numbered_checkpoints(ckpt_dir)[:-keep_last]:
-            old.unlink()
+    keep_numbered(ckpt_dir, state, keep_last)
     return last
+
+
+def keep_numbered(ckpt_dir: Path, state: dict, keep_last: int) -> None:
+    """With keep_last > 0 keep ckpt/last.pt (just saved) as ckpt/iter_NNNNNNN.pt too (a hard link: no
+    second write) and delete all but the keep_last highest-numbered of those."""
+    if keep_last <= 0:
+        return
+    last, numbered = ckpt_dir / LAST, ckpt_dir / f"iter_{state['iter']:07d}.pt"
+    numbered.unlink(missing_ok=True)
+    try:
+        os.link(last, numbered)
+    except OSError:  # a filesystem without hard links
+        save_checkpoint(numbered, state)
+    for old in numbered_checkpoints(ckpt_dir)[:-keep_last]:
+        old.unlink()
 
 
 def checkpoint_of(path: Path) -> Path:
@@ -134,12 +153,12 @@ def numbered_checkpoints(ckpt_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found)]
 
 
-def _reason(exc: Exception, limit: int = 100) -> str:
-    """The start of torch's (often paragraph-long) message for a file it cannot load."""
-    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if first.startswith("Weights only load failed"):
+def _reason(exc: object, limit: int = 100) -> str:
+    """The start of torch's (often paragraph-long) message for a file it cannot load, on one line."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if text.startswith("Weights only load failed"):
         return "it holds Python objects, not only tensors"
-    return first if len(first) <= limit else first[:limit].rstrip() + "..."
+    return text if len(text) <= limit else text[:limit].rstrip() + "..."
 
 
 def read_torch_file(path: Path, map_location: str | torch.device = "cpu") -> object:
@@ -159,16 +178,23 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
 
 
 def harness_checkpoint(path: Path, state: object) -> dict:
-    """A loaded .pt file as a gpt2-harness checkpoint of this format (older formats upgraded)."""
+    """A loaded .pt file as a gpt2-harness checkpoint of this format (older formats upgraded), checked
+    against SCHEMA: whoever reads it (a resume, model.init_from, evaluation, sampling) gets damage as
+    one CheckpointError naming the file. Its weights are checked (`check_weights`) against the model
+    each of them builds: the architecture the checkpoint records, or the resuming run's."""
     version = state.get("format_version") if isinstance(state, dict) else None
     try:
         if version == 2:
-            return upgrade_v2(state)
+            state = upgrade_v2(state)
     except KeyError as exc:
         raise CheckpointError(f"{path} is not a whole gpt2-harness checkpoint (format 2 without "
                               f"{exc.args[0]!r})") from None
-    if version != FORMAT_VERSION:
+    except (TypeError, AttributeError) as exc:
+        raise CheckpointError(f"{path} is a damaged checkpoint (format 2: {_reason(exc, 60)})") from None
+    if version not in (2, FORMAT_VERSION):
         raise CheckpointError(f"{path} is not a gpt2-harness checkpoint (format {FORMAT_VERSION})")
+    check_schema(path, state)
+    model_config(path, state["model_args"])  # its weights are checked against it where it is built
     return state
 
 
@@ -189,6 +215,77 @@ def upgrade_v2(state: dict) -> dict:
     return state
 
 
+# What a checkpoint of this format holds: each key and the types its value may have.
+SCHEMA = {"config": dict, "model_args": dict, "tokenizer": dict, "data_fingerprint": str, "iter": int,
+          "best_val_loss": (float, int), "wandb_id": (str, type(None)), "model": dict, "optimizer": dict,
+          "schedule": dict, "train_loader": dict, "progress": dict, "rng": dict, "grad_scaler": (dict, type(None))}
+CONFIG_SECTIONS = ("data", "model", "optim", "trainer")
+
+
+def check_schema(path: Path, state: dict) -> None:
+    """Refuse a checkpoint that lacks a key of SCHEMA or holds a value of another type there, a config
+    without its sections, or a tokenizer state that is not one."""
+    for key, types in SCHEMA.items():
+        if key not in state:
+            raise CheckpointError(f"{path} is not a whole gpt2-harness checkpoint: it has no {key!r} (damaged, "
+                                  f"or written by another program)")
+        if not isinstance(state[key], types) or isinstance(state[key], bool):
+            wanted = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise CheckpointError(f"{path} is a damaged checkpoint: its {key!r} is of type "
+                                  f"{type(state[key]).__name__}, not {wanted}")
+    missing = [name for name in CONFIG_SECTIONS if not isinstance(state["config"].get(name), dict)]
+    if missing:
+        raise CheckpointError(f"{path} is a damaged checkpoint: its config has no {missing[0]!r} section")
+    tok, vocab = state["tokenizer"], state["model_args"].get("vocab_size")
+    chars = tok.get("chars") if tok.get("name") == "char" else ""
+    if (not isinstance(tok.get("name"), str) or not isinstance(tok.get("vocab_size"), int)
+            or not isinstance(chars, str) or (chars and len(chars) != tok["vocab_size"])):
+        raise CheckpointError(f"{path} is a damaged checkpoint: its tokenizer state {_reason(repr(tok), 60)} "
+                              f"is not a tokenizer's")
+    if vocab != tok["vocab_size"]:
+        raise CheckpointError(f"{path} is a damaged checkpoint: its model scores {vocab} tokens, its tokenizer "
+                              f"has {tok['vocab_size']}")
+
+
+MODEL_INTS = ("n_layer", "n_head", "n_embd", "vocab_size", "block_size", "vocab_multiple")
+
+
+def model_config(path: Path, model_args: dict, config: Callable[[dict], GPTConfig] = lambda args: GPTConfig(**args)
+                 ) -> GPTConfig:
+    """The architecture a checkpoint records: its model_args made a GPTConfig by `config` (a nanoGPT
+    ckpt.pt's are read as ours); model_args that describe no model are a CheckpointError."""
+    not_int = [k for k in MODEL_INTS if k in model_args and (type(model_args[k]) is not int)]
+    try:
+        if not_int:
+            raise TypeError(f"{not_int[0]}={model_args[not_int[0]]!r} is not a whole number")
+        return config(model_args)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{path} is a damaged checkpoint: its model_args do not describe a model "
+                              f"({_reason(exc)})") from None
+
+
+def check_weights(path: Path, weights: dict, model: GPT, exact: bool = True,
+                  against: str = "the architecture it records") -> None:
+    """Refuse weights that are not tensors, or lack or add a parameter of `model`, or differ in shape.
+    Not `exact`: a tied head may be left out, and a token table may be padded to another multiple (the
+    rows past the vocabulary are never scored)."""
+    ours, vocab = model.state_dict(), model.config.vocab_size
+    optional = {"lm_head.weight"} if not exact and model.config.tie_embeddings else set()
+    missing = [k for k in ours if k not in weights and k not in optional]
+    extra = [str(k) for k in weights if k not in ours]
+    if missing or extra:
+        raise CheckpointError(f"{path}: its weights do not fit {against} (missing: {', '.join(missing[:3]) or 'none'}; "
+                              f"unexpected: {', '.join(extra[:3]) or 'none'})")
+    for key, tensor in weights.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise CheckpointError(f"{path} is a damaged checkpoint: its weight {key} is of type "
+                                  f"{type(tensor).__name__}, not a tensor")
+        shape, want = tuple(tensor.shape), tuple(ours[key].shape)
+        padded = not exact and key in ("transformer.wte.weight", "lm_head.weight") and shape[1:] == want[1:]
+        if shape != want and not (padded and min(shape[0], want[0]) >= vocab):
+            raise CheckpointError(f"{path}: {key} is {shape}, {against} implies {want}")
+
+
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, dict]:
     """The model saved in a checkpoint, built from the checkpoint alone (its `model_args`), in eval
     mode on `device`; and the checkpoint (its tokenizer state, config, ...). Does not touch the
@@ -196,5 +293,6 @@ def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[GPT, dic
     state = load_checkpoint(path, map_location="cpu")
     with torch.random.fork_rng(devices=[]):  # the random init is overwritten anyway
         model = GPT(GPTConfig(**state["model_args"]))
+    check_weights(path, state["model"], model)
     model.load_state_dict(state["model"])
     return model.to(device).eval(), state

@@ -19,9 +19,9 @@ import torch
 
 from gpt2.errors import CheckpointError, ConfigError
 from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.model.nanogpt import is_nanogpt, nanogpt_config, nanogpt_tokenizer, nanogpt_weights
+from gpt2.model.nanogpt import is_nanogpt, nanogpt_config, nanogpt_fault, nanogpt_tokenizer, nanogpt_weights
 from gpt2.model.pretrained import GPT2_VOCAB, HF_NAMES, load_pretrained, locate, read_config
-from gpt2.train.checkpoint import checkpoint_of, harness_checkpoint, read_torch_file
+from gpt2.train.checkpoint import check_weights, checkpoint_of, harness_checkpoint, model_config, read_torch_file
 
 log = logging.getLogger(__name__)
 
@@ -59,13 +59,21 @@ def open_model(name: str | Path) -> ModelSource:
                           f"GPT-2 folder, or one of {', '.join(HF_NAMES)})")
     file = checkpoint_of(path)
     state = read_torch_file(file)
-    if is_nanogpt(state):
-        args = state["model_args"]
-        return ModelSource(name, "nanogpt", file, nanogpt_config(args), nanogpt_tokenizer(args),
-                           nanogpt_weights(state), iteration=state.get("iter_num"))
-    state = harness_checkpoint(file, state)
+    if isinstance(state, dict) and "model" in state and "format_version" not in state:
+        return nanogpt_source(name, file, state)
+    state = harness_checkpoint(file, state)  # checked: its weights fit the architecture it records
     return ModelSource(name, "gpt2-harness", file, GPTConfig(**state["model_args"]), state["tokenizer"],
                        state["model"], state["config"], state["iter"])
+
+
+def nanogpt_source(name: str, file: Path, state: dict) -> ModelSource:
+    """A nanoGPT ckpt.pt (its weights are checked against its model_args by `make_model`)."""
+    if not is_nanogpt(state):
+        raise CheckpointError(f"{file} is neither a gpt2-harness checkpoint nor a whole nanoGPT ckpt.pt "
+                              f"({nanogpt_fault(state)})")
+    args, iteration = state["model_args"], state.get("iter_num")
+    return ModelSource(name, "nanogpt", file, model_config(file, args, nanogpt_config), nanogpt_tokenizer(args),
+                       nanogpt_weights(state), iteration=iteration if isinstance(iteration, int) else None)
 
 
 def make_model(source: ModelSource, dropout: float = 0.0, vocab_multiple: Optional[int] = None) -> GPT:
@@ -81,23 +89,15 @@ def make_model(source: ModelSource, dropout: float = 0.0, vocab_multiple: Option
 def load_weights(model: GPT, weights: dict, path: Path) -> None:
     """Copy a checkpoint's tensors into the model: every parameter must be there with its shape; a
     token table may be padded to another multiple (the rows past the vocabulary are never scored)."""
-    ours = model.state_dict()
-    missing = [k for k in ours if k not in weights and not (k == "lm_head.weight" and model.config.tie_embeddings)]
-    extra = [k for k in weights if k not in ours]
-    if missing or extra:
-        raise CheckpointError(f"{path}: its weights do not fit the architecture it records (missing: "
-                              f"{', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(extra[:3]) or 'none'})")
+    check_weights(path, weights, model, exact=False)
     vocab = model.config.vocab_size
     with torch.no_grad():
-        for key, param in ours.items():
+        for key, param in model.state_dict().items():
             if key not in weights:
                 continue
             tensor = weights[key]
-            if key in ("transformer.wte.weight", "lm_head.weight") and tensor.shape != param.shape:
+            if tensor.shape != param.shape:  # a token table padded to another multiple
                 param, tensor = param[:vocab], tensor[:vocab]
-            if tensor.shape != param.shape:
-                raise CheckpointError(f"{path}: {key} is {tuple(tensor.shape)}, its recorded architecture implies "
-                                      f"{tuple(param.shape)}")
             param.copy_(tensor)
 
 

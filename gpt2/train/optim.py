@@ -118,5 +118,45 @@ class LRSchedule:
         return asdict(self)
 
     def load_state_dict(self, state: dict) -> None:
+        """Take a checkpoint's schedule, each value checked first (a damaged or crafted one is refused
+        whole, naming its key, not a traceback at the next step): KeyError for a key it lacks,
+        ValueError for one it does not know or a value of the wrong kind. A state without `kind` and
+        `warmdown_frac` (format 2 had neither) keeps this schedule's."""
+        for key in STATE_CHECKS:
+            if key not in state and key not in STATE_OPTIONAL:
+                raise KeyError(key)
+        for key, value in state.items():
+            check, wants = STATE_CHECKS.get(key, (None, None))
+            if check is None:
+                raise ValueError(f"{key!r}: not a key of the schedule")
+            if not check(value):
+                raise ValueError(f"{key!r} must be {wants}, got {value!r}")
+        if (state["anchor_iter"] is None) != (state["anchor_lr"] is None):
+            raise ValueError(f"'anchor_iter' and 'anchor_lr' are set together, got {state['anchor_iter']!r} and "
+                             f"{state['anchor_lr']!r}")
         for key, value in state.items():
             setattr(self, key, value)
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+STATE_CHECKS = {
+    "lr": (lambda v: _number(v) and v > 0, "a finite number > 0"),
+    "min_lr": (lambda v: _number(v) and v >= 0, "a finite number >= 0"),
+    "warmup_iters": (_count, "an integer >= 0"),
+    "decay_iters": (_count, "an integer >= 0"),
+    "decay": (lambda v: isinstance(v, bool), "true or false"),
+    "anchor_iter": (lambda v: v is None or _count(v), "None or an integer >= 0"),
+    "anchor_lr": (lambda v: v is None or (_number(v) and v >= 0), "None or a finite number >= 0"),
+    "kind": (lambda v: isinstance(v, str) and v in ("cosine", "wsd"), "'cosine' or 'wsd'"),
+    "warmdown_frac": (lambda v: _number(v) and 0 <= v <= 1, "a number in [0, 1]"),
+}
+"""Each key of LRSchedule's state: its check and what it wants (the message of a value it refuses)."""
+STATE_OPTIONAL = ("kind", "warmdown_frac")
+"""Keys a format-2 checkpoint's schedule lacks (gpt2/train/checkpoint.py upgrade_v2)."""

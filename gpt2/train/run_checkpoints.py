@@ -12,11 +12,11 @@ from typing import Any, Optional
 import torch
 
 from gpt2.config import Config, to_dict
-from gpt2.errors import CheckpointError
+from gpt2.errors import CheckpointError, error_line
 from gpt2.files import remove_stale_temporaries
 from gpt2.model.gpt import GPT
-from gpt2.train.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, load_model, save_checkpoint,
-                                   save_periodic)
+from gpt2.train.checkpoint import (BEST, FORMAT_VERSION, LAST, Checkpointer, RNGState, check_weights, keep_numbered,
+                                   load_model, save_checkpoint)
 from gpt2.train.distributed import WholeModelState, WholeOptimizerState, is_sharded
 from gpt2.train.parts import Parts
 from gpt2.train.resume import ResumePlan, check_resumable, continue_schedule
@@ -64,8 +64,13 @@ class RunCheckpoints:
             self.last_saved = self.progress.iters if name == LAST else self.last_saved
             return
         if name == LAST:
-            save_periodic(self.dir, state, self.config.trainer.keep_last)
+            save_checkpoint(self.dir / LAST, state)
             self.last_saved = self.progress.iters
+            try:
+                keep_numbered(self.dir, state, self.config.trainer.keep_last)
+            except OSError as exc:  # only history: the run's state is in last.pt, and the run goes on
+                log.warning("%s holds iteration %d, but its numbered copy was not kept: %s", self.dir / LAST,
+                            self.progress.iters, error_line(exc) or exc)
         else:
             save_checkpoint(self.dir / name, state)
 
@@ -74,6 +79,7 @@ class RunCheckpoints:
         that it continues this config's run."""
         path, state, data = plan.path, plan.state, self.parts.data
         check_resumable(path, state, self.config_dict, data.encoder.state(), data.source.fingerprint)
+        check_weights(path, state["model"], self.parts.model, against="this run's model")
         try:
             self.checkpointer.load_state_dict(state)
         except CheckpointError as exc:
