@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import gzip
 import hashlib
 import json
@@ -211,7 +213,8 @@ def test_bad_input_is_counted_or_refused(tmp_path):
         ([str(tmp_path / "nope")], "nope: no such file or directory, and no file matches it as a pattern"),
         ([str(tmp_path / "empty.txt")], "all 1 input files are empty or binary: there is no text to tokenize"),
         ([str(tmp_path / "good.txt"), "--out", str(tmp_path / "good.txt")], f"--out {tmp_path / 'good.txt'} is a file"),
-        ([str(tmp_path / "good.txt"), "--train-frac", "1.5"], "--train-frac: must be between 0 and 1"),
+        ([str(tmp_path / "good.txt"), "--train-frac", "1.5"], "--train-frac: must be in (0, 1), both ends excluded, got 1.5"),
+        ([str(tmp_path / "good.txt"), "--train-frac", "1"], "--train-frac: must be in (0, 1), both ends excluded, got 1"),
         ([str(tmp_path / "one" / "word.txt")], "train.bin would hold no tokens (1 in all): give more text"),
     ]:
         result = subprocess.run(script + args + ["--out", str(tmp_path / "bad")], capture_output=True,
@@ -575,3 +578,65 @@ def test_a_short_document_alone_in_val_is_refused_at_train_time_and_tokens_fix_i
     assert tokens(tmp_path / "tokens" / "val.bin") == stream[keep:] and manifest["split"] == "tokens"
     assert [s["split"] for s in manifest["sources"]] == ["train", "train+val", "val"]
     assert len(make_dataloader(DataConfig(source="bin", dir=str(tmp_path / "tokens"), **data)).valid_dl) > 0
+
+
+class FullDisk:
+    """A disk that fills up at the `at`-th write (of the files prepare opens to write) or fsync (of
+    prepare's files and of its manifest's atomic write), as a plain write fails: OSError ENOSPC."""
+
+    def __init__(self, what: str, at: int = 0):
+        self.what, self.at, self.count = what, at, 0
+
+    def hit(self, what: str) -> None:
+        if what == self.what:
+            self.count += 1
+            if self.count == self.at:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    def open(self, path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return Filling(f, self) if set(mode) & set("wa+") else f
+
+
+class Filling:
+    def __init__(self, f, disk: FullDisk):
+        self._f, self._disk = f, disk
+
+    def write(self, data):
+        self._disk.hit("write")
+        return self._f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self._f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._f.close()
+
+
+@pytest.mark.parametrize("what, at", [("write", 1), ("write", 2), ("write", "last"), ("fsync", 1),
+                                      ("fsync", 3)])
+def test_a_full_disk_is_one_line_and_leaves_the_earlier_output_as_it_was(tmp_path, monkeypatch, what, at):
+    """ENOSPC at a write of the token files (the first, the second, the last: the cut of val.bin), at
+    their fsync, or at the manifest's (fsync 3, before any file is moved): one line, --out as it was."""
+    text, out = tmp_path / "a.txt", tmp_path / "out"
+    text.write_text("Hello there. " * 200)
+    prepare([str(text)], out, settings(tmp_path, tokenizer="char"))
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    text.write_text("Hello again, and again. " * 300)
+    disk = FullDisk(what)
+    fsync = os.fsync
+    monkeypatch.setattr(prep, "open", disk.open, raising=False)
+    monkeypatch.setattr(os, "fsync", lambda fd: disk.hit("fsync") or fsync(fd))
+    if at == "last":  # count the writes of a whole prepare first
+        prepare([str(text)], tmp_path / "dry", settings(tmp_path, tokenizer="char"))
+        at, disk.count = disk.count, 0
+    disk.at = at
+    with pytest.raises(DataError) as err:
+        prepare([str(text)], out, settings(tmp_path, tokenizer="char"))
+    thing = "the manifest" if (what, at) == ("fsync", 3) else "the token files"
+    assert str(err.value) == (f"cannot write {thing} in {out}: No space left on device (free some space, or choose "
+                              f"another --out); {out} holds what it held before")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before

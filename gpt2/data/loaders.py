@@ -10,6 +10,7 @@ batch -> `make_dataloader`'s `DataLoaders` (train_dl, valid_dl, encoder).
 
 from __future__ import annotations
 
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional
@@ -18,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from gpt2.config import DataConfig
-from gpt2.errors import DataError
+from gpt2.errors import DataError, HarnessError
 from gpt2.data.permutation import FeistelPermutation
 from gpt2.data.sources import TokenSource, make_source
 from gpt2.data.tokenfiles import WIDEN, TokenFile
@@ -55,6 +56,8 @@ class LMSequenceDataset(Dataset):
     def __getitem__(self, index):
         if isinstance(index, torch.Tensor) and index.dim() == 1:
             return self._gather(index)
+        if self.file is not None:
+            self.file.check()
         x, y = self._windows[index].long(), self._windows[index + 1].long()
         return (x & WIDEN, y & WIDEN) if self.file is not None else (x, y)
 
@@ -66,6 +69,7 @@ class LMSequenceDataset(Dataset):
         if self.file is None:  # tokens in memory, int64
             torch.index_select(self._windows, 0, rows, out=out)
         else:  # a token file's uint16 ids, read as int16: gather them, then widen into the batch
+            self.file.check()  # one fstat: a file truncated meanwhile is one line, not a SIGBUS
             out.copy_(torch.index_select(self._windows, 0, rows)).bitwise_and_(WIDEN)
             self.file.touched(B, 2 * (T + 1))
         return out[:B], out[B:]
@@ -193,6 +197,23 @@ def _as_is(batch):
     return batch
 
 
+def one_line_errors(batches: Iterator) -> Iterator:
+    """A worker's batches; a HarnessError a worker raised (a token file changed during the run) comes
+    back from torch with the worker's traceback in its message: raised again with its own line. Its
+    frames are cleared (torch's re-raise is a reference cycle holding the loader's iterator: left to a
+    garbage collection, its workers' shutdown waits 5 s for them)."""
+    try:
+        yield from batches
+        return
+    except HarnessError as exc:
+        kind, prefix = type(exc), f"{type(exc).__module__}.{type(exc).__qualname__}: "
+        line = str(exc).rstrip().splitlines()[-1]
+        if "\n" not in str(exc).strip() or not line.startswith(prefix):
+            raise
+        traceback.clear_frames(exc.__traceback__)
+    raise kind(line.removeprefix(prefix))
+
+
 class WindowLoader(DataLoader):
     """A DataLoader whose sampler yields whole batches of starts and whose dataset gathers them.
 
@@ -220,7 +241,7 @@ class WindowLoader(DataLoader):
 
     def __iter__(self):
         if self.num_workers > 0:
-            return super().__iter__()
+            return one_line_errors(super().__iter__())
         if self.prefetch:
             return self._prefetched()
         return (self.dataset[starts] for starts in self.sampler)

@@ -22,29 +22,32 @@ Documents are separated in their split by <|endoftext|> (char tokens: not separa
   1 - train_frac by more than half of it (`misses`; said in one line on stderr).
 A single document is split by position, its first int(N * train_frac) tokens for training, as
 data.train_frac splits a text file (what tokens gives for one document, whatever split_by). Re-running
-on unchanged inputs and settings (split_by included) does nothing; a failed or stopped run leaves the
-directory as it was.
+on unchanged inputs and settings (split_by included) does nothing, once the token files' every byte
+matches the manifest's sha256 (`up_to_date`; a file changed since is prepared again); a failed or
+stopped run, a full disk included, leaves the directory as it was. The manifest's `checks` record
+each file's size, highest id and sampled hash, which a run checks at its start (tokenfiles.py).
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import json
 import logging
 import os
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Union
 
 import numpy as np
 from gpt2.errors import DataError
-from gpt2.files import FileLock, atomic_write_text, remove_stale_temporaries, sha256_bytes
+from gpt2.files import FileLock, atomic_file, atomic_write_text, remove_stale_temporaries, sha256_bytes
 from gpt2.signals import STOP
 from gpt2.data import rows, textranges
-from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, read_manifest
+from gpt2.data.tokenfiles import DTYPE, FORMAT, LOCK, MANIFEST, MARKER, MAX_VOCAB, SPLITS, file_record, read_manifest
 from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer
 from gpt2.data.units import Job, Piece, TextRange, nearer_edge, rank, split_of, work
 from gpt2.data.workers import make_pool, ordered, progress, stop_point
@@ -282,18 +285,45 @@ def prepare_key(sources: list[Source], settings: Settings) -> str:
 
 
 def up_to_date(out: Path, key: str) -> Optional[dict]:
-    """The manifest of a finished prepare of the same inputs and settings in `out`, else None."""
+    """The manifest of a finished prepare of the same inputs and settings in `out` whose files are still
+    what it records (every byte: their sha256), else None. A manifest written before `checks` gets them."""
     if (out / MARKER).exists():
         return None
     try:
         manifest = read_manifest(out)  # a damaged one is prepared again, not trusted
         if manifest is None or manifest.get("key") != key:
             return None
-        if all((out / name).stat().st_size == 2 * manifest["files"][name]["tokens"] for name in SPLITS):
-            return manifest
+        if not all((out / name).stat().st_size == 2 * manifest["files"][name]["tokens"] for name in SPLITS):
+            return None
+        records = {name: file_record(out / name) for name in SPLITS}
     except (DataError, OSError):
-        pass
-    return None
+        return None
+    edited = [name for name in SPLITS if records[name][0] != manifest["files"][name]["sha256"]]
+    if edited:
+        log.warning("%s: %s changed after scripts/prepare.py wrote it (its sha256 is not the manifest's): "
+                    "preparing it again", out, " and ".join(edited))
+        return None
+    if "checks" not in manifest:  # an older manifest: the same files, now with their checks recorded
+        try:
+            atomic_write_text(out / MANIFEST, json.dumps({**manifest, "checks": {n: records[n][1] for n in SPLITS}},
+                                                         indent=1) + "\n")
+        except OSError as exc:  # the files are up to date all the same
+            log.warning("%s: its manifest cannot record the files' checks (%s): a run reads them whole once",
+                        out, exc.strerror)
+    return manifest
+
+
+@contextmanager
+def writing(out: Path, what: str) -> Iterator[None]:
+    """A full disk (or quota) while writing `what` of `out` is one line saying so; what `out` held
+    before is left as it was (the callers write temporaries, renamed only once complete)."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise DataError(f"cannot write {what} in {out}: {exc.strerror} (free some space, or choose another "
+                        f"--out); {out} holds what it held before") from None
 
 
 def refuse_foreign(out: Path) -> None:
@@ -540,19 +570,20 @@ def write_token_files(out: Path, sources: list[Source], state: dict, settings: S
     ('position': one document; 'documents'; 'tokens')."""
     tmp = temporaries(out)
     try:
-        written = encode_balanced(out, sources, state, settings)
-        if not sum(written.documents.values()):
-            raise DataError("the inputs hold no text (every row is empty): there is nothing to tokenize")
-        rule = split_rule(written, settings)
-        if rule != "documents":
-            split_by_tokens(out, sources, written, settings.train_frac, state.get("eot_token"))
-        empty = [name for name in SPLITS if written.tokens[name] == 0]
-        if empty:
-            raise DataError(f"{' and '.join(empty)} would hold no tokens ({sum(written.tokens.values())} in all): "
-                            f"give more text, or another --train-frac")
-        for path in tmp.values():
-            with open(path, "rb+") as f:
-                os.fsync(f.fileno())
+        with writing(out, "the token files"):
+            written = encode_balanced(out, sources, state, settings)
+            if not sum(written.documents.values()):
+                raise DataError("the inputs hold no text (every row is empty): there is nothing to tokenize")
+            rule = split_rule(written, settings)
+            if rule != "documents":
+                split_by_tokens(out, sources, written, settings.train_frac, state.get("eot_token"))
+            empty = [name for name in SPLITS if written.tokens[name] == 0]
+            if empty:
+                raise DataError(f"{' and '.join(empty)} would hold no tokens ({sum(written.tokens.values())} in "
+                                f"all): give more text, or another --train-frac")
+            for path in tmp.values():
+                with open(path, "rb+") as f:
+                    os.fsync(f.fileno())
     except BaseException:
         for path in tmp.values():
             path.unlink(missing_ok=True)
@@ -608,12 +639,22 @@ def scratch(out: Path) -> list[Path]:
 
 
 def commit(out: Path, manifest: dict) -> None:
-    """Put the finished files in place: the marker says 'unfinished' for the few renames in between."""
-    (out / MARKER).touch()
-    (out / MANIFEST).unlink(missing_ok=True)
-    for name, path in temporaries(out).items():
-        os.replace(path, out / name)
-    atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    """Put the finished files in place. The manifest is written (and synced) first, beside the others,
+    so a full disk stops it before anything moved (the temporaries removed); the marker says
+    'unfinished' for the few renames."""
+    try:
+        with writing(out, "the manifest"), atomic_file(out / MANIFEST) as staged:
+            staged.write((json.dumps(manifest, indent=1) + "\n").encode())
+            staged.flush()
+            os.fsync(staged.fileno())
+            (out / MARKER).touch()
+            (out / MANIFEST).unlink(missing_ok=True)
+            for name, path in temporaries(out).items():
+                os.replace(path, out / name)
+    except BaseException:
+        for path in temporaries(out).values():
+            path.unlink(missing_ok=True)
+        raise
     (out / MARKER).unlink()
 
 
@@ -655,13 +696,15 @@ def source_entry(source: Source) -> dict:
 
 def make_manifest(out: Path, key: str, sources: list[Source], skipped: list[dict], rule: str, state: dict,
                   settings: Settings, written: Written) -> dict:
+    records = {name: file_record(path) for name, path in temporaries(out).items()}
     files = {name: {"tokens": written.tokens[name], "documents": written.documents[name],
-                    "sha256": textranges.hash_file(path)[1]} for name, path in temporaries(out).items()}
+                    "sha256": records[name][0]} for name in SPLITS}
     return {
         "format": FORMAT, "key": key, "tokenizer": state, "dtype": np.dtype(DTYPE).name,
         "separator": state.get("eot_token"), "train_frac": settings.train_frac, "split": rule,
         "split_by": settings.split_by,
-        "files": files, "replaced_bytes": sum(s.replaced for s in sources),
+        "files": files, "checks": {name: records[name][1] for name in SPLITS},
+        "replaced_bytes": sum(s.replaced for s in sources),
         "unsafe_cuts": sum(getattr(s, "unsafe_cuts", 0) for s in sources), "skipped": skipped,
         "sources": [source_entry(s) for s in sources], "workers": settings.workers,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

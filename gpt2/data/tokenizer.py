@@ -6,12 +6,17 @@ token cache stores to rebuild the same tokenizer (`tokenizer_from_state`).
 
 from __future__ import annotations
 
+import json
+from collections import Counter
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
 
 import numpy as np
 
 from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
+from gpt2.errors import DataError
+
+GPT2_VOCAB = 50257
 
 
 class Tokenizer(Protocol):
@@ -45,7 +50,7 @@ class GPT2Tokenizer:
         ranks = data_gym_to_mergeable_bpe_ranks(str(vocab_bpe), str(encoder_json),
                                                 GPT2_VOCAB_BPE.sha256, GPT2_ENCODER_JSON.sha256)
         self.encoding = tiktoken.Encoding("gpt2", pat_str=r50k_pat_str, mergeable_ranks=ranks,
-                                          special_tokens={ENDOFTEXT: 50256}, explicit_n_vocab=50257)
+                                          special_tokens={ENDOFTEXT: GPT2_VOCAB - 1}, explicit_n_vocab=GPT2_VOCAB)
         self.vocab_size = self.encoding.n_vocab
         self.eot_token = self.encoding.eot_token
 
@@ -119,8 +124,49 @@ def build_tokenizer(name: str, corpus: str, data_dir: str | Path,
     raise ValueError(f"unknown tokenizer {name!r} (expected 'gpt2' or 'char')")
 
 
+def shown(value) -> str:
+    """A value as a message shows it: JSON, cut at 40 characters."""
+    return json.dumps(value, default=repr)[:40]
+
+
+def chars_problem(chars) -> Optional[str]:
+    """What is wrong with a char vocabulary (a non-empty string of distinct characters, in sorted
+    order: ids are sorted character order), or None."""
+    if not isinstance(chars, str) or not chars:
+        return f"{shown(chars)} is not a non-empty string of characters"
+    twice = [c for c, count in Counter(chars).items() if count > 1]
+    if twice:
+        return f"holds {twice[0]!r} more than once"
+    if list(chars) != sorted(chars):
+        return "is not in sorted order (a char tokenizer's ids are its characters in sorted order)"
+    return None
+
+
+def tokenizer_problem(state) -> Optional[str]:
+    """What is wrong with a tokenizer's state (a manifest's or a checkpoint's), naming the field
+    ('tokenizer.chars: ...'), or None where `tokenizer_from_state` can rebuild it."""
+    if not isinstance(state, dict):
+        return "tokenizer: missing" if state is None else f"tokenizer: {shown(state)} is not an object"
+    name = state.get("name")
+    if name not in ("gpt2", "char"):
+        return f"tokenizer.name: {shown(name)} is not a tokenizer this harness knows (gpt2 or char)"
+    if name == "char" and "chars" not in state:
+        return "tokenizer.chars: missing (a char tokenizer's characters)"
+    problem = chars_problem(state["chars"]) if name == "char" else None
+    if problem is not None:
+        return f"tokenizer.chars: {problem}"
+    size = GPT2_VOCAB if name == "gpt2" else len(state["chars"])
+    if state.get("vocab_size", size) != size:
+        return f"tokenizer.vocab_size: {shown(state['vocab_size'])} is not {size} (its {name} vocabulary)"
+    return None
+
+
 def tokenizer_from_state(state: dict, data_dir: str | Path, mirror: Optional[str | Path] = None
                          ) -> Tokenizer:
+    """The tokenizer `state()` describes; a state that cannot describe one is a DataError naming the field."""
+    problem = tokenizer_problem(state)
+    if problem is not None:
+        raise DataError(f"{problem}: this tokenizer state cannot be rebuilt")
     if state["name"] == "char":
         return CharTokenizer(state["chars"])
     return build_tokenizer(state["name"], "", data_dir, mirror)
