@@ -4,6 +4,7 @@ a temporary mirror holds the fixture under its name, and the tests patch the fix
 the Remote (and an unreachable URL, so that nothing waits on the network)."""
 
 import importlib.util
+import json
 import logging
 import math
 import sys
@@ -15,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from gpt2.data.download import HELLASWAG_VAL, git_blob_sha1
-from gpt2.data.tokenizer import GPT2Tokenizer, tokenizer_from_state
+from gpt2.data.tokenizer import CharTokenizer, GPT2Tokenizer, tokenizer_from_state
 from gpt2.errors import ConfigError, DataError
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.run.logger import read_metrics
@@ -67,13 +68,78 @@ def test_the_script_reports_acc_and_acc_norm(model_and_encoder, tmp_path):
     assert f"4 examples, acc {score.acc:.4f}, acc_norm {score.acc_norm:.4f}" in result.stdout
 
 
-def test_a_missing_or_malformed_file_is_one_line(model_and_encoder, tmp_path):
+def test_a_missing_file_is_one_line(model_and_encoder, tmp_path):
     model, encoder = model_and_encoder
     with pytest.raises(DataError, match="download hellaswag_val.jsonl from https://raw.githubusercontent.com"):
         evaluate_file(model, encoder, tmp_path / "nope.jsonl", "cpu")
-    (tmp_path / "bad.jsonl").write_text('{"ctx": "x", "endings": ["a", "b"], "label": 0}\n')
-    with pytest.raises(DataError, match="bad.jsonl:1 is not a HellaSwag example"):
-        evaluate_file(model, encoder, tmp_path / "bad.jsonl", "cpu")
+
+
+GONE = "(removed)"
+GOOD = {"ctx": "A man sits on a roof. He", "endings": ["fixes it.", "flies.", "sings.", "sleeps."], "label": 0}
+SHAPE = '(a HellaSwag line is {"ctx": text, "endings": [4 texts], "label": 0-3})'
+BAD_LINES = [  # (the second line of the file; what the one line says after 'FILE:2: ')
+    ("not json", "not JSON (Expecting value: line 1 column 1 (char 0))"),
+    ("[" * 100_000, "not JSON (maximum recursion depth exceeded while decoding a JSON array from a unicode string)"),
+    ("[1, 2]", f"a JSON list, not a HellaSwag example {SHAPE}"),
+    ({"ctx": GONE}, f"ctx is missing {SHAPE}"),
+    ({"endings": GONE}, f"endings is missing {SHAPE}"),
+    ({"label": GONE}, f"label is missing {SHAPE}"),
+    ({"endings": None}, f"endings must be a list of 4 texts, got null {SHAPE}"),
+    ({"ctx": 3}, f"ctx must be text, got 3 {SHAPE}"),
+    ({"ctx": " "}, f"ctx is empty: no context to score the endings after {SHAPE}"),
+    ({"endings": [1, 2, 3, 4]}, f"endings[0] must be text, got 1 {SHAPE}"),
+    ({"endings": ["a", None, "c", "d"]}, f"endings[1] must be text, got null {SHAPE}"),
+    ({"endings": ["a", "b", {"x": 1}, "d"]}, f'endings[2] must be text, got {{"x": 1}} {SHAPE}'),
+    ({"endings": ["a", "b", "c", ""]}, f"endings[3] is empty: nothing to score {SHAPE}"),
+    ({"endings": ["a", "b"]}, f"endings must be a list of 4 texts, got 2 of them {SHAPE}"),
+    ({"endings": "abcd"}, f'endings must be a list of 4 texts, got "abcd" {SHAPE}'),
+    ({"endings": {"a": 1, "b": 2, "c": 3, "d": 4}}, f'endings must be a list of 4 texts, got {{"a": 1, "b": 2, '
+                                                      f'"c": 3, "d": 4}} {SHAPE}'),
+    ({"label": 4}, f"label must be 0, 1, 2 or 3 (the right ending), got 4 {SHAPE}"),
+    ({"label": -1}, f"label must be 0, 1, 2 or 3 (the right ending), got -1 {SHAPE}"),
+    ({"label": "1"}, f'label must be 0, 1, 2 or 3 (the right ending), got "1" {SHAPE}'),
+    ({"label": 1.0}, f"label must be 0, 1, 2 or 3 (the right ending), got 1.0 {SHAPE}"),
+    ({"label": True}, f"label must be 0, 1, 2 or 3 (the right ending), got true {SHAPE}"),
+]
+
+
+@pytest.mark.parametrize("line,says", BAD_LINES, ids=[str(line)[:30] for line, _ in BAD_LINES])
+def test_a_line_that_is_not_a_whole_example_is_one_line_naming_file_line_and_field(model_and_encoder, tmp_path,
+                                                                                    line, says):
+    """Each is refused before any scoring; a change of the good example (GONE: without that key) or
+    the whole line; blank lines are skipped and counted."""
+    model, encoder = model_and_encoder
+    if isinstance(line, dict):
+        line = json.dumps({k: v for k, v in {**GOOD, **line}.items() if v != GONE})
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{json.dumps(GOOD)}\n\n{line}\n")
+    with pytest.raises(DataError) as err:
+        evaluate_file(model, encoder, path, "cpu")
+    assert str(err.value) == f"{path}:3: {says}"
+    assert len(load_examples(path, encoder, model.block_size, limit=1)) == 1  # the lines past --limit are not read
+
+
+class Silent:
+    """A tokenizer that gives a text no token (ending rows with nothing to score)."""
+
+    name = "silent"
+
+    def encode(self, text):
+        return []
+
+
+@pytest.mark.parametrize("tokens,says", [
+    ("char", "2: cannot be encoded in char tokens: character ',' is not in this char vocabulary"),
+    ("silent", "1: cannot be encoded in silent tokens: ctx encodes to no token"),
+], ids=["a character the vocabulary lacks", "no token"])
+def test_an_example_its_tokenizer_cannot_score_is_one_line(tmp_path, tokens, says):
+    """The char vocabulary has the first example's characters, not the second's comma."""
+    encoder = CharTokenizer.from_text(" ".join([GOOD["ctx"], *GOOD["endings"]])) if tokens == "char" else Silent()
+    path = tmp_path / "examples.jsonl"
+    path.write_text(f"{json.dumps(GOOD)}\n{json.dumps({**GOOD, 'ctx': 'A man, on a roof'})}\n")
+    with pytest.raises(DataError) as err:
+        load_examples(path, encoder, 16)
+    assert str(err.value) == f"{path}:{says}"
 
 
 # --------------------------------------------------------------------- the file, fetched as a download
@@ -175,6 +241,16 @@ def test_the_script_fetches_the_file_from_the_mirror_and_scores(model_and_encode
     score = evaluate_file(model, encoder, FIXTURE, "cpu")
     assert (f"HellaSwag {tmp_path / 'data' / 'hellaswag' / 'hellaswag_val.jsonl'}: 4 examples, acc {score.acc:.4f}, "
             f"acc_norm {score.acc_norm:.4f}") in capsys.readouterr().out
+
+
+def test_the_script_checks_the_lines_before_it_loads_the_model(tmp_path, monkeypatch):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(f"{json.dumps(GOOD)}\n{json.dumps({**GOOD, 'label': 7})}\n")
+    monkeypatch.setattr(sys, "argv", ["eval_hellaswag.py", str(tmp_path / "no-model"), "--data", str(path),
+                                      "--device", "cpu"])
+    with pytest.raises(DataError) as err:
+        load_script().main()
+    assert str(err.value) == f"{path}:2: label must be 0, 1, 2 or 3 (the right ending), got 7 {SHAPE}"
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from gpt2.errors import CheckpointError
+from gpt2.errors import CheckpointError, DataError
 from gpt2.eval.inference import load_for_inference
 from gpt2.train.checkpoint import checkpoint_of
 from gpt2.model.gpt import GPT, GPTConfig
@@ -134,6 +134,23 @@ def test_a_hugging_face_folder_of_another_vocabulary_is_refused(hf_dir, tmp_path
         load_for_inference(folder, CPU, data_dir=str(data_dir))
     assert str(err.value) == (f"{folder} scores 100 tokens: a Hugging Face folder is read with the GPT-2 "
                               f"tokenizer (50257 tokens)")
+
+
+@pytest.mark.parametrize("change,line", [
+    ({"n_layer": 2}, "config.json has n_layer=2, its weights n_layer=1 (layer h.0)"),
+    ({"n_embd": 32}, "config.json has n_embd=32, its weights n_embd=16 (wte.weight is (50257, 16))"),
+])
+def test_a_hugging_face_folder_unlike_its_weights_is_refused_as_it_is_opened(hf_dir, tmp_path, data_dir,
+                                                                             change, line):
+    """sample.py, evaluate.py and eval_hellaswag.py open a folder through its config.json, checked
+    against the weights' shapes there, before anything is built."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(hf_dir / "model.safetensors")
+    (folder / "config.json").write_text(json.dumps({**json.loads((hf_dir / "config.json").read_text()), **change}))
+    with pytest.raises(DataError) as err:
+        load_for_inference(folder, CPU, data_dir=str(data_dir))
+    assert str(err.value) == f"{folder}: {line}"
 
 
 # ------------------------------------------------------------------------------------ the global RNG

@@ -3,6 +3,7 @@ against transformers' own GPT-2 (a test-only dependency) on randomly initialised
 
 from __future__ import annotations
 
+import errno
 import json
 from pathlib import Path
 import os
@@ -10,7 +11,7 @@ import os
 import pytest
 import torch
 
-from gpt2.errors import CheckpointError, ConfigError, DataError
+from gpt2.errors import CheckpointError, ConfigError, DataError, error_line
 from gpt2.model.gpt import GPT, GPTConfig
 from gpt2.model.pretrained import export_pretrained, load_pretrained
 
@@ -163,21 +164,193 @@ def test_init_from_mistakes_are_one_line(hf_dir, tmp_path, data_dir):
 
 
 def test_damaged_folders_are_one_line(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
-    with pytest.raises(DataError, match="is a 'llama' model, not GPT-2"):
-        load_pretrained(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8,
                                                       "vocab_size": 50257, "n_positions": 8}))
     with pytest.raises(DataError, match="holds neither model.safetensors nor pytorch_model.bin"):
         load_pretrained(str(tmp_path))
     with pytest.raises(ConfigError):
         load_pretrained("gpt3")
-    for setting in ({"tie_word_embeddings": False}, {"layer_norm_epsilon": 1e-6},
-                    {"scale_attn_by_inverse_layer_idx": True}, {"n_inner": 7}):
-        (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2", "n_layer": 1, "n_head": 1, "n_embd": 8,
-                                                          "vocab_size": 50257, "n_positions": 8, **setting}))
-        with pytest.raises(DataError, match="is not the GPT-2 this model implements"):
-            load_pretrained(str(tmp_path))
+
+
+GONE = "(removed)"
+"""A config change's value that removes the key."""
+HF_CONFIG_REFUSALS = [  # (config.json's changes, or its whole text; the line after the folder)
+    ({"n_layer": 100000}, ": config.json has n_layer=100000, its weights n_layer=2 (layers h.0 to h.1)"),
+    ({"n_layer": 1}, ": config.json has n_layer=1, its weights n_layer=2 (layers h.0 to h.1)"),  # was accepted
+    ({"n_embd": 64, "n_head": 4}, ": config.json has n_embd=64, its weights n_embd=32 (wte.weight is (50257, 32))"),
+    ({"vocab_size": 50304}, ": config.json has vocab_size=50304, its weights vocab_size=50257 (wte.weight is "
+                            "(50257, 32))"),
+    ({"n_positions": 128}, ": config.json has n_positions=128, its weights n_positions=64 (wpe.weight is (64, 32))"),
+    ({"n_embd": -1}, "/config.json: n_embd must be a whole number >= 1, got -1"),
+    ({"n_head": 0}, "/config.json: n_head must be a whole number >= 1, got 0"),
+    ({"vocab_size": 0}, "/config.json: vocab_size must be a whole number >= 1, got 0"),
+    ({"n_layer": "2"}, '/config.json: n_layer must be a whole number >= 1, got "2"'),
+    ({"n_layer": 2.0}, "/config.json: n_layer must be a whole number >= 1, got 2.0"),
+    ({"n_layer": True}, "/config.json: n_layer must be a whole number >= 1, got true"),
+    ({"n_embd": None}, "/config.json: n_embd must be a whole number >= 1, got null"),
+    ({"n_positions": GONE}, "/config.json: n_positions is missing"),
+    ({"n_head": 3}, "/config.json: n_embd=32 is not a multiple of n_head=3"),
+    ({"n_positions": 10**12}, "/config.json: n_layer=2, n_embd=32, vocab_size=50257 and n_positions=1000000000000 "
+                              "make 3.2e+13 parameters, more than the 1e+10 this harness builds (GPT-2 XL has 1.56e9)"),
+    ({"n_layer": 10**6, "n_embd": 4096, "n_head": 32}, "/config.json: n_layer=1000000, n_embd=4096, vocab_size=50257 "
+     "and n_positions=64 make 2.01e+14 parameters, more than the 1e+10 this harness builds (GPT-2 XL has 1.56e9)"),
+    ({"activation_function": ["gelu"]}, '/config.json: activation_function ["gelu"] is not a GELU'),
+    ({"model_type": "llama"}, "/config.json is a 'llama' model, not GPT-2"),
+    ({"tie_word_embeddings": False}, "/config.json: {'tie_word_embeddings': False} is not the GPT-2 this model "
+                                     "implements"),
+    ({"n_inner": 7}, "/config.json: {'n_inner': 7} is not the GPT-2 this model implements"),
+    ("[1, 2]", "/config.json holds a JSON list, not a GPT-2 config (an object)"),
+    ('{"n_layer": ', "/config.json cannot be read as a GPT-2 config (Expecting value: line 1 column 13 (char 12))"),
+]
+
+
+@pytest.mark.parametrize("change,line", HF_CONFIG_REFUSALS, ids=[str(c)[:40] for c, _ in HF_CONFIG_REFUSALS])
+def test_a_config_json_out_of_range_or_unlike_its_weights_is_refused_before_a_model_is_built(
+        hf_dir, tmp_path, monkeypatch, change, line):
+    """Sizes that are not whole numbers >= 1, make too large a model, or disagree with the weights'
+    shapes: one line naming the folder, the field and both values, and no model built."""
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "model.safetensors").symlink_to(hf_dir / "model.safetensors")
+    config = json.loads((hf_dir / "config.json").read_text())
+    text = change if isinstance(change, str) else json.dumps(
+        {k: v for k, v in {**config, **change}.items() if v != GONE})
+    (folder / "config.json").write_text(text)
+    monkeypatch.setattr("gpt2.model.pretrained.GPT", lambda config: pytest.fail(f"built {config}"))
+    with pytest.raises(DataError) as err:
+        load_pretrained(str(folder))
+    assert str(err.value) == f"{folder}{line}"
+
+
+class RunsCode:
+    """Pickled, it would run `touch` (torch.load(weights_only=True) must refuse it unrun)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+class Bytes:
+    """A change of the saved file's bytes (a change that is a plain function is of the state dict)."""
+
+    def __init__(self, change, name):
+        self.change, self.__name__ = change, name
+
+
+HALF, GARBAGE, EMPTY = (Bytes(lambda b: b[:len(b) // 2], "half"), Bytes(lambda b: b"not weights", "garbage"),
+                        Bytes(lambda b: b"", "empty"))
+
+
+def runs_code(weights, marker):
+    return {**weights, "transformer.wte.weight": RunsCode(marker)}
+
+
+def named(change, name):
+    change.__name__ = name
+    return change
+
+
+def with_tensor(name, tensor):
+    return named(lambda weights: {**weights, name: tensor}, f"{name}={tuple(tensor.shape)}")
+
+
+def without(name):
+    return named(lambda weights: {k: v for k, v in weights.items() if k != name}, f"without {name}")
+
+
+def extra_layer(weights):
+    return {**weights, **{k.replace("h.1.", "h.2."): v.clone() for k, v in weights.items() if "h.1." in k}}
+
+
+SAFE = "model.safetensors: cannot be read: truncated, damaged or not a safetensors file"
+BIN = "pytorch_model.bin: cannot be read: truncated, damaged or not a torch file"
+HF_WEIGHTS_REFUSALS = [  # (the file written, what it holds: a state dict change or bytes; the line after the folder)
+    ("model.safetensors", HALF, f"/{SAFE} (incomplete metadata, file not fully covered)"),
+    ("model.safetensors", GARBAGE, f"/{SAFE} (header too large)"),
+    ("model.safetensors", EMPTY, f"/{SAFE} (header too small)"),
+    ("model.safetensors", without("transformer.h.1.mlp.c_fc.bias"),
+     ": the weights lack h.1.mlp.c_fc.bias, which config.json's n_layer=2 implies"),
+    ("model.safetensors", with_tensor("transformer.h.0.mlp.c_fc.weight", torch.zeros(32, 64)),
+     ": h.0.mlp.c_fc.weight is (32, 64) in the weights, config.json's n_embd=32 makes it (32, 128)"),
+    ("model.safetensors", extra_layer, ": config.json has n_layer=2, its weights n_layer=3 (layers h.0 to h.2)"),
+    ("model.safetensors", with_tensor("lm_head.weight", torch.ones(50257, 32)), ": lm_head.weight differs from "
+     "wte.weight, but config.json ties them (tie_word_embeddings): this GPT-2 scores with its token table"),
+    ("model.safetensors", with_tensor("transformer.ln_f.weight", torch.ones(32, dtype=torch.long)),
+     ": ln_f.weight holds int64 values, not floating-point weights"),
+    ("pytorch_model.bin", runs_code, "/pytorch_model.bin: refused: it is not plain tensor data but a "
+     "pickle that would run code (posix.system): get the model as model.safetensors, which holds tensors only"),
+    ("pytorch_model.bin", HALF, f"/{BIN} (PytorchStreamReader failed reading zip archive: "
+     f"failed finding central directory)"),
+    ("pytorch_model.bin", GARBAGE, f"/{BIN} (torch.load(weights_only=True) finds no tensor data)"),
+    ("pytorch_model.bin", named(lambda weights: list(weights), "a list"),
+     "/pytorch_model.bin holds a list, not a state dict of tensors (names to tensors)"),
+]
+
+
+@pytest.mark.parametrize("file,change,line", HF_WEIGHTS_REFUSALS,
+                         ids=[f"{i}-{f}-{c.__name__}" for i, (f, c, _) in enumerate(HF_WEIGHTS_REFUSALS)])
+def test_weights_damaged_unsafe_or_unlike_config_json_are_one_line(hf_dir, tmp_path, file, change, line):
+    """A changed state dict is saved in the file's format; a change of Bytes damages the saved file.
+    A pickle that would run code is refused unrun."""
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "hf"
+    folder.mkdir()
+    (folder / "config.json").write_text((hf_dir / "config.json").read_text())
+    weights = load_file(hf_dir / "model.safetensors")
+    if change is runs_code:
+        weights = runs_code(weights, tmp_path / "ran")
+    elif not isinstance(change, Bytes):
+        weights = change(weights)
+    if file == "model.safetensors":
+        save_file(weights, folder / file)
+    else:
+        torch.save(weights, folder / file)
+    if isinstance(change, Bytes):
+        (folder / file).write_bytes(change.change((folder / file).read_bytes()))
+    with pytest.raises(DataError) as err:
+        load_pretrained(str(folder))
+    assert str(err.value) == f"{folder}{line}"
+    assert not (tmp_path / "ran").exists()
+
+
+def enospc_at_call(n: int):
+    """An os.fsync whose n-th call finds the disk full."""
+    calls, fsync = [], os.fsync
+
+    def full(fd):
+        calls.append(fd)
+        if len(calls) == n:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        fsync(fd)
+    return full
+
+
+@pytest.mark.parametrize("failure", ["a tokenizer file is missing", "the disk is full at the third file"])
+def test_an_export_failing_midway_leaves_the_earlier_export_as_it_was(tmp_path, monkeypatch, failure):
+    """export_pretrained writes its files all or none (a --force export over an earlier one that
+    fails keeps the earlier one whole, and leaves no temporary file)."""
+    out = tmp_path / "out"
+    torch.manual_seed(0)
+    export_pretrained(GPT(GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=16)), out, MIRROR / "gpt2-bpe")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    tokenizer = MIRROR / "gpt2-bpe"
+    if failure == "a tokenizer file is missing":
+        tokenizer = tmp_path / "bpe"
+        tokenizer.mkdir()
+        (tokenizer / "encoder.json").write_bytes((MIRROR / "gpt2-bpe" / "encoder.json").read_bytes())
+    else:
+        monkeypatch.setattr(os, "fsync", enospc_at_call(3))
+    with pytest.raises(OSError) as err:
+        export_pretrained(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=16)), out, tokenizer)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert load_pretrained(out).config.n_layer == 1
+    where = {"a tokenizer file is missing": f"No such file or directory: {tokenizer / 'vocab.bpe'}",
+             "the disk is full at the third file": f"No space left on device: {out / 'vocab.json'} (free some space, "
+                                                   f"or write somewhere else)"}
+    assert error_line(err.value) == where[failure]
 
 
 def lm_eval_loglikelihood(folder: Path, context: str, continuation: str) -> float:

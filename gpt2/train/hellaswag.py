@@ -22,9 +22,11 @@ import torch.nn.functional as F
 
 from gpt2.data.download import HELLASWAG_VAL, MIRROR_OPTION, fetch
 from gpt2.errors import DataError
+from gpt2.model.pretrained import shown
 from gpt2.train.runtime import Runtime
 
 SOURCE = HELLASWAG_VAL.url
+EXAMPLE = 'a HellaSwag line is {"ctx": text, "endings": [4 texts], "label": 0-3}'
 
 
 def fetch_file(data_dir: str | Path, mirror: Optional[str | Path] = None,
@@ -35,21 +37,57 @@ def fetch_file(data_dir: str | Path, mirror: Optional[str | Path] = None,
 
 
 def read_examples(path: Path) -> Iterator[dict]:
+    """The file's examples, each checked (`check_example`)."""
+    for _, example in numbered_examples(path):
+        yield example
+
+
+def numbered_examples(path: Path) -> Iterator[tuple[int, dict]]:
+    """(line number, example) for each non-blank line of the file; a line that is not a HellaSwag
+    example is one DataError naming `file:line` and the field at fault."""
     try:
         lines = Path(path).read_text().splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} cannot be read ({getattr(exc, 'strerror', None) or exc}): download "
                         f"hellaswag_val.jsonl from {SOURCE}") from None
     for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            example = json.loads(line)
-            if len(example["endings"]) != 4 or example["label"] not in range(4) or not isinstance(example["ctx"], str):
-                raise ValueError("needs ctx, 4 endings and a label 0-3")
-        except (ValueError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}:{number} is not a HellaSwag example ({exc})") from None
-        yield example
+        if line.strip():
+            yield number, check_example(line, f"{path}:{number}")
+
+
+def check_example(line: str, where: str) -> dict:
+    """The line's example: a JSON object whose ctx is text, endings 4 texts, label 0-3 (an int); a
+    blank ctx or ending, which leaves nothing to score, is refused too."""
+    try:
+        example = json.loads(line)
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested thousands deep
+        raise DataError(f"{where}: not JSON ({str(exc)[:100]})") from None
+    if not isinstance(example, dict):
+        raise DataError(f"{where}: a JSON {type(example).__name__}, not a HellaSwag example ({EXAMPLE})")
+    problem = example_problem(example)
+    if problem:
+        raise DataError(f"{where}: {problem} ({EXAMPLE})")
+    return example
+
+
+def example_problem(example: dict) -> Optional[str]:
+    """What is wrong with the example's fields, or None."""
+    for field in ("ctx", "endings", "label"):
+        if field not in example:
+            return f"{field} is missing"
+    endings, label = example["endings"], example["label"]
+    if not isinstance(endings, list) or len(endings) != 4:
+        got = f"{len(endings)} of them" if isinstance(endings, list) else shown(endings)
+        return f"endings must be a list of 4 texts, got {got}"
+    for field, text in (("ctx", example["ctx"]), *((f"endings[{i}]", e) for i, e in enumerate(endings))):
+        if not isinstance(text, str):
+            return f"{field} must be text, got {shown(text)}"
+        if not text.strip():
+            return f"{field} is empty: " + ("no context to score the endings after" if field == "ctx" else
+                                            "nothing to score")
+    if type(label) is not int or not 0 <= label <= 3:  # not a bool, a float or a string
+        return f"label must be 0, 1, 2 or 3 (the right ending), got {shown(label)}"
+    return None
 
 
 @dataclass(frozen=True)
@@ -65,11 +103,16 @@ class Encoded:
 
 def encode_example(encoder, example: dict, block_size: int) -> Encoded:
     """The example's rows; a context that would not fit block_size is cut from the left. Raises
-    ValueError where the encoder lacks a character (a char vocabulary)."""
+    ValueError where the encoder lacks a character (a char vocabulary), or leaves a context or an
+    ending no token (nothing to score)."""
     context = encoder.encode(example["ctx"])
+    if not context:
+        raise ValueError("ctx encodes to no token")
     rows = []
-    for ending in example["endings"]:
+    for i, ending in enumerate(example["endings"]):
         tail = encoder.encode(" " + ending)
+        if not tail:
+            raise ValueError(f"endings[{i}] encodes to no token")
         rows.append(((context + tail)[-(block_size + 1):], len(tail)))
     width = max(len(tokens) for tokens, _ in rows)
     ids = torch.zeros((4, width), dtype=torch.long)
@@ -83,13 +126,13 @@ def encode_example(encoder, example: dict, block_size: int) -> Encoded:
 def load_examples(path: Path, encoder, block_size: int, limit: int = 0) -> list[Encoded]:
     """The first `limit` examples of the file (0: all), encoded once for every scoring."""
     examples = []
-    for example in read_examples(path):
-        if limit and len(examples) >= limit:
-            break
+    for number, example in numbered_examples(path):
         try:
             examples.append(encode_example(encoder, example, block_size))
         except ValueError as exc:  # a char model meets a character its vocabulary lacks
-            raise DataError(f"{path}: example {example.get('ind')} cannot be encoded: {exc}") from None
+            raise DataError(f"{path}:{number}: cannot be encoded in {encoder.name} tokens: {exc}") from None
+        if len(examples) == limit:  # the lines after it are not read
+            break
     if not examples:
         raise DataError(f"{path} holds no examples")
     return examples
