@@ -34,11 +34,23 @@ class PeerFailed(HarnessError):
     shows its own error, this one only stops."""
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: torch's OutOfMemoryError (CUDA, MPS), a CPU allocator's RuntimeError, or
+    Python's MemoryError."""
+    return isinstance(exc, MemoryError) or (
+        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
+
+
 def error_line(exc: BaseException) -> Optional[str]:
-    """The one line a user sees for an error they can fix (a HarnessError, or an OSError such as a
-    full disk or a path that is a file), or None for a bug (whose traceback must be shown)."""
+    """The one line a user sees for an error they can fix (a HarnessError, an OSError such as a full
+    disk or a path that is a file, running out of memory), or None for a bug (whose traceback must be
+    shown). The trainer says more about memory (its estimate); a script says this."""
     if isinstance(exc, HarnessError):
         return str(exc)
+    if is_out_of_memory(exc):
+        said = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return (f"out of memory ({said[:200]}): lower the sizes of the work (model, batch, samples, tokens) "
+                f"or use a device with more memory")
     if isinstance(exc, OSError) and exc.strerror:
         paths = " -> ".join(str(p) for p in (exc.filename, exc.filename2) if p is not None)
         hint = " (free some space, or write somewhere else)" if exc.errno == errno.ENOSPC else ""

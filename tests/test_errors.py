@@ -7,6 +7,7 @@ import errno
 import os
 
 import pytest
+import torch
 
 from gpt2.errors import (CheckpointError, ConfigError, DataError, HarnessError, NonFiniteLossError,
                          PeerFailed, RunDirError, error_line)
@@ -82,3 +83,26 @@ def test_peer_failed_is_caught_as_a_harness_error():
     with pytest.raises(HarnessError) as err:
         raise PeerFailed("stopped: another process of this torchrun run failed")
     assert error_line(err.value) == "stopped: another process of this torchrun run failed"
+
+
+OOM_FIX = "lower the sizes of the work (model, batch, samples, tokens) or use a device with more memory"
+
+
+@pytest.mark.parametrize("exc, said", [
+    (torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79 GiB total)\nmore"),
+     "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79 GiB total)"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: "
+                  "you tried to allocate 1099511627776 bytes."),
+     "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to "
+     "allocate 1099511627776 bytes."),
+    (MemoryError(), "MemoryError"),
+], ids=["cuda", "cpu allocator", "python"])
+def test_running_out_of_memory_is_one_line_in_any_script(exc, said):
+    """The trainer says more (its estimate, the setting to lower); a script's run_script says this."""
+    assert error_line(exc) == f"out of memory ({said}): {OOM_FIX}"
+
+
+def test_a_real_failed_allocation_is_that_line():
+    with pytest.raises(RuntimeError) as failed:
+        torch.empty(1 << 62, dtype=torch.uint8)
+    assert error_line(failed.value).startswith("out of memory (") and error_line(failed.value).endswith(OOM_FIX)

@@ -47,3 +47,53 @@ def test_gpt2_weights_with_a_modern_option_are_refused_before_any_lookup():
     assert str(err.value) == ("model.init_from=gpt2: OpenAI's GPT-2 weights have GPT-2's block: drop model.rotary=True, "
                               "model.norm=rmsnorm, model.qk_norm=True, model.activation=relu2, "
                               "model.tie_embeddings=False")
+
+
+TO_BATCH = "data.batch_size (raise trainer.grad_accum to keep the batch)"
+
+
+@pytest.mark.parametrize("overrides, line", [
+    (["model.n_layer=100000"],
+     "model.n_layer=100000 needs ~31.4 GiB to train (weights, gradients and AdamW state of 1.24B parameters, most in "
+     "the blocks: 18.4 GiB), but cpu has 512 MiB available: lower model.n_layer or model.n_embd"),
+    (["data.tokenizer=char", "data.block_size=100000"],
+     f"data.block_size=100000 needs ~1.2 GiB to train (block activations of one micro-batch: 830 MiB), but cpu has "
+     f"512 MiB available: lower data.block_size, {TO_BATCH}, model.n_layer or model.n_embd"),
+])
+def test_a_model_that_cannot_fit_is_refused_before_it_is_built(data_dir, monkeypatch, overrides, line):
+    from gpt2.errors import HarnessError
+    from gpt2.model.gpt import GPT
+    from gpt2.train import budget
+
+    monkeypatch.setattr(budget, "available_bytes", lambda device: 2 ** 29)
+    monkeypatch.setattr(GPT, "__init__", lambda *args: pytest.fail("built the model"))
+    with pytest.raises(HarnessError) as refused:
+        build(tiny_config(data_dir, "trainer.dtype=float32", *overrides))
+    assert str(refused.value) == line
+
+
+def test_running_out_of_memory_while_building_names_the_estimates_largest_part(data_dir, monkeypatch):
+    from gpt2.errors import HarnessError
+    from gpt2.model.gpt import GPT
+
+    def out_of_memory(*args):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory")
+
+    monkeypatch.setattr(GPT, "__init__", out_of_memory)
+    with pytest.raises(HarnessError) as failed:
+        build(tiny_config(data_dir, "trainer.dtype=float32", "data.tokenizer=char", "data.block_size=2048"))
+    assert str(failed.value) == (
+        f"out of memory on cpu while building the model (data.block_size=2048 needs ~26 MiB to train (block "
+        f"activations of one micro-batch: 17 MiB)): lower data.block_size, {TO_BATCH}, model.n_layer or model.n_embd")
+
+
+def test_compile_without_a_cpp_compiler_is_refused_before_the_data(tmp_path):
+    import torch._inductor.config as inductor
+
+    with inductor.patch({"cpp.cxx": ("no-such-c++",)}), pytest.raises(ConfigError) as refused:
+        build(tiny_config(tmp_path / "data", "trainer.compile=true"))
+    assert str(refused.value) == (
+        "trainer.compile=true: torch.compile builds C++ kernels on the cpu and no C++ compiler works (No working C++ "
+        "compiler found in torch._inductor.config.cpp.cxx: ('no-such-c++',)): install a working C/C++ compiler "
+        "(gcc/g++) or set trainer.compile=false")
+    assert not (tmp_path / "data").exists()

@@ -168,3 +168,47 @@ def test_grad_sync_skips_the_reduction_on_every_micro_step_but_the_last():
         with grad_sync(model, sync):
             seen.append(model.syncing)
     assert seen == [False, False, True] and model.syncing
+
+
+COMPILE_FIX = "install a working C/C++ compiler (gcc/g++) or set trainer.compile=false"
+
+
+def compile_errors():
+    """torch.compile's own errors as the first compiled step raises them: (error, its one line or None)."""
+    from torch._dynamo.exc import BackendCompilerFailed
+    from torch._inductor.exc import CppCompileError, InductorError, InvalidCxxCompiler
+
+    no_header = CppCompileError(["g++", "k.cpp"], "k.cpp:1:10: fatal error: Python.h: No such file or directory\n"
+                                                  "compilation terminated.")
+    return [
+        (InductorError(InvalidCxxCompiler("c++"), None),
+         f"trainer.compile: torch.compile could not build its kernels (InvalidCxxCompiler: "
+         f"{InvalidCxxCompiler('c++')}): {COMPILE_FIX}"),
+        (BackendCompilerFailed(lambda: None, no_header, None),
+         "trainer.compile: torch.compile could not build its kernels (CppCompileError: k.cpp:1:10: fatal error: "
+         f"Python.h: No such file or directory): {COMPILE_FIX}"),
+        (InductorError(torch.OutOfMemoryError("CUDA out of memory"), None), None),  # told as running out of memory
+        (RuntimeError("shape mismatch"), None),  # any other error: its own traceback
+    ]
+
+
+@pytest.mark.parametrize("case", range(4), ids=["no C++ compiler", "a failed C++ compile", "out of memory",
+                                              "another error"])
+def test_a_compile_failure_at_the_first_step_is_one_line(rt, monkeypatch, case):
+    from gpt2.errors import ConfigError
+    from gpt2.train.runtime import is_out_of_memory
+
+    error, line = compile_errors()[case]
+    model = tiny_gpt()
+
+    def compile_and_fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(model, "forward", compile_and_fail)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ConfigError if line else type(error)) as failed:
+        train_step(model, optimizer, iter([batch()]), rt, 0.1, 1, 0.0)
+    if line:
+        assert str(failed.value) == line and failed.value.__cause__ is None
+    else:
+        assert failed.value is error and is_out_of_memory(error) == (case == 2)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 import torch
@@ -21,10 +21,13 @@ from gpt2.config import Config, ModelConfig
 from gpt2.errors import ConfigError
 from gpt2.data.loaders import DataLoaders, make_dataloader
 from gpt2.model.gpt import GPT, GPTConfig
+from gpt2.train import budget
+from gpt2.train.budget import Footprint
 from gpt2.train.optim import LRSchedule, build_optimizer
 from gpt2.model.pretrained import HF_NAMES
 from gpt2.train.model_source import ModelSource, check_tokenizer, make_model, open_model
-from gpt2.train.runtime import Runtime
+from gpt2.train.runtime import Runtime, check_compiler, is_out_of_memory, resolve_device, resolve_dtype
+from gpt2.world import World
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +47,8 @@ class Parts:
     model; wrapped in DistributedDataParallel under torchrun. Evaluation and sampling call `model`."""
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
+    footprint: Optional[Footprint] = None
+    """The memory estimate the model was checked against before it was built (gpt2/train/budget.py)."""
 
 
 def gpt_config(config: Config, vocab_size: int) -> GPTConfig:
@@ -92,16 +97,25 @@ def initial_model(config: Config, source: ModelSource, encoder) -> GPT:
 
 def build(config: Config, model_args: Optional[dict] = None) -> Parts:
     """The parts of a run. `model_args` (a resumed checkpoint's) gives the model's architecture
-    instead of the config; model.init_from's weights are then not read (the checkpoint has them)."""
+    instead of the config; model.init_from's weights are then not read (the checkpoint has them).
+    Before the model is built, its memory is estimated and a run that cannot fit is refused."""
     tc = config.trainer
     runtime = Runtime.create(tc.device, tc.dtype, tc.num_threads, tc.tf32, tc.attention)
+    compiled = runtime.device.type == "cuda" if tc.compile is None else tc.compile
+    if compiled:  # a missing compiler is one line now, not a traceback at the first step
+        check_compiler(runtime.device)
     torch.manual_seed(tc.seed)  # model init, dropout (data order has its own generator); every rank alike
     init_from = init_source(config) if config.model.init_from and model_args is None else None  # before data
     data = load_data(config, runtime)
-    vocab_size = data.encoder.vocab_size
-    model = (GPT(GPTConfig(**model_args)) if model_args is not None else initial_model(config, init_from, data.encoder)
-             if init_from else GPT(gpt_config(config, vocab_size)))
-    model = model.to(runtime.device)
+    shape = model_shape(config, model_args, init_from, data.encoder.vocab_size)
+    footprint = budget.estimate(shape, config, runtime.device, runtime.dtype, runtime.dist.world_size)
+    budget.plan(footprint, config, runtime.device, budget.available_bytes(runtime.device))
+    try:
+        model = (initial_model(config, init_from, data.encoder) if init_from else GPT(shape)).to(runtime.device)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        raise budget.out_of_memory(footprint, config, runtime.device, "while building the model") from None
     fsdp = runtime.dist.enabled and tc.parallel == "fsdp"
     if fsdp:  # each block's parameters sharded over the ranks, gathered for its forward and backward
         # our forward returns the logits as a view, never changed in place: FSDP's warning does not apply
@@ -110,13 +124,34 @@ def build(config: Config, model_args: Optional[dict] = None) -> Parts:
             fully_shard(block)
         fully_shard(model)
     optimizer = build_optimizer(model, config.optim, runtime.device)  # over the shards under fsdp
-    compiled = runtime.device.type == "cuda" if tc.compile is None else tc.compile
     step_model = torch.compile(model) if compiled else model
     if runtime.dist.enabled and not fsdp:  # averages gradients over ranks in backward
         step_model = DistributedDataParallel(step_model, device_ids=(
             [runtime.device.index] if runtime.device.type == "cuda" else None))
     return Parts(runtime=runtime, data=data, model=model, step_model=step_model, optimizer=optimizer,
-                 schedule=LRSchedule.from_config(config.optim, config.lr_decay_iters, config.warmup_iters))
+                 schedule=LRSchedule.from_config(config.optim, config.lr_decay_iters, config.warmup_iters),
+                 footprint=footprint)
+
+
+def model_shape(config: Config, model_args: Optional[dict], source: Optional[ModelSource],
+                vocab_size: int) -> GPTConfig:
+    """The shape of the model `build` makes: a resumed checkpoint's, model.init_from's (its context
+    cropped to a shorter model.block_size), or the config's over the data's vocabulary."""
+    if model_args is not None:
+        return GPTConfig(**model_args)
+    if source is not None:
+        cropped = min(source.config.block_size, config.model.block_size or source.config.block_size)
+        return replace(source.config, block_size=cropped, dropout=config.model.dropout)
+    return gpt_config(config, vocab_size)
+
+
+def config_footprint(config: Config) -> Footprint:
+    """The estimate from the config alone (the vocabulary as far as the config says), for an
+    out-of-memory line where the built parts are not at hand."""
+    device = resolve_device(config.trainer.device)
+    shape = gpt_config(config, budget.config_vocab(config))
+    return budget.estimate(shape, config, device, resolve_dtype(config.trainer.dtype, device),
+                           World.from_env().world_size)
 
 
 def load_data(config: Config, runtime: Runtime) -> DataLoaders:

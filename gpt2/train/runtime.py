@@ -14,6 +14,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from gpt2.train.distributed import Dist
+from gpt2 import errors
 from gpt2.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -136,9 +137,49 @@ class Runtime:
 
 
 def is_out_of_memory(exc: BaseException) -> bool:
-    """A CUDA/MPS out-of-memory error, or a CPU allocation that failed."""
-    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
-        isinstance(exc, RuntimeError) and ("out of memory" in str(exc) or "can't allocate memory" in str(exc)))
+    """A CUDA/MPS out-of-memory error, or a CPU allocation that failed (also inside torch.compile's
+    wrapper of an error)."""
+    if is_compile_error(exc):
+        return is_out_of_memory(exc.inner_exception)
+    return errors.is_out_of_memory(exc)
+
+
+COMPILE_FIX = "install a working C/C++ compiler (gcc/g++) or set trainer.compile=false"
+
+
+def is_compile_error(exc: BaseException) -> bool:
+    """torch.compile's backend failed (torch._dynamo's BackendCompilerFailed, of which inductor's
+    InductorError is one): looked up only where torch.compile was imported, as it raised nothing else."""
+    dynamo = sys.modules.get("torch._dynamo.exc")
+    return dynamo is not None and isinstance(exc, dynamo.BackendCompilerFailed)
+
+
+def compile_failure(exc: BaseException) -> Optional[ConfigError]:
+    """The one line for a torch.compile that could not build its kernels (a missing or broken
+    compiler, most often), or None for any other error (running out of memory included)."""
+    if not is_compile_error(exc) or is_out_of_memory(exc):
+        return None
+    inner = exc.inner_exception
+    lines = [line.strip() for line in str(inner).splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line.lower()]  # a compiler's own first error
+    cause = (errors or lines or [""])[0][:300]
+    return ConfigError(f"trainer.compile: torch.compile could not build its kernels ({type(inner).__name__}: "
+                       f"{cause}): {COMPILE_FIX}")
+
+
+def check_compiler(device: torch.device) -> None:
+    """Before data and model, on a CPU: the C++ compiler inductor builds its kernels with
+    (torch._inductor.config.cpp.cxx: $CXX or g++) is there and runs; else one line. Elsewhere (CUDA:
+    Triton, whose needs vary by version) a failure is told at the first compiled step."""
+    if device.type != "cpu":
+        return
+    from torch._inductor import cpp_builder, exc
+
+    try:
+        cpp_builder.get_cpp_compiler()
+    except exc.InvalidCxxCompiler as missing:
+        raise ConfigError(f"trainer.compile=true: torch.compile builds C++ kernels on the cpu and no C++ compiler "
+                          f"works ({missing}): {COMPILE_FIX}") from None
 
 
 def peak_rss_mb() -> float:

@@ -14,7 +14,7 @@ import torch.nn as nn
 from gpt2.model.gpt import GPT
 from gpt2.train.distributed import Dist
 from gpt2.train.optim import set_step
-from gpt2.train.runtime import Runtime
+from gpt2.train.runtime import Runtime, compile_failure
 
 
 def grad_sync(model: nn.Module, sync: bool):
@@ -36,9 +36,15 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, batches: Iter
     for micro in range(grad_accum):
         x, y = next(batches)
         with rt.compute(), grad_sync(model, micro == grad_accum - 1):
-            _, loss = model(rt.to_device(x), rt.to_device(y))
-            loss = loss / grad_accum
-            (rt.scaler.scale(loss) if rt.scaler else loss).backward()
+            try:  # torch.compile builds its kernels in the first step's forward and backward
+                _, loss = model(rt.to_device(x), rt.to_device(y))
+                loss = loss / grad_accum
+                (rt.scaler.scale(loss) if rt.scaler else loss).backward()
+            except Exception as exc:
+                failure = compile_failure(exc)
+                if failure is None:
+                    raise
+                raise failure from None
         total += loss.detach()
     if rt.scaler:
         rt.scaler.unscale_(optimizer)

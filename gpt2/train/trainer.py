@@ -31,10 +31,11 @@ from gpt2.run.record import RunSummary
 from gpt2.run.rundir import RunDirLock
 from gpt2.signals import STOP, Interrupted, StopSignals
 from gpt2.train.checkpoint import BEST, LAST, load_model
-from gpt2.train import hellaswag
+from gpt2.train import budget, hellaswag
+from gpt2.train.budget import Footprint
 from gpt2.train.distributed import Dist, is_peer_failure
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
-from gpt2.train.parts import Parts, build
+from gpt2.train.parts import Parts, build, config_footprint
 from gpt2.train.resume import ResumePlan, plan_start
 from gpt2.train.run_checkpoints import RunCheckpoints
 from gpt2.train.runtime import dtype_name, is_out_of_memory, peak_rss_mb, resolve_device
@@ -117,11 +118,13 @@ class Trainer:
         with self.open_log() as run_log, STOP.deferred() as stop:
             self.ckpts.wandb_id = run_log.wandb_id
             try:
-                if not self.plan.resuming:
+                if not self.plan.resuming:  # said first: a long window's evaluation takes a while
+                    log.info("step 0: evaluating the untrained model")
                     loss, bpb = self.evaluate()
                     row = {"iter": 0, "val_loss": loss, "val_bpb": bpb, "lr": self.parts.schedule(0)}
                     run_log.log({**row, **self.score_hellaswag()} if self.hellaswag is not None else row)
                 self.loop(run_log, stop, on_step)
+                stop.finishing()  # trained: from here a signal no longer stops the run's end
                 self.save(LAST)
                 sample = self.sample()
                 stopped_by = self.stopped_by(self.stopping or stop.received)
@@ -137,7 +140,8 @@ class Trainer:
             except Exception as exc:
                 if not is_out_of_memory(exc):
                     raise
-                raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}") from None
+                raise out_of_memory(self.config, f"in iteration {self.progress.iters + 1}",
+                                    self.parts.footprint) from None
         return summary
 
     def loop(self, run_log: RunLogger, stop: StopSignals, on_step: Optional[Callable]) -> None:
@@ -392,26 +396,21 @@ def hellaswag_examples(config: Config, parts: Parts) -> Optional[list[hellaswag.
 
 
 def build_or_explain(config: Config, model_args: Optional[dict] = None) -> Parts:
-    """build(config), with running out of memory told in one line."""
+    """build(config), with running out of memory told in one line (build refuses a model that
+    cannot fit before making it, and tells running out of memory while making it itself)."""
     try:
         return build(config, model_args)
     except Exception as exc:
         if not is_out_of_memory(exc):
             raise
-        raise out_of_memory(config, "while building the model") from None
+        raise out_of_memory(config, "while building the run") from None
 
 
-def out_of_memory(config: Config, when: str) -> HarnessError:
-    """One line for running out of memory: where, the sizes that matter, and what to lower."""
-    m, d = config.model, config.data
-    sizes = f"model {m.n_layer} layers x {m.n_embd} wide, ~{12 * m.n_layer * m.n_embd ** 2 / 1e6:.0f}M parameters"
-    if when == "while building the model":
-        fix = "lower model.n_layer / model.n_embd"
-    else:
-        sizes += f", batch {d.batch_size} x {d.block_size} tokens"
-        fix = ("lower data.batch_size (raise trainer.grad_accum to keep the batch), data.block_size, or "
-               "model.n_layer / model.n_embd")
-    return HarnessError(f"out of memory on {resolve_device(config.trainer.device)} {when} ({sizes}): {fix}")
+def out_of_memory(config: Config, when: str, footprint: Optional[Footprint] = None) -> HarnessError:
+    """One line for running out of memory: where, the largest part of the memory estimate (the built
+    parts' footprint, else one from the config alone; gpt2/train/budget.py owns both) and what to lower."""
+    footprint = footprint or config_footprint(config)
+    return budget.out_of_memory(footprint, config, resolve_device(config.trainer.device), when)
 
 
 def adopt_history(checkpoint: Path, run_dir: Path, upto: int) -> None:
