@@ -39,6 +39,7 @@ def main(cfg: DictConfig) -> float:
     run_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     quiet_other_ranks()
+    STOP.starting()  # a signal from here ends the run at once, until it has trained
     if STOP.received:  # a signal during the end of the previous sweep job: the sweep stops here
         raise Interrupted(STOP.received, STOP.context)
     started = []

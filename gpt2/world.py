@@ -38,6 +38,12 @@ class World:
         """The processes span more than this machine (torchrun's LOCAL_WORLD_SIZE is a node's share)."""
         return self.enabled and os.environ.get("LOCAL_WORLD_SIZE") != str(self.world_size)
 
+    @property
+    def leads_another_node(self) -> bool:
+        """The first process (local rank 0) of a node other than rank 0's (torchrun's GROUP_RANK is
+        the node's rank)."""
+        return self.enabled and self.local_rank == 0 and os.environ.get("GROUP_RANK", "0") != "0"
+
     @staticmethod
     def run_id() -> str | None:
         """The id every process of one torchrun launch shares (`--standalone` draws one per launch;

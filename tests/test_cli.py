@@ -9,15 +9,19 @@ import os
 import sys
 from pathlib import Path
 
+import hydra
 import pytest
 from hydra import compose as hydra_compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import OmegaConf
 
 from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, PeerFailed, RunDirError)
-from gpt2.run.cli import explain, fail, overrides_of, report, run_entry
+from gpt2.run.cli import (NO_HYDRA_FILES, explain, fail, overrides_of, report, run_entry,
+                         run_files_subdir)
 from gpt2.run.compose import CONF_DIR, register_configs
 from gpt2.run.record import RunSummary
+from gpt2.run.rundir import RunDirBusy
 from gpt2.signals import STOP
 
 
@@ -152,13 +156,68 @@ def test_run_entry_raises_a_bug_or_any_error_the_user_asked_in_full(monkeypatch,
     assert raised.value is exc and capsys.readouterr() == ("", "")
 
 
-def test_run_entry_refuses_a_sweep_under_torchrun(monkeypatch, capsys):
-    rank_1_of_2(monkeypatch)
+def torchrun_process(monkeypatch, rank: int, local_rank: int, node: int, world_size: int = 4):
+    """This process as torchrun's rank `rank` (local rank `local_rank` on node `node`, 2 per node)."""
+    for name, value in (("RANK", rank), ("LOCAL_RANK", local_rank), ("GROUP_RANK", node),
+                        ("WORLD_SIZE", world_size), ("LOCAL_WORLD_SIZE", 2)):
+        monkeypatch.setenv(name, str(value))
+
+
+SWEEP_REFUSED = ("error: a sweep (-m) under torchrun is not supported: run the sweep's jobs with "
+                 "hydra/launcher=submitit_slurm (or submitit_local), each job one process\n")
+DIR_ERROR = PermissionError(errno.EACCES, "Permission denied", "/nfs/run")
+DIR_LINE = "hydra.run.dir=/nfs/run: Permission denied: /nfs/run"
+
+
+@pytest.mark.parametrize("rank, local_rank, node, argv, exc, err", [
+    (0, 0, 0, ["-m", "optim.lr=1e-3,3e-3"], AssertionError("main ran"), SWEEP_REFUSED),
+    (1, 1, 0, ["-m", "optim.lr=1e-3,3e-3"], AssertionError("main ran"), ""),
+    (0, 0, 0, ["model=nope"], "model=nope", f"error: In 'config': Could not find 'model/nope' (options: {MODEL_OPTIONS})\n"),
+    (1, 1, 0, ["model=nope"], "model=nope", ""),
+    (2, 0, 1, ["model=nope"], "model=nope", ""),  # another node meets the same config
+    (0, 0, 0, ["hydra.run.dir=/nfs/run"], DIR_ERROR, f"error: {DIR_LINE}\n"),
+    (1, 1, 0, ["hydra.run.dir=/nfs/run"], DIR_ERROR, ""),  # rank 0's disk: rank 0 says it
+    (2, 0, 1, ["hydra.run.dir=/nfs/run"], DIR_ERROR, f"error: rank 2: {DIR_LINE}\n"),  # another node's disk
+    (3, 1, 1, ["hydra.run.dir=/nfs/run"], DIR_ERROR, ""),  # once per node
+], ids=["sweep rank 0", "sweep rank 1", "config rank 0", "config rank 1", "config node 1", "dir rank 0",
+        "dir rank 1", "dir node 1", "dir node 1 rank 3"])
+def test_under_torchrun_an_error_before_the_run_is_said_once(monkeypatch, capsys, rank, local_rank, node, argv,
+                                                             exc, err):
+    """Errors before the run's own handler (Hydra's composition, its run directory, run_entry's checks)
+    are said by rank 0 (an OS error on another node also by that node's first process); the others
+    exit 1 quietly."""
+    torchrun_process(monkeypatch, rank, local_rank, node)
     with pytest.raises(SystemExit) as exited:
-        entry(monkeypatch, ["-m", "optim.lr=1e-3,3e-3"], AssertionError("main ran"))
+        entry(monkeypatch, argv, hydra_error(exc) if isinstance(exc, str) else exc)
     assert exited.value.code == 1
-    assert capsys.readouterr().err == ("error: a sweep (-m) under torchrun is not supported: run the sweep's jobs "
-                                       "with hydra/launcher=submitit_slurm (or submitit_local), each job one process\n")
+    assert capsys.readouterr() == ("", err)
+
+
+@pytest.mark.parametrize("argv", [["hydra.run.dir="], ["hydra.run.dir=''"], ['hydra.run.dir=""'],
+                                  ["++hydra.run.dir= "], ["-m", "hydra.sweep.dir=", "model=baby,tiny"]])
+def test_an_empty_run_or_sweep_directory_is_refused_not_read_as_the_current_one(monkeypatch, capsys, argv):
+    """`hydra.run.dir=$UNSET` would train in (and write checkpoints into) the current directory."""
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "unset")  # so that monkeypatch restores it as it was
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
+    monkeypatch.setattr(sys, "argv", ["train.py", *argv])
+    with pytest.raises(SystemExit) as exited:
+        run_entry(lambda: pytest.fail("the run started"))
+    key = "hydra.sweep.dir" if "-m" in argv else "hydra.run.dir"
+    assert exited.value.code == 1
+    assert capsys.readouterr() == ("", f"error: {key}: an empty path; is a shell variable unset?\n")
+
+
+def test_run_entry_tells_hydra_to_write_no_files_for_a_run_only(monkeypatch):
+    seen = []
+    monkeypatch.setattr(sys, "argv", ["train.py", "model=baby"])
+    run_entry(lambda: seen.append(sys.argv[1:]))
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "model=baby,tiny"])
+    run_entry(lambda: seen.append(sys.argv[1:]))
+    monkeypatch.setattr(sys, "argv", ["train.py", "--cfg", "hydra", "model=baby"])
+    run_entry(lambda: seen.append(sys.argv[1:]))
+    assert seen == [["model=baby", NO_HYDRA_FILES], ["-m", "model=baby,tiny", NO_HYDRA_FILES],
+                    ["--cfg", "hydra", "model=baby"]]
+    assert sys.argv == ["train.py", "--cfg", "hydra", "model=baby"]  # as it was
 
 
 # -------------------------------------------------------------------------------------------- fail
@@ -177,6 +236,38 @@ def test_fail_logs_a_user_error_in_one_line_and_exits_1(tmp_path, caplog, exc, l
         fail(exc, tmp_path)
     assert exited.value.code == 1
     assert logged(caplog) == [("train", logging.ERROR, line)]
+
+
+@pytest.fixture
+def logging_config():
+    """Set the root logger's handlers (as a hydra/job_logging config would); restored after the test."""
+    root, train_log = logging.getLogger(), logging.getLogger("train")
+    saved = root.handlers[:], root.level, train_log.disabled
+
+    def set_up(handlers, disabled=False):
+        root.handlers[:] = handlers
+        train_log.disabled = disabled  # hydra/job_logging=disabled: disable_existing_loggers
+    yield set_up
+    root.handlers[:], train_log.disabled = saved[0], saved[2]
+    root.setLevel(saved[1])
+
+
+@pytest.mark.parametrize("train_log, console, disabled", [
+    (True, None, False), (True, "stdout", False), (True, "stderr", False), (True, "stdout", True), (False, None, False),
+], ids=["no console handler", "console on stdout (Hydra's)", "console on stderr", "disabled", "no handler at all"])
+def test_fail_prints_its_line_on_stderr_once_whatever_the_logging_config(tmp_path, capsys, logging_config, train_log,
+                                                                         console, disabled):
+    handlers = [logging.FileHandler(tmp_path / "train.log")] if train_log else []
+    handlers += [logging.StreamHandler(getattr(sys, console))] if console else []
+    logging_config(handlers, disabled)
+    with pytest.raises(SystemExit) as exited:
+        fail(ConfigError("model.n_head: must divide n_embd"), tmp_path)
+    for handler in handlers:
+        handler.close()
+    assert exited.value.code == 1
+    assert capsys.readouterr() == ("", "model.n_head: must divide n_embd\n")  # not logging's last resort too
+    if train_log:
+        assert (tmp_path / "train.log").read_text() == ("" if disabled else "model.n_head: must divide n_embd\n")
 
 
 def test_fail_raises_a_bug_with_its_traceback(tmp_path, caplog):
@@ -239,6 +330,68 @@ def test_on_another_rank_a_bug_is_raised(tmp_path, monkeypatch, caplog):
     with pytest.raises(ZeroDivisionError):
         fail(ZeroDivisionError("division by zero"), tmp_path)
     assert caplog.records == []
+
+
+# ---------------------------------------------------------------------------------- save_run_files
+@pytest.fixture
+def hydra_run(monkeypatch, logging_config):
+    """run(body, *argv): a Hydra app over conf/ run in this process as train.py runs (run_entry) with
+    these arguments; its job calls body(cfg, run_dir). Hydra's global state is restored after."""
+    monkeypatch.setattr(HydraConfig.instance(), "cfg", HydraConfig.instance().cfg)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "unset")  # so that monkeypatch restores it as it was
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
+
+    def run(body, *argv: str) -> None:
+        @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+        def app(cfg):
+            body(cfg, Path(HydraConfig.get().runtime.output_dir))
+        monkeypatch.setattr(sys, "argv", ["train.py", "hydra/job_logging=none", "hydra/hydra_logging=none",
+                                          "~hydra.callbacks.sweep_report", *argv])
+        run_entry(app)
+    yield run
+    GlobalHydra.instance().clear()
+
+
+def files_in(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("overrides, configured, subdir", [
+    ([], None, ".hydra"),  # conf/config.yaml's null: train.py writes them
+    ([NO_HYDRA_FILES], None, ".hydra"),
+    (["hydra.output_subdir=meta", NO_HYDRA_FILES], None, "meta"),
+    (["hydra.output_subdir='my meta'", NO_HYDRA_FILES], None, "my meta"),
+    (["++hydra.output_subdir=meta", "hydra.output_subdir=other", NO_HYDRA_FILES], None, "other"),
+    (["hydra.output_subdir=null", NO_HYDRA_FILES], None, None),
+    (["hydra.output_subdir=1", NO_HYDRA_FILES], None, "1"),
+    ([], "meta", "meta"),  # set in a config file (without run_entry)
+])
+def test_the_run_files_go_where_the_command_line_says(overrides, configured, subdir):
+    hydra_cfg = OmegaConf.create({"overrides": {"hydra": overrides}, "output_subdir": configured})
+    assert run_files_subdir(hydra_cfg) == subdir
+
+
+@pytest.fixture
+def earlier_run(tmp_path) -> Path:
+    """A run directory holding an earlier run's record, with Hydra's files in .hydra/ and meta/."""
+    run_dir = tmp_path / "run"
+    for name in ("config.yaml", ".hydra/config.yaml", ".hydra/overrides.yaml", "meta/hydra.yaml",
+                 "meta/overrides.yaml"):
+        (run_dir / name).parent.mkdir(parents=True, exist_ok=True)
+        (run_dir / name).write_text(f"the earlier run's {name}\n")
+    return run_dir
+
+
+@pytest.mark.parametrize("output_subdir", [[], ["hydra.output_subdir=meta"], ["hydra.output_subdir=null"]],
+                         ids=["default", "meta", "null"])
+def test_a_refused_start_changes_no_file_whatever_hydra_output_subdir_says(earlier_run, hydra_run, output_subdir):
+    """Hydra writes no file before the run owns its directory (run_entry tells it so): a start refused
+    there (e.g. the directory in use) leaves the earlier run's record as it was."""
+    before = files_in(earlier_run)
+    with pytest.raises(SystemExit) as refused:
+        hydra_run(lambda cfg, run_dir: fail(RunDirBusy(f"run directory {run_dir} is in use"), run_dir),
+                  f"hydra.run.dir={earlier_run}", *output_subdir, "optim.lr=0.5")
+    assert refused.value.code == 1 and files_in(earlier_run) == before
 
 
 # ------------------------------------------------------------------------------------------ report

@@ -51,7 +51,7 @@ QUOTES = "(a value with special characters needs quotes: "
                             "not be converted to Integer)"),
     ("trainer.max_iters=[1,2", "trainer.max_iters=[1,2: no viable alternative at input '[1,2' "
                                f"{QUOTES}'trainer.max_iters=\"[1,2\"')"),
-    ("data.path='a", f"data.path='a: cannot be parsed {QUOTES}'data.path=\"'a\"')"),
+    ("data.path='a", f"data.path='a: cannot be parsed {QUOTES}'data.path=\"'\"'\"'a\"')"),  # a shell word
     ("data.path=~/corpus.txt", f"data.path=~/corpus.txt: cannot be parsed {QUOTES}'data.path=\"~/corpus.txt\"')"),
     ("+data.block_size=3", "Could not append to config. An item is already at 'data.block_size'."),
     ("~model.nope", "Could not delete from config. 'model.nope' does not exist."),

@@ -5,9 +5,11 @@ continue a stopped run (`continue_command`) or sweep (`sweep_continue_command`).
 import json
 import logging
 import math
+import shlex
 from pathlib import Path
 
 import pytest
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from gpt2.errors import ConfigError, DataError, RunDirError
@@ -156,3 +158,38 @@ def test_without_a_readable_multirun_yaml_the_sweep_command_is_a_sentence(tmp_pa
         (tmp_path / "multirun.yaml").write_text(text)
     assert sweep_continue_command(tmp_path) == (
         f"the same command with trainer.resume=auto and hydra.sweep.dir={tmp_path}")
+
+
+# One directory name per kind of character that a shell or Hydra's override grammar reads specially.
+AWKWARD = {"non-ASCII": "rün ünïcødé ✓", "parentheses": "a (1)", "comma": "a,b", "equals": "k=v", "quote": "it's",
+           "double quote": 'say "hi"', "space": "my run", "dollar": "$HOME x", "interpolation": "${oc.env:HOME}",
+           "backslash": "back\\slash", "trailing backslash": "end\\", "backslash quote": 'q\\"', "tab": "a\tb",
+           "tilde": "~a", "brackets": "[x]", "braces": "{y}", "colon": "a:b", "glob": "*?|%@!#&;<>", "number": "1",
+           "null": "null", "bool": "true", "newline": "two\nlines"}
+
+
+def awkward_paths():
+    for kind, name in AWKWARD.items():
+        yield pytest.param(Path("runs") / name, id=kind)
+        yield pytest.param(Path(name), id=f"{kind}, alone")
+
+
+def read_back(command: str, key: str) -> str:
+    """The value of `key` that Hydra composes from a printed command line pasted into a shell."""
+    words = shlex.split(command)
+    [override] = [w for w in words if w.startswith(f"{key}=")]
+    value = OverridesParser.create().parse_overrides([override])[0].value()
+    return OmegaConf.create({"value": value}).value  # as Hydra's config resolves it
+
+
+@pytest.mark.parametrize("path", list(awkward_paths()))
+def test_the_printed_commands_give_hydra_back_exactly_the_directory(monkeypatch, path):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    overrides = ["model=baby", 'data.path="~/my corpus.txt"']
+    resume = continue_command(overrides, path).removeprefix("Resume with: ")
+    assert read_back(resume, "hydra.run.dir") == str(path)
+    assert shlex.split(resume)[2:4] == overrides  # the run's own overrides, as it was given them
+    assert read_back(sweep_continue_command(path, overrides), "hydra.sweep.dir") == str(path)
+    assert read_back(sweep_continue_command(path / "none"), "hydra.sweep.dir") == str(path / "none")
+    several_nodes = continue_command(overrides, path, World(world_size=4))
+    assert read_back(several_nodes.removeprefix("Resume with the same launch command plus "), "hydra.run.dir") == str(path)

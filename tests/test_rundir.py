@@ -2,6 +2,7 @@
 are unique, and no start or resume overwrites the checkpoints of another run."""
 
 import json
+import os
 import signal
 
 import pytest
@@ -24,6 +25,27 @@ def test_the_lock_refuses_a_second_owner_names_the_holder_and_is_released(tmp_pa
     assert not (tmp_path / "run" / LOCK_FILE).exists()  # released and removed
     (tmp_path / "run" / LOCK_FILE).write_text('{"pid": 1}')  # left by a killed process: holds nothing
     with RunDirLock(tmp_path / "run"):
+        pass
+
+
+@pytest.mark.parametrize("tamper, deleted", [(lambda lock: lock.unlink(), True), (lambda lock: lock.write_text(""), False),
+                                             (lambda lock: lock.write_text("not JSON"), False)],
+                         ids=["deleted", "emptied", "overwritten"])
+def test_a_run_whose_lock_file_was_tampered_with_still_refuses_a_second(tmp_path, data_dir, tamper, deleted):
+    """The directory itself is locked too: a second run is refused, naming the holder, whatever became
+    of the .lock file (a `rm`, an editor)."""
+    run_dir = tmp_path / "run"
+    with RunDirLock(run_dir):
+        tamper(run_dir / LOCK_FILE)
+        left = sorted(os.listdir(run_dir))
+        with pytest.raises(RunDirBusy) as refused:
+            train(tiny_config(data_dir), run_dir)
+        assert sorted(os.listdir(run_dir)) == left  # nothing written
+    line = str(refused.value)
+    assert line.startswith(f"run directory {run_dir} is in use by pid {os.getpid()} on ") and "\n" not in line
+    assert line.endswith(f"{'; its .lock file was deleted' if deleted else ''}): wait for that run to end, or use "
+                         f"another hydra.run.dir")
+    with RunDirLock(run_dir):  # released
         pass
 
 

@@ -8,7 +8,7 @@ import pytest
 from gpt2.train.distributed import Dist
 from gpt2.world import World
 
-TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID")
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "TORCHELASTIC_RUN_ID", "GROUP_RANK")
 
 
 @pytest.fixture(autouse=True)
@@ -49,6 +49,19 @@ def test_several_nodes_when_a_node_holds_less_than_the_world(monkeypatch, world_
     if local_world_size is not None:
         monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world_size)
     assert World(rank=0, local_rank=0, world_size=world_size).several_nodes is several
+
+
+@pytest.mark.parametrize("world, group_rank, leads", [
+    (World(), None, False),                 # plain python
+    (World(0, 0, 4), "0", False),           # rank 0 itself
+    (World(1, 1, 4), "0", False),           # rank 0's node
+    (World(2, 0, 4), "1", True),            # the first process of the second node
+    (World(3, 1, 4), "1", False),
+])
+def test_the_first_process_of_another_node_leads_it(monkeypatch, world, group_rank, leads):
+    if group_rank is not None:
+        monkeypatch.setenv("GROUP_RANK", group_rank)
+    assert world.leads_another_node is leads
 
 
 @pytest.mark.parametrize("value, run_id", [(None, None), ("none", None), ("3f2a9c", "3f2a9c")])

@@ -4,8 +4,11 @@ Hydra prints its own errors (a composition error, a run directory it cannot crea
 or a shortened traceback; `run_entry` asks Hydra to raise them instead (HYDRA_FULL_ERROR, unless the
 user set it) and prints one line. `--help` hides the internal `schema` group, `--cfg` validates the
 config as a run does, and the run's files that Hydra would write before the run owns its directory
-(`.hydra/`) are written by `save_run_files` once it does. `fail` and `report` end a run on the console:
-one line for an error, the result, and for a stopped run the command that continues it.
+(`.hydra/`, or the user's hydra.output_subdir) are written by `save_run_files` once it does: Hydra is
+told to write none (`NO_HYDRA_FILES`), whatever the config says. `fail` and `report` end a run on the
+console: one line for an error, the result, and for a stopped run the command that continues it. An
+error's line goes to stderr by print, whatever the logging config (hydra/job_logging=disabled), and
+to train.log by logging; under torchrun once, by rank 0 (`said_by`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Callable, Optional
 
 from omegaconf import DictConfig, OmegaConf
 
-from gpt2.config import from_hydra
+from gpt2.config import EMPTY_PATH, from_hydra
 from gpt2.run.compose import compose, hydra_error_line
 from gpt2.errors import (CheckpointError, ConfigError, DataError, NonFiniteLossError, PeerFailed, RunDirError,
                          error_line)
@@ -32,6 +35,9 @@ from gpt2.world import World
 log = logging.getLogger("train")
 
 CFG_FLAGS = ("--cfg", "-c")
+INFO_FLAGS = ("--help", "-h", "--hydra-help", "--version", "--cfg", "-c", "--info", "-i", "--shell-completion", "-sc")
+NO_HYDRA_FILES = "++hydra.output_subdir=null"  # appended to a run's command line: Hydra writes no files
+ALIKE = (ConfigError, DataError, CheckpointError, RunDirError, NonFiniteLossError, PeerFailed)  # on every rank
 FLAGS_WITH_VALUE = ("--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
                     "--config-dir", "-cd", "--experimental-rerun", "--info", "-i")
 
@@ -49,16 +55,44 @@ def quiet_other_ranks() -> None:
 
 
 def save_run_files(cfg: DictConfig, run_dir: Path) -> None:
-    """config.yaml (resolved) and Hydra's .hydra/{config,hydra,overrides}.yaml, written atomically
-    (conf/config.yaml sets hydra.output_subdir=null so that Hydra does not write them itself before
-    the run owns its directory: a refused second run would replace the first one's)."""
+    """config.yaml (resolved) and Hydra's {config,hydra,overrides}.yaml in `.hydra/` (or the user's
+    hydra.output_subdir), written atomically once the run owns its directory: Hydra writes none itself
+    (`NO_HYDRA_FILES`), since a refused second run would replace the first one's."""
     from hydra.core.hydra_config import HydraConfig
 
     hc = HydraConfig.instance().cfg
     atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    if hc is not None:
+    subdir = run_files_subdir(hc.hydra) if hc is not None else None
+    if subdir is not None:
         for name, node in (("config", cfg), ("hydra", hc), ("overrides", hc.hydra.overrides.task)):
-            atomic_write_text(run_dir / ".hydra" / f"{name}.yaml", OmegaConf.to_yaml(node))
+            atomic_write_text(run_dir / subdir / f"{name}.yaml", OmegaConf.to_yaml(node))
+
+
+def run_files_subdir(hydra_cfg: DictConfig) -> Optional[str]:
+    """Where a run's Hydra files go: the hydra.output_subdir of the command line (null: nowhere), else
+    the config's, else `.hydra` (conf/config.yaml's null means "train.py writes them")."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    chosen = [o for o in hydra_cfg.overrides.hydra
+              if o != NO_HYDRA_FILES and o.lstrip("+").startswith("hydra.output_subdir=")]
+    if chosen:
+        value = OverridesParser.create().parse_override(chosen[-1].lstrip("+")).value()
+        return None if value is None else str(value)
+    return hydra_cfg.output_subdir or ".hydra"
+
+
+def hydra_writes_nothing(argv: list[str]) -> list[str]:
+    """The command line Hydra runs: a run's or sweep's with NO_HYDRA_FILES after the user's overrides,
+    so that Hydra writes no file into the run directory before the run owns it (save_run_files does)."""
+    return argv if any(flag in argv for flag in INFO_FLAGS) else [*argv, NO_HYDRA_FILES]
+
+
+def refuse_empty_dirs(argv: list[str]) -> None:
+    """`hydra.run.dir=` (an unset variable) would make the current directory the run directory."""
+    for override in overrides_of(argv):
+        key, sep, value = override.lstrip("+").partition("=")
+        if key in ("hydra.run.dir", "hydra.sweep.dir") and value.strip().strip("'\"").strip() == "":
+            raise ConfigError(f"{key}: {EMPTY_PATH}")
 
 
 def overrides_of(argv: list[str]) -> list[str]:
@@ -117,32 +151,51 @@ def run_entry(main: Callable[[], None]) -> None:
             return show_help(main)
         if any(flag in argv for flag in CFG_FLAGS) and not {"-m", "--multirun"} & set(argv):
             from_hydra(compose(*overrides_of(argv)))  # validate as a run would, then let Hydra print
+        refuse_empty_dirs(argv)
+        sys.argv = [sys.argv[0], *hydra_writes_nothing(argv)]
         main()
     except Exception as exc:
         line = explain(exc, argv)
         if line is None or not ours:
             raise
-        print(f"error: {line}", file=sys.stderr)
+        said = said_by(World.from_env(), exc, line, before_run=True)
+        if said is not None:
+            print(f"error: {said}", file=sys.stderr)
         sys.exit(1)
+    finally:
+        sys.argv = [sys.argv[0], *argv]
+
+
+def said_by(world: World, exc: BaseException, line: str, before_run: bool = False) -> Optional[str]:
+    """The line this process prints for a user error, or None: under torchrun rank 0 says an error
+    every rank meets alike (config, data, directory, NaN; and before the run, Hydra's composition and
+    the run directory), a peer's failure is the failing process's to say, and another rank prefixes
+    an error of its own with its rank. Before the run an OS error (a node's own disk) is said by the
+    first process of each other node."""
+    if world.is_main:
+        return line
+    if before_run:  # the same config and directory on every rank; only an OS error may be a node's own
+        own = isinstance(exc, OSError) and hydra_error_line(exc) is None and world.leads_another_node
+    else:
+        own = not isinstance(exc, ALIKE)
+    return f"rank {world.rank}: {line}" if own else None
 
 
 def fail(exc: Exception, run_dir: Path) -> None:
-    """One line on the console (and in train.log, unless the directory is another run's), exit 1; a
-    bug keeps its traceback."""
-    world = World.from_env()
+    """One line on stderr (and in train.log, unless the directory is another run's), exit 1; a bug keeps
+    its traceback. Printed, not logged to the console: it shows whatever the logging config."""
     line = error_line(exc)
     if line is None:
         raise exc
-    if not world.is_main:  # an error every rank meets alike (config, data, directory, NaN) is rank 0's to
-        # say, and a peer's failure the failing process's
-        if isinstance(exc, (ConfigError, DataError, CheckpointError, RunDirError, NonFiniteLossError, PeerFailed)):
-            sys.exit(1)
-        line = f"rank {world.rank}: {line}"
+    line = said_by(World.from_env(), exc, line)
+    if line is None:
+        sys.exit(1)
     if isinstance(exc, RunDirError):  # do not write into the other run's train.log
         for handler in logging.getLogger().handlers[:]:
             if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).parent == run_dir:
                 logging.getLogger().removeHandler(handler)
-    log.error("%s", line)
+    log_to_file(logging.ERROR, line)
+    print(line, file=sys.stderr)
     sys.exit(1)
 
 
@@ -166,15 +219,18 @@ def report(summary: RunSummary, run_dir: Path, multirun: bool) -> None:
 
 
 def log_to_file(level: int, message: str) -> None:
-    """Log a line to train.log only, for a line the console gets otherwise (not twice on a terminal)."""
-    root = logging.getLogger()
+    """Log a line to train.log only, for a line the console gets otherwise (not twice on a terminal;
+    with no handler left, logging's last resort would print it on stderr: a NullHandler stands in)."""
+    root, nothing = logging.getLogger(), logging.NullHandler()
     consoles = [h for h in root.handlers if isinstance(h, logging.StreamHandler)
                 and not isinstance(h, logging.FileHandler) and h.stream in (sys.stdout, sys.stderr)]
     for handler in consoles:
         root.removeHandler(handler)
+    root.addHandler(nothing)
     try:
         log.log(level, "%s", message)
     finally:
+        root.removeHandler(nothing)
         for handler in consoles:
             root.addHandler(handler)
 

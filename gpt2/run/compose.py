@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from gpt2.config import GROUPS, Config
 from gpt2.errors import ConfigError
+from gpt2.run.record import shell_override
 from gpt2.run.rundir import run_stamp, unique_tag
 
 
@@ -62,7 +63,7 @@ def hydra_error_line(exc: BaseException) -> Optional[str]:
     if isinstance(getattr(exc, "override", None), str):  # bad override syntax: say which override
         key, _, value = exc.override.partition("=")
         detail = "cannot be parsed" if exc.override in line else line
-        line = f"{exc.override}: {detail} (a value with special characters needs quotes: '{key}=\"{value}\"')"
+        line = f"{exc.override}: {detail} (a value with special characters needs quotes: {shell_override(key, value)})"
     cause = exc.__cause__
     if cause is not None and str(cause):
         line += f" ({str(cause).splitlines()[0]})"

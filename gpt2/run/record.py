@@ -9,6 +9,7 @@ float (best_val_loss=inf before the first evaluation) is written as null.
 from __future__ import annotations
 
 import logging
+import re
 import shlex
 from pathlib import Path
 from typing import Optional, Sequence
@@ -77,7 +78,7 @@ def record_failure(job_dir: Path, exc: BaseException) -> None:
 def continue_command(overrides: Sequence[str], run_dir: Path, world: World = World()) -> str:
     """How to continue a stopped run: its command line with trainer.resume=auto and its directory
     (under torchrun its torchrun command; across nodes, the launch command is the user's)."""
-    run = shlex.quote(f"hydra.run.dir={run_dir}")
+    run = shell_override("hydra.run.dir", run_dir)
     if world.several_nodes:
         return f"Resume with the same launch command plus trainer.resume=auto {run}"
     launch = f"torchrun --standalone --nproc_per_node={world.world_size}" if world.enabled else "python"
@@ -89,14 +90,39 @@ def sweep_continue_command(sweep_dir: Path, overrides: Optional[Sequence[str]] =
     """The command that continues a sweep: its command-line overrides (given, or read from the sweep's
     multirun.yaml, which Hydra writes when a sweep starts; a relative sweep_dir is under `cwd`, the
     directory the sweep was started in) with trainer.resume=auto and its directory."""
+    sweep = shell_override("hydra.sweep.dir", sweep_dir)
     if overrides is None:
         try:
             overrides = list(OmegaConf.load(Path(cwd) / sweep_dir / SWEEP_FILE).hydra.overrides.task)
         except Exception:  # no record, or a damaged one: say it in words
-            return f"the same command with trainer.resume=auto and hydra.sweep.dir={sweep_dir}"
-    return " ".join(["python train.py -m", *resumed(overrides), shlex.quote(f"hydra.sweep.dir={sweep_dir}")])
+            return f"the same command with trainer.resume=auto and {sweep}"
+    return " ".join(["python train.py -m", *resumed(overrides), sweep])
 
 
 def resumed(overrides: Sequence[str]) -> list[str]:
     """A command line's overrides, shell-quoted, with its own trainer.resume replaced by auto."""
     return [*(shlex.quote(o) for o in overrides if not o.startswith("trainer.resume=")), "trainer.resume=auto"]
+
+
+def shell_override(key: str, value: object) -> str:
+    """`key=value` as one shell word that Hydra reads back as exactly str(value) (a path), whatever
+    characters it holds (spaces, quotes, parentheses, commas, `=`, `$`, non-ASCII): the value in
+    Hydra's quotes where it needs them, the whole word in the shell's."""
+    return shlex.quote(f"{key}={hydra_value(str(value))}")
+
+
+def hydra_value(text: str) -> str:
+    """`text` as a Hydra override value that parses back to exactly `text`: as it is where it already
+    does, else in double quotes, with a quote and the backslashes before a quote or the end escaped
+    (Hydra's grammar), and `${` escaped for OmegaConf (no interpolation)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if "${" not in text:
+        try:
+            if OverridesParser.create().parse_override(f"k={text}").value() == text:
+                return text
+        except HydraException:
+            pass
+    escaped = re.sub(r'(\\*)("|$)', lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), text)
+    return '"' + escaped.replace("${", "\\${") + '"'

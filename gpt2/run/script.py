@@ -1,14 +1,16 @@
 """What every script under scripts/ shares: `run_script` (a user error is one line, Ctrl-C one line,
 a closed pipe nothing), `stop_on_ctrl_c` (Ctrl-C one line during the slow imports too), the checks of
-their own options and the `--threads` option. Standard library only at import: a script imports it
-before torch."""
+their own options (the argparse types below, which refuse a meaningless value while the flags are
+read: NaN, inf, a count below 1, an empty path) and the `--threads` option. Standard library only at
+import: a script imports it before torch."""
 
 import argparse
+import math
 import os
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, NoReturn, Optional
+from typing import Any, Callable, NoReturn, Optional
 
 from gpt2.errors import ConfigError, error_line
 
@@ -28,6 +30,73 @@ class ScriptParser(argparse.ArgumentParser):
 def script_parser(doc: Optional[str]) -> ScriptParser:
     """A script's parser: its docstring as the description, shown as written."""
     return ScriptParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def _checked(kind: type, ok: Callable[[Any], bool], wants: str) -> Callable[[str], Any]:
+    """An argparse type: text that `kind` cannot read is argparse's own 'invalid int value: 'x'', a
+    value `ok` refuses 'must be <wants>, got <text>' (argparse prefixes the option: one line)."""
+    def parse(text: str):
+        value = _read(kind, text)
+        refused = None if ok(value) else wants
+        if kind is int and not -INT64 <= value < INT64:  # it would overflow in torch and numpy
+            refused = "a 64-bit integer"
+        if refused:
+            raise argparse.ArgumentTypeError(f"must be {refused}, got {text.strip() or repr(text)}")
+        return value
+    parse.__name__ = kind.__name__  # argparse names the type by it: 'invalid float value'
+    return parse
+
+
+def _read(kind: type, text: str):
+    """float(text), or int(text) where '1e9' is an integer too; ValueError for anything else."""
+    try:
+        return kind(text)
+    except ValueError:
+        value = float(text)
+        if not value.is_integer():  # also NaN and inf
+            raise
+        return int(value)
+
+
+INT64 = 2 ** 63
+integer = _checked(int, lambda v: True, "a 64-bit integer")
+"""Any integer torch and numpy take (a seed): 10**30 is one line, not an overflow deep in a generator."""
+positive_int = _checked(int, lambda v: v >= 1, "at least 1")
+"""A count: 1 or more ('1e9' reads as 10**9)."""
+nonnegative_int = _checked(int, lambda v: v >= 0, ">= 0")
+finite_float = _checked(float, math.isfinite, "a finite number")
+positive_float = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+nonnegative_float = _checked(float, lambda v: math.isfinite(v) and v >= 0, "a finite number >= 0")
+probability = _checked(float, lambda v: 0 < v <= 1, "in (0, 1]")
+fraction = _checked(float, lambda v: 0 < v < 1, "in (0, 1), both ends excluded")
+
+
+def nonempty_str(text: str) -> str:
+    """A path, or a name (`gpt2`), kept as written (Path would turn './gpt2' into the name 'gpt2'): ''
+    (an unset shell variable, `--out $UNSET`) is refused, not read as the current directory."""
+    if not text:
+        from gpt2.config import EMPTY_PATH
+
+        raise argparse.ArgumentTypeError(EMPTY_PATH)
+    return text
+
+
+def nonempty_path(text: str) -> Path:
+    """A path option, as nonempty_str."""
+    return Path(nonempty_str(text))
+
+
+def comma_choices(*allowed: str) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated selection among `allowed` (each at most once); a name it does
+    not know is refused, not skipped (a misspelled section would select nothing and exit 0)."""
+    def parse(text: str) -> list[str]:
+        chosen = text.split(",")
+        unknown = [c for c in chosen if c not in allowed]
+        if unknown or len(set(chosen)) != len(chosen):
+            raise argparse.ArgumentTypeError(f"comma-separated, each once, of {','.join(allowed)}; got {text!r}")
+        return chosen
+    parse.allowed = allowed
+    return parse
 
 
 def check_input_file(path: Path, option: str) -> Path:
@@ -61,14 +130,6 @@ def check_output(path: Path, option: str, force: bool, folder: bool = False) -> 
     if taken and not force:
         raise ConfigError(f"{option} {path} holds an earlier result: choose another path, or add --force to "
                           f"replace it")
-
-
-def require_positive(args: argparse.Namespace, *options: str) -> None:
-    """Refuse a script's integer options below 1: '--batches: must be at least 1, got 0'."""
-    for option in options:
-        value = getattr(args, option.lstrip("-").replace("-", "_"))
-        if value < 1:
-            raise ConfigError(f"{option}: must be at least 1, got {value}")
 
 
 def int_list(text: str, option: str) -> list[int]:
@@ -105,7 +166,7 @@ def check_device(name: str, option: str = "--device") -> None:
 def add_threads_option(parser: argparse.ArgumentParser, *, default_help: str = "torch's, one per core") -> None:
     """`--threads N`: the CPU threads torch computes with (default None: torch's own, one per core;
     a script that chooses otherwise when it is not given says so in `default_help`)."""
-    parser.add_argument("--threads", type=int, default=None, metavar="N",
+    parser.add_argument("--threads", type=positive_int, default=None, metavar="N",
                         help=f"CPU threads for torch (default: {default_help})")
 
 

@@ -3,7 +3,10 @@
 W&B is imported lazily and never prompts: logger.mode=auto logs online only when credentials are
 configured (WANDB_API_KEY or a netrc entry from `wandb login`) and offline otherwise, with the mode
 fixed before init so that an offline run makes no network call. `check_wandb_env` refuses, in one line
-and before any data or model is built, the WANDB_* variables and modes that would stop W&B later.
+and before any data or model is built, the WANDB_* variables and modes that would stop W&B later. An
+online run whose server cannot be reached (`wandb_unreachable`: at most REACH_TIMEOUT_S seconds, DNS
+included) logs offline at once, in one warning line that says where and how to sync it, rather than
+waiting for W&B's init timeout.
 """
 
 from __future__ import annotations
@@ -11,6 +14,8 @@ from __future__ import annotations
 import logging
 import netrc
 import os
+import socket
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +29,9 @@ log = logging.getLogger(__name__)
 
 WANDB_MODE_ALIASES = {"dryrun": "offline", "run": "online"}  # wandb's older names
 SAMPLE_COLUMNS = ("iter", "prompt", "text")  # the W&B table of samples
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+REACH_TIMEOUT_S = 3.0  # the reachability check before an online init
+INIT_TIMEOUT_S = 30  # wandb.init's own, once the server answered
 LOGGER_SETTINGS = {"project": "project", "entity": "entity", "group": "run_group", "name": "run_name",
                    "tags": "run_tags"}  # logger.* key -> the wandb setting wandb.init makes of it
 
@@ -31,7 +39,7 @@ LOGGER_SETTINGS = {"project": "project", "entity": "entity", "group": "run_group
 def wandb_credentials_configured() -> bool:
     if os.environ.get("WANDB_API_KEY"):
         return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
+    host = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL)).hostname
     try:
         return netrc.netrc(os.environ.get("NETRC")).authenticators(host) is not None
     except (OSError, netrc.NetrcParseError):
@@ -123,31 +131,79 @@ def _wandb_settings_error(cfg: LoggerConfig, exc: Exception) -> ConfigError:
     return ConfigError(f"W&B setting {setting}={error.get('input')!r} is not valid: {_settings_reason(exc)}")
 
 
+def wandb_endpoint() -> tuple[str, int, str]:
+    """(host, port, what to call it) of the first hop to W&B's server (WANDB_BASE_URL, else
+    api.wandb.ai): the proxy the environment names for it, if any, else the server."""
+    import urllib.request
+
+    url = urlparse(os.environ.get("WANDB_BASE_URL", DEFAULT_BASE_URL))
+    proxy = urllib.request.getproxies().get(url.scheme)
+    hop, what = url, ""
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        hop, what = urlparse(proxy if "://" in proxy else f"http://{proxy}"), "proxy "
+    port = hop.port or (80 if hop.scheme == "http" else 443)
+    return hop.hostname or "", port, f"{what}{hop.hostname}:{port}"
+
+
+def wandb_unreachable(timeout: float = REACH_TIMEOUT_S) -> Optional[str]:
+    """Why W&B's server cannot be reached (see wandb_endpoint), or None when a TCP connection to it
+    opens within `timeout` seconds, name lookup included (in a thread: getaddrinfo has no timeout)."""
+    host, port, what = wandb_endpoint()
+    outcome: list[Optional[str]] = []
+
+    def connect() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except OSError as exc:
+            outcome.append("its name does not resolve" if isinstance(exc, socket.gaierror)
+                           else exc.strerror or str(exc) or type(exc).__name__)
+
+    thread = threading.Thread(target=connect, daemon=True, name="wandb-reachable")
+    thread.start()
+    thread.join(timeout)
+    if outcome and outcome[0] is None:
+        return None
+    return f"{what} cannot be reached ({outcome[0] if outcome else f'no answer within {timeout:g} s'})"
+
+
 class WandbRun:
-    """A W&B run in `run_dir/wandb`, in `mode` (see `wandb_mode`). A failed online init falls back to
-    offline (nothing is lost: `wandb sync` uploads it later) instead of stopping training. `samples`:
-    the rows of samples.jsonl a resumed run kept, the start of its `samples` table."""
+    """A W&B run in `run_dir/wandb`, in `mode` (see `wandb_mode`). An online run whose server cannot be
+    reached, or whose init fails, logs offline instead (nothing is lost: `wandb sync` uploads it later)
+    rather than stopping training. `samples`: the rows of samples.jsonl a resumed run kept, the start
+    of its `samples` table."""
 
     def __init__(self, cfg: LoggerConfig, run_dir: Path, config: dict,
                  run_id: Optional[str] = None, *, mode: str, samples: Sequence[dict] = ()):
-        import wandb
-        from pydantic import ValidationError
-
         kwargs = dict(project=cfg.project, entity=cfg.entity, group=cfg.group, name=cfg.name,
                       tags=list(cfg.tags) or None, config=config, dir=str(run_dir),
                       id=run_id, resume="allow" if run_id else None)  # a resumed run keeps its id
+        offline_because = self._start(cfg, mode, kwargs)
+        self.mode = self.run.settings.mode
+        self.samples = [[row[c] for c in SAMPLE_COLUMNS] for row in samples]
+        if offline_because is not None:
+            log.warning("W&B online: %s; logging offline instead. %s", offline_because, self.where())
+        else:
+            log.info("%s", self.where())
+
+    def _start(self, cfg: LoggerConfig, mode: str, kwargs: dict) -> Optional[str]:
+        """Start self.run; returns why an online run went offline instead (None when it did not)."""
+        import wandb
+        from pydantic import ValidationError
+
+        unreachable = wandb_unreachable() if mode == "online" else None
+        if mode == "online" and unreachable is None:
+            log.info("W&B online: connecting (offline instead if it does not answer within %d s)", INIT_TIMEOUT_S)
         try:
-            self.run = self._init(wandb, mode, kwargs)
+            self.run = self._init(wandb, "offline" if unreachable else mode, kwargs)
         except ValidationError as exc:  # a setting that check_wandb_settings did not see
             raise _wandb_settings_error(cfg, exc) from None
         except Exception as exc:  # wandb raises many types on network trouble
-            if mode != "online":
+            if mode != "online" or unreachable:
                 raise
-            log.warning("W&B online init failed (%s); logging offline instead", exc)
             self.run = self._init(wandb, "offline", kwargs)
-        self.mode = self.run.settings.mode
-        self.samples = [[row[c] for c in SAMPLE_COLUMNS] for row in samples]
-        log.info("%s", self.where())
+            return f"init failed ({exc})"
+        return unreachable
 
     def where(self) -> str:
         """Where the run is: its URL online, its directory and the command that uploads it offline."""
@@ -157,7 +213,7 @@ class WandbRun:
 
     @staticmethod
     def _init(wandb, mode: str, kwargs: dict):
-        settings = wandb.Settings(mode=mode, silent=True, console="off", init_timeout=30)
+        settings = wandb.Settings(mode=mode, silent=True, console="off", init_timeout=INIT_TIMEOUT_S)
         wandb.setup(settings=settings)  # before init: the mode decides whether anything calls out
         return wandb.init(settings=settings, reinit="finish_previous", **kwargs)
 
