@@ -11,8 +11,10 @@ done. A value that follows another when left null (`optim.lr_decay_iters`, `mode
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import Any, Dict, List, Optional
 
 from omegaconf import DictConfig, OmegaConf
@@ -39,6 +41,23 @@ def _ints_in_range(config: Any) -> None:
         for name, value in vars(part).items():
             _check(type(value) is not int or -INT64 <= value < INT64, f"{group}.{name}",
                    f"{value} is out of range (a 64-bit integer: {-INT64:,} to {INT64 - 1:,})")
+
+
+def _floats_finite(config: Any) -> None:
+    """No float setting is NaN or infinite (`optim.lr=inf` would pass `> 0`, and train on NaNs)."""
+    for group in GROUPS:
+        for name, value in vars(getattr(config, group)).items():
+            _check(type(value) is not float or math.isfinite(value), f"{group}.{name}",
+                   f"must be a finite number, got {value}")
+
+
+EMPTY_PATH = "an empty path; is a shell variable unset?"
+"""A path setting (or a script's path option) given as '': refused, not read as the current directory."""
+
+
+def _nonempty(obj: Any, group: str, *names: str) -> None:
+    for name in names:
+        _check(getattr(obj, name) != "", f"{group}.{name}", EMPTY_PATH)
 
 
 def _positive(obj: Any, group: str, *names: str) -> None:
@@ -101,6 +120,7 @@ class DataConfig:
         _check(0.0 <= self.min_val_frac < 1.0, "data.min_val_frac",
                f"must be at least 0 and under 1 (0 accepts any validation split), got {self.min_val_frac}")
         _check(self.num_workers >= 0, "data.num_workers", f"must be >= 0, got {self.num_workers}")
+        _nonempty(self, "data", "path", "dir", "data_dir", "mirror")
 
 
 @dataclass
@@ -144,6 +164,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "model", "n_layer", "n_head", "n_embd", "vocab_multiple", "block_size")
+        _nonempty(self, "model", "init_from")
         _check(self.n_embd % self.n_head == 0, "model.n_head",
                f"model.n_embd ({self.n_embd}) must be divisible by model.n_head ({self.n_head})")
         _check(0.0 <= self.dropout < 1.0, "model.dropout", f"must be in [0, 1), got {self.dropout}")
@@ -316,6 +337,7 @@ class TrainerConfig:
         _positive(self, "trainer", "max_iters", "eval_interval", "eval_iters", "log_interval",
                   "grad_accum")
         _check(self.parallel in ("ddp", "fsdp"), "trainer.parallel", f"must be ddp or fsdp, got {self.parallel!r}")
+        _nonempty(self, "trainer", "resume")
         _check(self.peak_tflops is None or self.peak_tflops > 0, "trainer.peak_tflops",
                f"must be > 0 (or null), got {self.peak_tflops}")
         _check(bool(DEVICE_RE.match(self.device)), "trainer.device",
@@ -385,18 +407,79 @@ class OptunaConfig:
     """Config key -> {type: float|int|categorical, low, high, log, step, choices}."""
 
     def __post_init__(self) -> None:
-        if self.n_trials < 1:
-            raise ConfigError(f"hparams_search.n_trials: must be >= 1, got {self.n_trials}")
-        if self.direction not in ("minimize", "maximize"):
-            raise ConfigError(f"hparams_search.direction: must be minimize or maximize, got {self.direction!r}")
+        _check(self.n_trials >= 1, "hparams_search.n_trials", f"must be >= 1, got {self.n_trials}")
+        _check(self.direction in ("minimize", "maximize"), "hparams_search.direction",
+               f"must be minimize or maximize, got {self.direction!r}")
+        _nonempty(self, "hparams_search", "storage")
+        _check(self.study_name != "", "hparams_search.study_name", "an empty name; is a shell variable unset? (null: "
+               "the sweep's own)")
+        _check(bool(self.params), "hparams_search.params", "no parameter to search: give config key -> "
+               "{type: float|int|categorical, ...}")
         for key, spec in self.params.items():
-            kind = spec.get("type") if isinstance(spec, dict) else None
-            if kind not in ("float", "int", "categorical"):
-                raise ConfigError(f"hparams_search.params.{key}: needs type float, int or categorical")
-            needed = ("choices",) if kind == "categorical" else ("low", "high")
-            missing = [k for k in needed if k not in spec]
-            if missing:
-                raise ConfigError(f"hparams_search.params.{key}: {kind} needs {', '.join(missing)}")
+            _search_spec(f"hparams_search.params.{key}", spec)
+
+
+SPEC_KEYS = {"float": ("low", "high", "log", "step"), "int": ("low", "high", "log", "step"),
+             "categorical": ("choices",)}
+"""What a search spec of each type takes (besides `type`): Optuna's suggest_float, suggest_int and
+suggest_categorical arguments."""
+
+
+def _search_spec(where: str, spec: Any) -> None:
+    """One hparams_search.params entry, checked as Optuna would check it in the middle of a study."""
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    _check(isinstance(kind, str) and kind in SPEC_KEYS, where, "needs type float, int or categorical")
+    unknown = sorted(set(spec) - {"type", *SPEC_KEYS[kind]})
+    _check(not unknown, where, f"unknown key {unknown[0] if unknown else ''!r} (type {kind} takes "
+           f"{', '.join(SPEC_KEYS[kind])})")
+    if kind == "categorical":
+        choices = spec.get("choices")
+        _check(isinstance(choices, list) and len(choices) > 0, where,
+               f"choices must be a non-empty list, got {choices!r}")
+        odd = [c for c in choices if c is not None and not isinstance(c, (bool, int, float, str))]
+        _check(not odd, where, f"choice {odd[0] if odd else ''!r}: a choice is a number, a string, a boolean or null")
+        _check(len({repr(c) for c in choices}) == len(choices), where, f"choices repeat a value: {choices}")
+    else:
+        _search_range(where, kind, spec)
+
+
+def _search_range(where: str, kind: str, spec: dict) -> None:
+    missing = [k for k in ("low", "high") if k not in spec]
+    _check(not missing, where, f"{kind} needs {', '.join(missing)}")
+    low, high, log, step = spec["low"], spec["high"], spec.get("log", False), spec.get("step")
+    wanted = (int,) if kind == "int" else (int, float)
+    for name, value in (("low", low), ("high", high), ("step", step)):
+        _check((name == "step" and value is None) or (isinstance(value, wanted) and not isinstance(value, bool)
+                                                       and math.isfinite(value)), where,
+               f"{name} must be a finite {'integer' if kind == 'int' else 'number'}, got {value!r}")
+    _check(isinstance(log, bool), where, f"log must be true or false, got {log!r}")
+    _check(low <= high, where, f"low ({low}) > high ({high})")
+    _check(not log or low > 0, where, f"log: true needs low > 0, got {low}")
+    if step is not None:
+        _check(step > 0, where, f"step must be > 0, got {step}")
+        _check(not log or (kind == "int" and step == 1), where, "step and log: true do not combine (Optuna "
+               "draws on a grid or log-uniformly, not both)")
+        span = Decimal(str(high)) - Decimal(str(low))
+        _check(span % Decimal(str(step)) == 0, where, f"step ({step}) does not divide high - low ({high} - {low}): "
+               f"Optuna would move high")
+
+
+def _search_fits(search: OptunaConfig) -> None:
+    """Each searched key is a config key that takes the values drawn for it (`type: float` on an
+    integer key, or a choice of the wrong type, would fail every trial that draws it)."""
+    for key, spec in search.params.items():
+        where = f"hparams_search.params.{key}"
+        group, _, name = key.partition(".")
+        fields = GROUPS[group].__dataclass_fields__ if group in GROUPS else {}
+        _check(name in fields, where, "not a config key (see `python train.py --cfg job` for the valid keys)")
+        node = OmegaConf.structured(GROUPS[group])
+        probes = spec["choices"] if spec["type"] == "categorical" else [spec["low"], spec["high"]]
+        for value in [*probes, *([0.5] if spec["type"] == "float" else [])]:
+            try:
+                node[name] = value
+            except Exception:  # OmegaConf's ValidationError: the field's type refuses the value
+                what = f"choice {value!r}" if spec["type"] == "categorical" else f"type {spec['type']}"
+                raise ConfigError(f"{where}: {what} does not fit {key} (of type {fields[name].type})") from None
 
 
 @dataclass
@@ -411,6 +494,9 @@ class Config:
 
     def __post_init__(self) -> None:
         _ints_in_range(self)
+        _floats_finite(self)
+        if self.hparams_search is not None:
+            _search_fits(self.hparams_search)
         _check(not self.trainer.hellaswag_interval or self.data.tokenizer == "gpt2" or self.data.source == "bin",
                "trainer.hellaswag_interval", "HellaSwag is scored in GPT-2 tokens: use data.tokenizer=gpt2 (or "
                "trainer.hellaswag_interval=0)")

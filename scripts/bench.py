@@ -29,10 +29,10 @@ from pathlib import Path
 import torch
 
 from gpt2.config import from_hydra
-from gpt2.errors import ConfigError
 from gpt2.files import atomic_write_text
 from gpt2.run.compose import compose
-from gpt2.run.script import add_force_option, check_output, int_list, require_positive, run_script, script_parser
+from gpt2.run.script import (add_force_option, check_output, int_list, nonempty_path, positive_float, positive_int,
+                             run_script, script_parser)
 from gpt2.train.mfu import flops_per_token, peak_tflops, utilisation
 from gpt2.train.parts import build
 from gpt2.train.runtime import dtype_name, peak_rss_mb
@@ -44,6 +44,7 @@ PRESETS = {
     "char_cpu": ["experiment=shakespeare_char_cpu"],
     "default": [],
 }
+COMPILES = {"off": ["false"], "on": ["true"], "off,on": ["false", "true"], "on,off": ["true", "false"]}
 ABLATIONS = {  # one speed setting switched off at a time (those that apply to the device)
     "bf16 -> float32": ["trainer.dtype=float32"],
     "TF32 off": ["trainer.tf32=false"],
@@ -140,36 +141,38 @@ def plan(args) -> list[tuple[str, list[str]]]:
     """(row name, overrides) for every row asked for."""
     cuda = torch.cuda.is_available()
     presets = args.preset or (["gpt2", "char"] if cuda else ["char_cpu"])
-    compiles = {"off": ["false"], "on": ["true"], "off,on": ["false", "true"], "on,off": ["true", "false"]}
-    if args.compile not in compiles:
-        raise ConfigError(f"--compile: off, on or off,on; got {args.compile!r}")
     rows = []
     batches = int_list(args.batch_sizes, "--batch-sizes") if args.batch_sizes else [None]
-    for preset, compiled, batch in itertools.product(presets, compiles[args.compile], batches):
+    for preset, compiled, batch in itertools.product(presets, COMPILES[args.compile], batches):
         extra = [f"data.batch_size={batch}"] if batch else []
         rows.append((preset, [*PRESETS[preset], *args.overrides, f"trainer.compile={compiled}", *extra]))
     if args.ablate:
-        base = [*PRESETS[presets[0]], *args.overrides, f"trainer.compile={compiles[args.compile][-1]}"]
+        base = [*PRESETS[presets[0]], *args.overrides, f"trainer.compile={COMPILES[args.compile][-1]}"]
         for name, switch in ABLATIONS.items():
             if cuda or name not in ("TF32 off",):
                 rows.append((f"{presets[0]}: {name}", [*base, *switch]))
     return rows
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
     parser.add_argument("overrides", nargs="*", help="hydra overrides for every row (e.g. trainer.dtype=float32)")
     parser.add_argument("--preset", action="append", choices=sorted(PRESETS))
-    parser.add_argument("--compile", default="off,on", help="off, on, or off,on (default: both)")
+    parser.add_argument("--compile", default="off,on", choices=list(COMPILES),
+                        help="off, on, or off,on (default: both)")
     parser.add_argument("--batch-sizes", default=None, help="comma-separated (default: the preset's)")
-    parser.add_argument("--iters", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--iters", type=positive_int, default=20)
+    parser.add_argument("--warmup", type=positive_int, default=5)
     parser.add_argument("--ablate", action="store_true", help="also switch each speed setting off in turn")
-    parser.add_argument("--peak-tflops", type=float, default=None, help="the device's peak (default: known GPUs)")
-    parser.add_argument("--json", type=Path, default=None, help="also write every row here")
+    parser.add_argument("--peak-tflops", type=positive_float, default=None,
+                        help="the device's peak (default: known GPUs)")
+    parser.add_argument("--json", type=nonempty_path, default=None, help="also write every row here")
     add_force_option(parser)
-    args = parser.parse_args()
-    require_positive(args, "--iters", "--warmup")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.json:
         check_output(args.json, "--json", args.force)
     rows = plan(args)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpt2.config import from_hydra
 from gpt2.run.compose import compose
-from gpt2.run.script import require_positive, run_script, script_parser
+from gpt2.run.script import positive_int, run_script, script_parser
 from gpt2.train.checkpoint import LAST, load_checkpoint
 from gpt2.train.parts import build
 from gpt2.train.resume import ResumePlan
@@ -24,12 +24,15 @@ from gpt2.train.step import train_step
 from gpt2.train.trainer import Progress
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
     parser.add_argument("overrides", nargs="*", default=["experiment=shakespeare_char", "trainer.device=cpu"])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    require_positive(args, "--repeats")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     config = from_hydra(compose(*args.overrides, "logger=none"))
     parts = build(config)
     train_step(parts.model, parts.optimizer, parts.data.train_dl.forever(), parts.runtime, parts.schedule(0),

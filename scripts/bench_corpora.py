@@ -28,7 +28,8 @@ from typing import Iterator
 import numpy as np
 
 from gpt2.data.tokenfiles import read_manifest
-from gpt2.run.script import require_positive, run_script, script_parser
+from gpt2.run.script import (comma_choices, nonempty_path, nonempty_str, positive_float, positive_int, run_script,
+                             script_parser)
 
 ROOT = Path(__file__).resolve().parents[1]
 FORMATS = ("parquet", "jsonl", "jsonl.gz", "jsonl.zst", "hf", "text")
@@ -135,22 +136,26 @@ def disk_mb(path: Path) -> float:
     return sum(p.stat().st_size for p in files) / 1e6
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("--workdir", default=None, help="where the corpora are written (default: a temp dir)")
-    parser.add_argument("--mb", type=float, default=2000, help="MB of text in each corpus")
-    parser.add_argument("--workers", type=int, default=min(8, os.cpu_count() or 1))
-    parser.add_argument("--formats", default=",".join(FORMATS))
-    parser.add_argument("--row-group", type=int, default=1000, help="rows per Parquet row group")
-    parser.add_argument("--mirror", default=os.environ.get("GPT2_DATA_MIRROR"))
-    args = parser.parse_args()
-    require_positive(args, "--workers", "--row-group")
-    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="bench-corpora-"))
+    parser.add_argument("--workdir", type=nonempty_path, default=None,
+                        help="where the corpora are written (default: a temp dir)")
+    parser.add_argument("--mb", type=positive_float, default=2000, help="MB of text in each corpus")
+    parser.add_argument("--workers", type=positive_int, default=min(8, os.cpu_count() or 1))
+    parser.add_argument("--formats", type=comma_choices(*FORMATS), default=list(FORMATS))
+    parser.add_argument("--row-group", type=positive_int, default=1000, help="rows per Parquet row group")
+    parser.add_argument("--mirror", type=nonempty_str, default=os.environ.get("GPT2_DATA_MIRROR") or None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-corpora-"))
     workdir.mkdir(parents=True, exist_ok=True)
     text = (Path(args.mirror or "data") / "tinyshakespeare" / "input.txt").read_text()
     print("| format | on disk | text | wall time | MB/s | MB/s per worker | peak RSS main | peak RSS largest worker |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for fmt in args.formats.split(","):
+    for fmt in args.formats:
         corpus = write_corpus(fmt, text, args.mb, args.row_group, workdir)
         r = run_prepare(corpus, fmt, args.workers, workdir, args.mirror)
         rate = r["text_mb"] / r["seconds"]

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader
 from gpt2.config import DataConfig
 from gpt2.data.loaders import LMSequenceDataset, make_dataloader
 from gpt2.data.sources import load_tokens, train_valid_split
-from gpt2.run.script import require_positive, run_script, script_parser
+from gpt2.run.script import nonempty_str, positive_int, run_script, script_parser
 
 
 def textbook_loader(tokens: torch.Tensor, batch_size: int, block_size: int, num_workers: int):
@@ -69,15 +69,19 @@ def batches_per_sec(batches, count: int, repeats: int) -> float:
     return statistics.median(rates)
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--block-size", type=int, default=256)
-    parser.add_argument("--batches", type=int, default=200, help="batches timed per repeat")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--mirror", default=None, help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
-    args = parser.parse_args()
-    require_positive(args, "--batch-size", "--block-size", "--batches", "--repeats")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--block-size", type=positive_int, default=256)
+    parser.add_argument("--batches", type=positive_int, default=200, help="batches timed per repeat")
+    parser.add_argument("--repeats", type=positive_int, default=5)
+    parser.add_argument("--mirror", type=nonempty_str, default=None,
+                        help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
 
     cfg = DataConfig(block_size=args.block_size, batch_size=args.batch_size, mirror=args.mirror)
     _, tokens, _ = load_tokens(cfg)

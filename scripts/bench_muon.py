@@ -20,7 +20,7 @@ import time
 import torch
 
 from gpt2.model.gpt import GPT, GPTConfig
-from gpt2.run.script import check_device, int_list, require_positive, run_script, script_parser
+from gpt2.run.script import check_device, int_list, positive_int, run_script, script_parser
 from gpt2.train.muon import orthogonalise
 from gpt2.train.runtime import resolve_device
 
@@ -46,16 +46,19 @@ def fastest(fn, repeats: int, device: torch.device) -> float:
     return min(times)
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="gpt2")
-    parser.add_argument("--micro-batch", type=int, default=1)
-    parser.add_argument("--tokens-per-step", type=int, default=524_288)
+    parser.add_argument("--micro-batch", type=positive_int, default=1)
+    parser.add_argument("--tokens-per-step", type=positive_int, default=524_288)
     parser.add_argument("--world", default="1,8")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--device", default="auto")
-    args = parser.parse_args()
-    require_positive(args, "--micro-batch", "--tokens-per-step", "--repeats")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     worlds = int_list(args.world, "--world")
     check_device(args.device)
     device = resolve_device(args.device)

@@ -24,11 +24,10 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
 from gpt2.model.gpt import GPT, GPTConfig, next_token  # noqa: E402
-from gpt2.run.script import (add_threads_option, apply_threads, check_device, int_list,  # noqa: E402
-                             require_positive, run_script)
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, comma_choices,  # noqa: E402
+                             int_list, nonempty_str, nonnegative_float, positive_int, run_script)
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
 WAYS = ("cache", "no cache", "nanogpt")
@@ -77,29 +76,33 @@ def bench(name: str, model: GPT, batch: int, args) -> None:
           f"{rate['nanogpt']:,.0f} | {cached / rate['nanogpt']:.1f}x |", flush=True)
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("--models", default="char,baby", help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--model", default=None, help="a run directory, checkpoint or Hugging Face folder instead")
+    parser.add_argument("--models", type=comma_choices(*MODELS), default=["char", "baby"],
+                        help=f"comma-separated, of {', '.join(MODELS)}")
+    parser.add_argument("--model", type=nonempty_str, default=None,
+                        help="a run directory, checkpoint or Hugging Face folder instead")
     parser.add_argument("--batch", default="1,3", help="comma-separated batch sizes (samples drawn at once)")
-    parser.add_argument("--tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.0, help="0: greedy (outputs checked identical)")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--tokens", type=positive_int, default=256)
+    parser.add_argument("--temperature", type=nonnegative_float, default=0.0,
+                        help="0: greedy (outputs checked identical)")
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument("--device", default="auto")
     add_threads_option(parser)
-    args = parser.parse_args()
-    require_positive(args, "--tokens", "--repeats")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     check_device(args.device)
     apply_threads(args)
     batches = int_list(args.batch, "--batch")
-    if set(args.models.split(",")) - set(MODELS):
-        raise ConfigError(f"--models: choose among {', '.join(MODELS)}")
     device = resolve_device(args.device)
     if args.model:
         models = {args.model: load_for_inference(Path(args.model), device)[0]}
     else:
         torch.manual_seed(0)
-        models = {name: GPT(MODELS[name]).to(device).eval() for name in args.models.split(",")}
+        models = {name: GPT(MODELS[name]).to(device).eval() for name in args.models}
     print(f"{args.tokens} new tokens from a 1-token prompt, temperature {args.temperature}, top-k 200, "
           f"{device}, torch {torch.__version__}, {torch.get_num_threads()} threads; fastest of {args.repeats}\n")
     print("| model | batch | KV cache (tokens/s) | no cache, same windows | speed-up | nanoGPT's loop (sliding "

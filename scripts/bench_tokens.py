@@ -33,7 +33,7 @@ import torch
 from gpt2.data.tokenfiles import read_manifest
 from gpt2.files import atomic_file
 from gpt2.run.record import RunSummary
-from gpt2.run.script import require_positive, run_script, script_parser
+from gpt2.run.script import comma_choices, nonempty_path, nonempty_str, positive_int, run_script, script_parser
 from gpt2.train.runtime import peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,31 +189,39 @@ def bench_train(directory: Path, iters: int, extra: list[str]) -> None:
               f"{summary['peak_rss_mb']:7,.0f} MB   final train loss {summary['final_train_loss']:.3f}")
 
 
-def main() -> None:
+SECTIONS = ("prepare", "loader", "sampler", "train")
+
+
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("--workdir", default=None, help="where the synthetic train.bin is kept (default: a temp dir)")
-    parser.add_argument("--tokens", type=float, default=1e9, help="tokens in the synthetic train.bin")
-    parser.add_argument("--sections", default="prepare,loader,sampler,train")
-    parser.add_argument("--batches", type=int, default=500, help="loader batches timed")
-    parser.add_argument("--text-mb", type=int, default=64, help="size of the text prepare tokenizes")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--train-iters", type=int, default=20)
-    parser.add_argument("--mirror", default=None, help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
+    parser.add_argument("--workdir", type=nonempty_path, default=None,
+                        help="where the synthetic train.bin is kept (default: a temp dir)")
+    parser.add_argument("--tokens", type=positive_int, default=10**9, help="tokens in the synthetic train.bin")
+    parser.add_argument("--sections", type=comma_choices(*SECTIONS), default=list(SECTIONS))
+    parser.add_argument("--batches", type=positive_int, default=500, help="loader batches timed")
+    parser.add_argument("--text-mb", type=positive_int, default=64, help="size of the text prepare tokenizes")
+    parser.add_argument("--workers", type=positive_int, default=os.cpu_count() or 1)
+    parser.add_argument("--train-iters", type=positive_int, default=20)
+    parser.add_argument("--mirror", type=nonempty_str, default=None,
+                        help="offline copy of the data (default: $GPT2_DATA_MIRROR)")
     parser.add_argument("--train-override", action="append", default=[],
                         help="a Hydra override for the train section (repeatable), e.g. trainer.device=cuda")
-    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    require_positive(args, "--batches", "--text-mb", "--workers", "--train-iters")
+    parser.add_argument("--child", choices=("bin", "memory", "nanogpt"), default=None, help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     if args.child:
-        print(json.dumps(loader_child(args.child, Path(args.workdir), args.batches)))
+        print(json.dumps(loader_child(args.child, args.workdir, args.batches)))
         return
     with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(args.workdir or tmp)
+        workdir = args.workdir or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        sections = args.sections.split(",")
+        sections = args.sections
         if "prepare" in sections:
             bench_prepare(workdir, args.text_mb, args.workers, args.mirror)
-        directory = synthetic_corpus(workdir, int(args.tokens)) if {"loader", "train"} & set(sections) else None
+        directory = synthetic_corpus(workdir, args.tokens) if {"loader", "train"} & set(sections) else None
         if "loader" in sections:
             bench_loader(directory, args.batches)
         if "sampler" in sections:

@@ -32,9 +32,11 @@ import sys
 import tempfile
 import time
 
-from gpt2.run.script import script_parser
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from gpt2.errors import ConfigError
+from gpt2.run.script import nonempty_path, positive_float, run_script, script_parser
 
 ROOT = Path(__file__).resolve().parents[1]
 MIRROR = Path(os.environ.get("GPT2_DATA_MIRROR") or ROOT.parent / "shared" / "data").resolve()
@@ -266,10 +268,17 @@ def plan(markdown: str) -> list[Command]:
 
 
 def selected(commands: list[Command], only: str | None) -> list[Command]:
-    """The commands matching `only` and, transitively, the earlier commands they need."""
-    if not only:
+    """The commands matching `only` and, transitively, the earlier commands they need. A pattern that
+    matches none (or is empty: an unset shell variable) is one line, not a run of nothing or of all."""
+    if only is None:
         return commands
-    chosen = {i for i, c in enumerate(commands) if re.search(only, c.written)}
+    try:
+        chosen = {i for i, c in enumerate(commands) if only and re.search(only, c.written)}
+    except re.error as exc:
+        raise ConfigError(f"--only {only!r}: not a regular expression ({exc})") from None
+    if not chosen:
+        raise ConfigError(f"--only {only!r}: matches no command of the README" if only else
+                          "--only: an empty pattern; is a shell variable unset?")
     while True:
         more = {j for i in chosen for pattern in (commands[i].rule.needs if commands[i].rule else ())
                 for j, c in enumerate(commands[:i]) if re.search(pattern, c.written)} - chosen
@@ -437,14 +446,18 @@ def summary(commands: list[Command], seconds: float) -> str:
     return f"{len(commands)} commands in {seconds:.0f} s: " + ", ".join(f"{n} {k}" for k, n in count.items())
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser():
     parser = script_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--list", action="store_true", help="list the commands and their mapping; run nothing")
     parser.add_argument("--only", metavar="PATTERN", help="run the commands matching this regex (and their needs)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary working copy")
-    parser.add_argument("--timeout", type=float, default=600, help="seconds per command (default 600)")
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    args = parser.parse_args(argv)
+    parser.add_argument("--timeout", type=positive_float, default=600, help="seconds per command (default 600)")
+    parser.add_argument("--readme", type=nonempty_path, default=ROOT / "README.md")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     commands = selected(plan(args.readme.read_text()), args.only)
     if args.list:
         print(legend() + "\n\n" + table(commands, listing=True))
@@ -469,4 +482,4 @@ def run_and_report(commands: list[Command], args) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_script(lambda: sys.exit(main()))

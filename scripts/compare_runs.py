@@ -17,7 +17,7 @@ from pathlib import Path
 from gpt2.errors import ConfigError, DataError
 from gpt2.run.logger import read_metrics
 from gpt2.run.record import RunSummary
-from gpt2.run.script import add_force_option, check_output, run_script, script_parser
+from gpt2.run.script import add_force_option, check_output, finite_float, nonempty_path, run_script, script_parser
 
 
 def curve(run_dir: Path) -> list[tuple[int, float, float]]:
@@ -33,17 +33,23 @@ def curve(run_dir: Path) -> list[tuple[int, float, float]]:
             last = row["iter"]
         if row.get("val_loss") is not None:
             points.append((row["iter"], seconds, row["val_loss"]))
+    if not points:
+        raise DataError(f"{run_dir}: its metrics.jsonl holds no evaluation (no val_loss): nothing to draw")
     return points
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("runs", nargs="+", type=nonempty_path)
+    parser.add_argument("--out", type=nonempty_path, required=True)
     add_force_option(parser)
     parser.add_argument("--labels", default=None)
-    parser.add_argument("--target", type=float, default=None)
-    args = parser.parse_args()
+    parser.add_argument("--target", type=finite_float, default=None)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     check_output(args.out, "--out", args.force)
     labels = args.labels.split(",") if args.labels else [str(r) for r in args.runs]
     if len(labels) != len(args.runs):

@@ -17,35 +17,44 @@ from gpt2.run.script import script_parser, stop_on_ctrl_c
 if __name__ == "__main__":  # not when a test imports the script
     stop_on_ctrl_c()  # before the slow imports: a Ctrl-C while torch loads is one line too
 
+import argparse  # noqa: E402
 import time  # noqa: E402
+from collections import deque  # noqa: E402
+from itertools import islice  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from gpt2.errors import ConfigError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
-from gpt2.run.script import add_threads_option, apply_threads, check_device, check_input_file, run_script  # noqa: E402
-from gpt2.train.hellaswag import evaluate_file, fetch_file  # noqa: E402
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, check_input_file,  # noqa: E402
+                             nonempty_path, nonempty_str, nonnegative_int, run_script)
+from gpt2.train.hellaswag import evaluate_file, fetch_file, read_examples  # noqa: E402
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every value is checked as the flags are read: '--limit: must be >= 0, got -1'."""
     parser = script_parser(__doc__)
-    parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
-    parser.add_argument("--data", default=None, help="a file in hellaswag_val.jsonl's format (default: "
-                        "hellaswag_val.jsonl, fetched into --data-dir)")
-    parser.add_argument("--limit", type=int, default=0, help="score only the first N examples (0: all)")
+    parser.add_argument("model", type=nonempty_str,
+                        help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
+    parser.add_argument("--data", type=nonempty_path, default=None, help="a file in hellaswag_val.jsonl's format "
+                        "(default: hellaswag_val.jsonl, fetched into --data-dir)")
+    parser.add_argument("--limit", type=nonnegative_int, default=0, help="score only the first N examples (0: all)")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default="data", help="where downloads are kept: the GPT-2 BPE files, "
-                        "hellaswag/hellaswag_val.jsonl (as data.data_dir)")
-    parser.add_argument("--mirror", default=None, help="offline copy of the downloads (default: $GPT2_DATA_MIRROR)")
+    parser.add_argument("--data-dir", type=nonempty_str, default="data", help="where downloads are kept: the GPT-2 "
+                        "BPE files, hellaswag/hellaswag_val.jsonl (as data.data_dir)")
+    parser.add_argument("--mirror", type=nonempty_str, default=None,
+                        help="offline copy of the downloads (default: $GPT2_DATA_MIRROR)")
     add_threads_option(parser)
-    args = parser.parse_args()
-    if args.limit < 0:
-        raise ConfigError(f"--limit: must be >= 0 (0: all), got {args.limit}")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     check_device(args.device)
     apply_threads(args)
-    # the data first: a missing file is said before the model is loaded
+    # the data first: a missing file, or a line that is not an example, is said before the model is loaded
     data = check_input_file(args.data, "--data") if args.data else fetch_file(args.data_dir, args.mirror,
                                                                              mirror_option="--mirror")
+    deque(islice(read_examples(data), args.limit or None), maxlen=0)  # each line checked, the first --limit
     device = resolve_device(args.device)
     model, encoder = load_for_inference(Path(args.model), device, args.data_dir, args.mirror)
     start = time.perf_counter()

@@ -28,30 +28,31 @@ if __name__ == "__main__":  # not when a test imports the script
 
 import json  # noqa: E402
 import sys  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 from gpt2.eval.evaluation import data_config, evaluate_model  # noqa: E402
 from gpt2.files import atomic_write_text, strict_json  # noqa: E402
 from gpt2.run.script import (add_force_option, add_threads_option, apply_threads, check_device,  # noqa: E402
-                             check_output, require_positive, run_script)
+                             check_output, nonempty_path, nonempty_str, positive_int, run_script)
 from gpt2.train.model_source import open_model  # noqa: E402
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("model", help="a run directory, a checkpoint (ours or nanoGPT's), a Hugging Face GPT-2 "
-                        "folder, or gpt2 / gpt2-medium / gpt2-large / gpt2-xl")
+    parser.add_argument("model", type=nonempty_str, help="a run directory, a checkpoint (ours or nanoGPT's), a "
+                        "Hugging Face GPT-2 folder, or gpt2 / gpt2-medium / gpt2-large / gpt2-xl")
     parser.add_argument("overrides", nargs="*", help="data overrides: data=NAME, data.KEY=VALUE")
-    parser.add_argument("--batches", type=int, default=None, help="the first N fixed validation batches "
+    parser.add_argument("--batches", type=positive_int, default=None, help="the first N fixed validation batches "
                         "(default: every validation token once)")
-    parser.add_argument("--out", type=Path, default=None, help="also write the JSON here")
+    parser.add_argument("--out", type=nonempty_path, default=None, help="also write the JSON here")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None, help="default: the model's run's trainer.dtype, else auto")
     add_threads_option(parser)
     add_force_option(parser)
-    args = parser.parse_args()
-    if args.batches is not None:
-        require_positive(args, "--batches")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     apply_threads(args)
     check_device(args.device)
     if args.out is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from gpt2.errors import DataError
 from gpt2.run.logger import METRICS_FILE, read_metrics
-from gpt2.run.script import run_script, script_parser
+from gpt2.run.script import nonempty_path, run_script, script_parser
 
 
 def points(run_dir: Path, metric: str) -> list[tuple[int, float]]:
@@ -46,12 +46,16 @@ def mermaid(curve: list[tuple[int, float]], metric: str, title: str) -> str:
     ])
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("run_dir", type=nonempty_path)
     parser.add_argument("--metric", default="val_loss")
     parser.add_argument("--title", default=None, help="default: the run directory's name")
-    args = parser.parse_args()
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     title = (args.title or args.run_dir.resolve().name).replace('"', "'")
     print(mermaid(points(args.run_dir, args.metric), args.metric, title))
 

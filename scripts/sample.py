@@ -28,10 +28,11 @@ from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from gpt2.errors import ConfigError, DataError  # noqa: E402
+from gpt2.errors import DataError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
 from gpt2.run.script import (add_threads_option, apply_threads, check_device, check_input_file,  # noqa: E402
-                             require_positive, run_script)
+                             integer, nonempty_str, nonnegative_float, nonnegative_int,
+                             positive_int, probability, run_script)
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
 
@@ -55,34 +56,29 @@ def encode_prompt(encoder, text: str) -> list[int]:
     return [getattr(encoder, "eot_token", 0)]  # no prompt: GPT-2 starts from <|endoftext|>
 
 
-def check_options(args: argparse.Namespace) -> None:
-    """Refuse a bad value in one line naming its flag: '--top-p: must be in (0, 1], got 1.5'."""
-    require_positive(args, "--num-samples", "--max-new-tokens")
-    if not args.temperature >= 0:  # NaN too
-        raise ConfigError(f"--temperature: must be >= 0 (0: greedy), got {args.temperature}")
-    if args.top_k < 0:
-        raise ConfigError(f"--top-k: must be >= 0 (0: no top-k), got {args.top_k}")
-    if args.top_p is not None and not 0 < args.top_p <= 1:
-        raise ConfigError(f"--top-p: must be in (0, 1], got {args.top_p}")
-    check_device(args.device)
-
-
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every value is checked as the flags are read: '--top-p: must be in (0, 1], got 1.5'."""
     parser = script_parser(__doc__)
-    parser.add_argument("model", help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
+    parser.add_argument("model", type=nonempty_str,
+                        help="a run directory, a checkpoint file or a Hugging Face GPT-2 folder")
     parser.add_argument("--prompt", default="", help="the text to continue, or @FILE (default: none)")
-    parser.add_argument("--num-samples", type=int, default=3)
-    parser.add_argument("--max-new-tokens", type=int, default=256)
-    parser.add_argument("--temperature", type=float, default=0.8, help="0: greedy")
-    parser.add_argument("--top-k", type=int, default=200, help="0: no top-k")
-    parser.add_argument("--top-p", type=float, default=None, help="nucleus sampling: keep this much probability")
-    parser.add_argument("--seed", type=int, default=1337)
+    parser.add_argument("--num-samples", type=positive_int, default=3)
+    parser.add_argument("--max-new-tokens", type=positive_int, default=256)
+    parser.add_argument("--temperature", type=nonnegative_float, default=0.8, help="0: greedy")
+    parser.add_argument("--top-k", type=nonnegative_int, default=200, help="0: no top-k")
+    parser.add_argument("--top-p", type=probability, default=None,
+                        help="nucleus sampling: keep this much probability, in (0, 1]")
+    parser.add_argument("--seed", type=integer, default=1337)
     parser.add_argument("--no-cache", action="store_true", help="recompute the window for every token")
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--data-dir", default="data", help="where the GPT-2 BPE files are kept")
+    parser.add_argument("--data-dir", type=nonempty_str, default="data", help="where the GPT-2 BPE files are kept")
     add_threads_option(parser, default_help="1 on a CPU, see above; torch's elsewhere")
-    args = parser.parse_args()
-    check_options(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    check_device(args.device)
     apply_threads(args)
     device = resolve_device(args.device)
     if args.threads is None and device.type == "cpu":

@@ -10,18 +10,21 @@ decade or more, and whole-number keys with whole-number ticks.
 """
 
 import logging
-from pathlib import Path
 
 from gpt2.errors import HarnessError
-from gpt2.run.script import run_script, script_parser
+from gpt2.run.script import nonempty_path, run_script, script_parser
 from gpt2.sweep.report import collect_jobs, format_table, plot_sweep
 
 
-def main() -> None:
+def build_parser():
     parser = script_parser(__doc__)
-    parser.add_argument("sweep_dir", type=Path)
-    parser.add_argument("--png", type=Path, default=None, help="default: SWEEP_DIR/sweep_report.png")
-    args = parser.parse_args()
+    parser.add_argument("sweep_dir", type=nonempty_path)
+    parser.add_argument("--png", type=nonempty_path, default=None, help="default: SWEEP_DIR/sweep_report.png")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(format="warning: %(message)s", level=logging.WARNING)  # damaged jobs' files
     if not args.sweep_dir.is_dir():
         state = "is not a directory" if args.sweep_dir.exists() else "does not exist"

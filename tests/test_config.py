@@ -1,4 +1,6 @@
 
+import math
+
 import pytest
 
 import yaml
@@ -300,3 +302,107 @@ def test_an_integer_beyond_64_bits_is_one_line(override):
         from_hydra(compose_config(override))
     assert str(err.value) == (f"{key}: {int(value)} is out of range (a 64-bit integer: -9,223,372,036,854,775,808 "
                               f"to 9,223,372,036,854,775,807)")
+
+
+LR = {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}
+
+
+@pytest.mark.parametrize("key", ["data.path", "data.dir", "data.data_dir", "data.mirror", "model.init_from",
+                                 "trainer.resume", "hparams_search.storage"])
+def test_an_empty_path_is_refused_not_read_as_the_current_directory(key):
+    """`data.path=$UNSET` reaches the config as '': one line naming the key, never the working directory."""
+    from gpt2.config import OptunaConfig
+
+    group, name = key.split(".")
+    schema = {**GROUPS, "hparams_search": OptunaConfig}[group]
+    with pytest.raises(ConfigError) as err:
+        schema(**{name: "", **({"params": {"optim.lr": LR}} if group == "hparams_search" else {})})
+    assert str(err.value) == f"{key}: an empty path; is a shell variable unset?"
+
+
+def test_an_empty_override_is_an_empty_path():
+    from gpt2.config import OptunaConfig
+
+    with pytest.raises(ConfigError, match=r"^data.path: an empty path; is a shell variable unset\?$"):
+        from_hydra(compose_config("data.path="))
+    with pytest.raises(ConfigError, match=r"^hparams_search.study_name: an empty name; is a shell variable unset\? "):
+        OptunaConfig(study_name="", params={"optim.lr": LR})
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "optim.weight_decay", "model.logit_softcap", "trainer.peak_tflops",
+                                 "data.train_frac", "optim.beta2"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_a_float_setting_that_is_not_finite_is_one_line(key, value):
+    group, name = key.split(".")
+    with pytest.raises(ConfigError, match=rf"^{key}: must be "):
+        Config(**{group: GROUPS[group](**{name: value})})
+
+
+
+@pytest.mark.parametrize("key, spec, message", [
+    ("optim.lr", {**LR, "low": 0.01, "high": 0.001}, "low (0.01) > high (0.001)"),
+    ("optim.lr", {**LR, "low": 0.0}, "log: true needs low > 0, got 0.0"),
+    ("model.n_layer", {"type": "int", "low": -2, "high": 6, "log": True}, "log: true needs low > 0, got -2"),
+    ("optim.lr", {**LR, "step": 1e-4}, "step and log: true do not combine (Optuna draws on a grid or "
+                                       "log-uniformly, not both)"),
+    ("model.dropout", {"type": "float", "low": 0.0, "high": 0.2, "step": 0.3},
+     "step (0.3) does not divide high - low (0.2 - 0.0): Optuna would move high"),
+    ("model.n_layer", {"type": "int", "low": 2, "high": 7, "step": 2},
+     "step (2) does not divide high - low (7 - 2): Optuna would move high"),
+    ("model.n_layer", {"type": "int", "low": 2, "high": 8, "step": 0}, "step must be > 0, got 0"),
+    ("model.n_layer", {"type": "int", "low": 2.5, "high": 6}, "low must be a finite integer, got 2.5"),
+    ("optim.lr", {**LR, "high": float("nan")}, "high must be a finite number, got nan"),
+    ("optim.lr", {**LR, "high": "1e-2"}, "high must be a finite number, got '1e-2'"),
+    ("optim.lr", {**LR, "log": "yes"}, "log must be true or false, got 'yes'"),
+    ("model.n_layer", {"type": "int", "low": 2}, "int needs high"),
+    ("model.n_embd", {"type": "categorical", "choices": []}, "choices must be a non-empty list, got []"),
+    ("model.n_embd", {"type": "categorical"}, "choices must be a non-empty list, got None"),
+    ("model.n_embd", {"type": "categorical", "choices": [64, 64]}, "choices repeat a value: [64, 64]"),
+    ("model.n_embd", {"type": "categorical", "choices": [[64]]}, "choice [64]: a choice is a number, a string, "
+                                                                  "a boolean or null"),
+    ("model.n_layer", {"type": "int", "low": 2, "high": 6, "lgo": True},
+     "unknown key 'lgo' (type int takes low, high, log, step)"),
+    ("model.n_embd", {"type": "categorical", "choices": [64], "low": 1}, "unknown key 'low' (type categorical "
+                                                                         "takes choices)"),
+    ("model.n_layer", {"type": "integer", "low": 2, "high": 6}, "needs type float, int or categorical"),
+    ("model.n_layer", 4, "needs type float, int or categorical"),
+    ("optim.lrr", LR, "not a config key (see `python train.py --cfg job` for the valid keys)"),
+    ("optim", LR, "not a config key (see `python train.py --cfg job` for the valid keys)"),
+    ("hparams_search.n_trials", {"type": "int", "low": 1, "high": 4}, "not a config key (see `python train.py "
+                                                                       "--cfg job` for the valid keys)"),
+    ("model.n_layer", {"type": "float", "low": 2, "high": 6}, "type float does not fit model.n_layer (of type int)"),
+    ("model.n_embd", {"type": "categorical", "choices": [64, "big"]},
+     "choice 'big' does not fit model.n_embd (of type int)"),
+    ("model.block_size", {"type": "categorical", "choices": [None, 1.5]},
+     "choice 1.5 does not fit model.block_size (of type Optional[int])"),
+])
+def test_a_bad_search_space_is_one_line_naming_the_parameter(key, spec, message):
+    """Checked whole when the config is built, before any trial (Optuna would raise mid-study, or
+    warn and move `high`, or every trial would fail)."""
+    from gpt2.config import OptunaConfig
+
+    with pytest.raises(ConfigError) as err:
+        Config(hparams_search=OptunaConfig(params={"optim.lr": LR, key: spec}))
+    assert str(err.value) == f"hparams_search.params.{key}: {message}"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("hparams_search.params={optim.lr:{type:float,low:0.01,high:0.001}}",
+     "hparams_search.params.optim.lr: low (0.01) > high (0.001)"),
+    ("hparams_search.storage=", "hparams_search.storage: an empty path; is a shell variable unset?"),
+])
+def test_a_composed_search_is_checked_before_the_study_starts(override, message):
+    with pytest.raises(ConfigError) as err:
+        from_hydra(compose_config("hparams_search=shakespeare_optuna", override))
+    assert str(err.value) == message
+
+
+def test_a_search_over_nothing_is_refused():
+    from gpt2.config import OptunaConfig
+
+    with pytest.raises(ConfigError, match=r"^hparams_search.params: no parameter to search"):
+        OptunaConfig()
+    good = {"optim.lr": LR, "model.n_layer": {"type": "int", "low": 2, "high": 8, "step": 2},
+            "model.dropout": {"type": "float", "low": 0.0, "high": 0.2, "step": 0.05},
+            "model.block_size": {"type": "categorical", "choices": [None, 64]}}
+    assert Config(hparams_search=OptunaConfig(params=good)).hparams_search.params == good

@@ -1,7 +1,7 @@
 """gpt2/run/script.py, what every script under scripts/ shares: `run_script` (a user error is one line
 on stderr and exit 1, Ctrl-C one line and exit 130, a closed stdout pipe nothing and exit 141, a bug
 keeps its traceback), `stop_on_ctrl_c` (the same line during the imports), the checks of the
-scripts' own options (`int_list`, `require_positive`, `check_device`) and `--threads`. The pipe and
+scripts' own options (`int_list`, `check_device`) and `--threads`. The pipe and
 Ctrl-C are checked on real processes: a tiny script around run_script."""
 
 import argparse
@@ -10,11 +10,15 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from gpt2.errors import ConfigError, DataError
-from gpt2.run.script import add_threads_option, apply_threads, check_device, int_list, require_positive, run_script
+from gpt2.run.script import (add_threads_option, apply_threads, check_device, comma_choices, finite_float, int_list,
+                             integer, nonempty_path, nonempty_str, nonnegative_float, nonnegative_int, positive_float,
+                             fraction, positive_int, probability, run_script, script_parser)
 
 
 def raising(exc: BaseException):
@@ -88,20 +92,47 @@ def test_int_list_refuses_anything_else_in_one_line(text, message):
     assert str(refused.value) == message
 
 
-def test_require_positive_accepts_values_of_at_least_1():
-    require_positive(argparse.Namespace(batches=1, max_new_tokens=500), "--batches", "--max-new-tokens")
-
-
-@pytest.mark.parametrize("batches, max_new_tokens, message", [
-    (0, 5, "--batches: must be at least 1, got 0"),
-    (2, -3, "--max-new-tokens: must be at least 1, got -3"),
-    (0, 0, "--batches: must be at least 1, got 0"),  # the first option that fails
+# ------------------------------------------------------------------- the argparse types of the flags
+@pytest.mark.parametrize("kind, text, value", [
+    (positive_int, "3", 3), (positive_int, "1e9", 10**9), (nonnegative_int, "0", 0), (integer, "-3", -3),
+    (finite_float, "-1.5", -1.5), (positive_float, "1e-3", 1e-3), (nonnegative_float, "0", 0.0),
+    (probability, "1", 1.0), (nonempty_path, "runs/a", Path("runs/a")), (nonempty_str, "./gpt2", "./gpt2"),
+    (comma_choices("a", "b"), "b,a", ["b", "a"]),
 ])
-def test_require_positive_names_the_option_below_1(batches, max_new_tokens, message):
-    args = argparse.Namespace(batches=batches, max_new_tokens=max_new_tokens)
-    with pytest.raises(ConfigError) as refused:
-        require_positive(args, "--batches", "--max-new-tokens")
-    assert str(refused.value) == message
+def test_a_flags_type_reads_a_meaningful_value(kind, text, value):
+    assert kind(text) == value
+
+
+@pytest.mark.parametrize("kind, text, message", [
+    (positive_int, "0", "must be at least 1, got 0"),
+    (positive_int, "-1", "must be at least 1, got -1"),
+    (positive_int, "nan", "invalid int value: 'nan'"),
+    (positive_int, "1.5", "invalid int value: '1.5'"),
+    (positive_int, "", "invalid int value: ''"),
+    (positive_int, "9223372036854775808", "must be a 64-bit integer, got 9223372036854775808"),
+    (integer, "1e30", "must be a 64-bit integer, got 1e30"),
+    (nonnegative_int, "-5", "must be >= 0, got -5"),
+    (finite_float, "inf", "must be a finite number, got inf"),
+    (finite_float, "x", "invalid float value: 'x'"),
+    (positive_float, "nan", "must be a finite number > 0, got nan"),
+    (positive_float, "-5", "must be a finite number > 0, got -5"),
+    (positive_float, "0", "must be a finite number > 0, got 0"),
+    (nonnegative_float, "-inf", "must be a finite number >= 0, got -inf"),
+    (probability, "1.5", "must be in (0, 1], got 1.5"),
+    (fraction, "1", "must be in (0, 1), both ends excluded, got 1"),
+    (probability, "nan", "must be in (0, 1], got nan"),
+    (nonempty_path, "", "an empty path; is a shell variable unset?"),
+    (nonempty_str, "", "an empty path; is a shell variable unset?"),
+    (comma_choices("a", "b"), "c", "comma-separated, each once, of a,b; got 'c'"),
+    (comma_choices("a", "b"), "a,a", "comma-separated, each once, of a,b; got 'a,a'"),
+])
+def test_a_flags_type_refuses_a_meaningless_value_in_one_line(capsys, kind, text, message):
+    parser = script_parser(None)
+    parser.prog = "tool.py"
+    parser.add_argument("--x", type=kind)
+    with pytest.raises(SystemExit) as exited:
+        parser.parse_args([f"--x={text}"])
+    assert (exited.value.code, capsys.readouterr().err) == (1, f"error: --x: {message} (tool.py --help says more)\n")
 
 
 # ------------------------------------------------------------------------- --threads, --device
@@ -256,3 +287,121 @@ def test_an_output_path_holding_a_result_is_refused_unless_forced(tmp_path, exis
     with pytest.raises(ConfigError, match=refused) as err:
         check_output(path, "--out", force, folder)
     assert str(err.value).startswith(f"--out {path}")
+
+
+# ---------------------------------------------- every script's flags, its main() imported in-process
+SCRIPTS = sorted(p.name for p in (ROOT / "scripts").glob("*.py"))
+REFUSED = {
+    positive_int: ["0", "-1", "nan", "inf", "", "9223372036854775808"], nonnegative_int: ["-1", "nan", "inf", ""],
+    integer: ["nan", "inf", "", "1e30"], finite_float: ["nan", "inf", "-inf", ""],
+    positive_float: ["0", "-5", "nan", "inf", "-inf", ""], nonnegative_float: ["-1", "nan", "inf", ""],
+    probability: ["0", "1.5", "nan", "inf", ""], fraction: ["0", "1", "1.5", "nan", ""], nonempty_path: [""], nonempty_str: [""],
+}
+"""What each type must refuse, in one line naming the flag."""
+TEXT = {"overrides", "prompt", "labels", "metric", "title", "device", "dtype", "batch_sizes", "world", "batch",
+        "train_override", "only", "text_column", "hf_config", "split"}
+"""Flags of free text, or checked after the flags are read (int_list, check_device, Hydra, a regex)."""
+
+
+@pytest.fixture(scope="module")
+def scripts():
+    """Every script of scripts/, imported once (prepare.py installs the harness's signal handlers when
+    imported: they are put back)."""
+    import importlib.util
+
+    from gpt2.signals import STOP
+
+    installed, handlers = STOP._installed, {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    modules = {}
+    try:
+        for name in SCRIPTS:
+            spec = importlib.util.spec_from_file_location(f"script_{name[:-3]}", ROOT / "scripts" / name)
+            modules[name] = importlib.util.module_from_spec(spec)
+            sys.modules[spec.name] = modules[name]  # dataclasses look their module up there
+            spec.loader.exec_module(modules[name])
+    finally:
+        STOP._installed = installed
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    yield modules
+    for name in SCRIPTS:
+        sys.modules.pop(f"script_{name[:-3]}", None)
+
+
+class Parsed(Exception):
+    """Raised instead of parsing: carries the parser a script's main() built."""
+
+
+def parser_of(module, monkeypatch) -> argparse.ArgumentParser:
+    """The script's parser: its build_parser(), else the one its main() builds (caught at parse_args)."""
+    if hasattr(module, "build_parser"):
+        return module.build_parser()
+    def caught_here(parser, *args, **kwargs):
+        raise Parsed(parser)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(argparse.ArgumentParser, "parse_args", caught_here)
+        with pytest.raises(Parsed) as caught:
+            module.main()
+    return caught.value.args[0]
+
+
+def one_line_exit_1(capsys, call) -> str:
+    with pytest.raises(SystemExit) as exited:
+        call()
+    err = capsys.readouterr().err
+    assert exited.value.code == 1 and err.count("\n") == 1 and err.startswith("error: "), err
+    return err.rstrip("\n")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_scripts_argument_errors_are_one_line_and_exit_1(script, scripts, monkeypatch, capsys):
+    """Each script's own main() on an argument argparse refuses: an unknown flag, or the positional
+    argument missing before it."""
+    monkeypatch.setattr(sys, "argv", [script, "--no-such-flag"])
+    assert one_line_exit_1(capsys, scripts[script].main).endswith(f"({script} --help says more)")
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_every_scripts_number_and_path_flags_refuse_meaningless_values(script, scripts, monkeypatch, capsys):
+    """Generated from each script's parser: every flag that takes a value has a checked type (or is free
+    text, TEXT), and NaN, inf, a count below 1, an empty path ('' from an unset shell variable) or a
+    name it does not know is one line naming the flag and exit 1, before any work."""
+    parser, unchecked = parser_of(scripts[script], monkeypatch), []
+    for action in parser._actions:
+        if action.nargs == 0 or action.choices is not None or action.dest in TEXT:
+            continue
+        allowed = getattr(action.type, "allowed", None)
+        bad = ["", "nosuch", f"{allowed[0]},{allowed[0]}"] if allowed else REFUSED.get(action.type)
+        name = action.option_strings[0] if action.option_strings else action.metavar or action.dest
+        if bad is None:
+            unchecked.append(name)
+        for value in bad or []:
+            argv = [f"{name}={value}"] if action.option_strings else [value]
+            line = one_line_exit_1(capsys, lambda: parser.parse_args(argv))
+            assert line.startswith(f"error: {name}: ") and line.endswith("--help says more)"), (argv, line)
+    assert not unchecked, f"{script}: {unchecked} take values no type checks (use gpt2/run/script.py's types)"
+
+
+def test_a_selection_that_matches_nothing_is_one_line(scripts, tmp_path, capsys):
+    """A run without evaluations to draw, a README pattern matching no command (or empty, or no regex),
+    a sweep directory without runs, a metric no row has: one line and exit 1, not an empty result."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (tmp_path / "empty").mkdir()
+    (run / "summary.json").write_text('{"iters": 10, "tokens_seen": 100}')
+    (run / "metrics.jsonl").write_text('{"iter": 0, "train_loss": 4.0}\n')
+    cases = [
+        ("compare_runs.py", [str(run), "--out", str(tmp_path / "c.png")],
+         f"error: {run}: its metrics.jsonl holds no evaluation (no val_loss): nothing to draw"),
+        ("check_readme.py", ["--list", "--only", "no-such-command"],
+         "error: --only 'no-such-command': matches no command of the README"),
+        ("check_readme.py", ["--list", "--only", ""], "error: --only: an empty pattern; is a shell variable unset?"),
+        ("check_readme.py", ["--list", "--only", "("],
+         "error: --only '(': not a regular expression (missing ), unterminated subpattern at position 0)"),
+        ("sweep_report.py", [str(tmp_path / "empty")],
+         f"error: no summary.json under {tmp_path / 'empty'}: is it a sweep directory?"),
+        ("loss_chart.py", [str(run), "--metric", "val_bpb"], f"error: {run / 'metrics.jsonl'} has no 'val_bpb' values"),
+    ]
+    for script, argv, message in cases:
+        assert one_line_exit_1(capsys, lambda: run_script(lambda: scripts[script].main(argv))) == message

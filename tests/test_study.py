@@ -14,16 +14,24 @@ from gpt2.config import from_hydra
 from gpt2.run.compose import compose
 
 
-def fake_train(stop_on_call=None):
+def fake_train(stop_on_call=None, how="SIGTERM"):
     """A stand-in for gpt2.train.trainer.train: the loss is a function of the config; one call may be
-    'stopped' by a signal."""
+    'stopped' by a signal (the trainer's summary says so) or cut by a KeyboardInterrupt."""
     calls = []
 
     def train_fn(config, run_dir):
         calls.append(config)
-        stopped = "SIGTERM" if len(calls) == stop_on_call else None
+        if len(calls) == stop_on_call and how == "KeyboardInterrupt":
+            raise KeyboardInterrupt
+        stopped = how if len(calls) == stop_on_call else None
         return {"best_val_loss": config.optim.lr * 1000 + config.model.n_layer, "stopped_by": stopped}
     return train_fn, calls
+
+
+def drawn(config) -> tuple:
+    """The values shakespeare_optuna's search draws, as a trial's config holds them."""
+    return (config.optim.lr, config.model.n_layer, config.model.n_embd, config.model.dropout,
+            config.data.batch_size)
 
 
 def test_stopped_study_continues_with_the_interrupted_trial(tmp_path):
@@ -36,12 +44,53 @@ def test_stopped_study_continues_with_the_interrupted_trial(tmp_path):
     train_fn, calls = fake_train(stop_on_call=2)
     first = run_study(cfg, search, tmp_path / "a", train_fn, from_hydra, [])
     assert first["stopped_by"] == "SIGTERM" and len(calls) == 2 and first["completed"] == 1
+    interrupted = drawn(calls[1])
     train_fn, calls = fake_train()
     second = run_study(cfg, search, tmp_path / "b", train_fn, from_hydra, [])
     assert len(calls) == 3 and second["completed"] == 4 and second["stopped_by"] is None  # 4 in total
+    assert drawn(calls[0]) == interrupted  # the interrupted trial's parameters first
     import optuna
-    params = [t.params for t in optuna.load_study(study_name="s", storage=storage).trials]
-    assert len({json.dumps(p, sort_keys=True) for p in params}) == len(params)  # no trial drawn twice
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert trials[2].user_attrs["rerun_of"] == 1 and trials[2].params == trials[1].params
+    params = [json.dumps(t.params, sort_keys=True) for t in trials[2:]] + [json.dumps(trials[0].params, sort_keys=True)]
+    assert len(set(params)) == 4  # no other trial drawn twice
+
+
+@pytest.mark.parametrize("stop", ["SIGTERM", "KeyboardInterrupt", "kill"])
+def test_a_continued_study_reruns_the_interrupted_trials_parameters_once(tmp_path, monkeypatch, stop):
+    """A trial stopped by a signal (told FAIL, marked interrupted), cut by an exception, or left RUNNING
+    by a kill: the continued study's next trial has exactly its parameters, and a later continuation
+    does not run them a third time. (In memory: one study object stands for the storage.)"""
+    import optuna
+
+    from gpt2.sweep import study as study_module
+
+    shared = optuna.create_study(study_name="s")
+    monkeypatch.setattr(study_module, "open_study", lambda search: shared)
+    cfg = compose("hparams_search=shakespeare_optuna", "hparams_search.n_trials=2")
+    search = from_hydra(cfg).hparams_search
+    train_fn, calls = fake_train(stop_on_call=None if stop == "kill" else 2, how=stop)
+    if stop == "KeyboardInterrupt":
+        with pytest.raises(KeyboardInterrupt):
+            study_module.run_study(cfg, search, tmp_path / "a", train_fn, from_hydra, [])
+    else:
+        search.n_trials = 1 if stop == "kill" else 2
+        study_module.run_study(cfg, search, tmp_path / "a", train_fn, from_hydra, [])
+    if stop == "kill":  # a process killed in trial 1 told nothing: the trial stays RUNNING
+        trial = shared.ask()
+        interrupted = {k: study_module.suggest(trial, k, dict(spec)) for k, spec in search.params.items()}
+    else:
+        interrupted = shared.trials[1].params
+        assert shared.trials[1].state.name == "FAIL" and "interrupted" in shared.trials[1].user_attrs
+    search.n_trials = 2
+    train_fn, calls = fake_train()
+    second = study_module.run_study(cfg, search, tmp_path / "b", train_fn, from_hydra, [])
+    assert second["completed"] == 2 and len(calls) == 1
+    assert drawn(calls[0]) == tuple(interrupted[k] for k in search.params)
+    search.n_trials = 3  # continued again: the rerun counts, nothing is enqueued twice
+    study_module.run_study(cfg, search, tmp_path / "c", train_fn, from_hydra, [])
+    assert len(calls) == 2 and drawn(calls[1]) != drawn(calls[0])
+    assert [t.user_attrs.get("rerun_of") for t in shared.trials] == [None, None, 1, None]
 
 
 def test_invalid_or_crashing_trials_fail_and_the_study_goes_on(tmp_path):

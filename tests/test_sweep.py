@@ -227,7 +227,7 @@ def test_a_sweep_or_study_never_overwrites_another_in_its_directory(tmp_path, da
     files = [tmp_path / "study" / "0" / "config.yaml", *(p for p in trial.rglob("*") if p.is_file())]
     before = {p: p.read_bytes() for p in files}
     other = multirun(tmp_path / "study", *study, "hparams_search.seed=7")
-    assert other.returncode == 1 and "already holds a run or another study's trials" in other.stdout
+    assert other.returncode == 1 and "already holds a run or another study's trials" in other.stderr
     assert {p: p.read_bytes() for p in before} == before
 
 

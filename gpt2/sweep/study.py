@@ -26,11 +26,13 @@ from gpt2.signals import STOP
 from gpt2.sweep.report import OVERRIDES_FILE, STUDY_FILE, TRIAL_DIR_ATTR, read_study_file
 
 log = logging.getLogger(__name__)
+RERUN_OF = "rerun_of"
+"""The user attribute of a trial that reruns an interrupted one's parameters: that trial's number."""
 
 
 def suggest(trial, key: str, spec: dict) -> Any:
     if spec["type"] == "float":
-        return trial.suggest_float(key, spec["low"], spec["high"], log=spec.get("log", False))
+        return trial.suggest_float(key, spec["low"], spec["high"], step=spec.get("step"), log=spec.get("log", False))
     if spec["type"] == "int":
         return trial.suggest_int(key, spec["low"], spec["high"], step=spec.get("step", 1),
                                  log=spec.get("log", False))
@@ -67,8 +69,9 @@ def run_study(cfg: DictConfig, search: OptunaConfig, run_dir: Path, train_fn: Ca
     # seeded, but offset by the trials so far: a continued study does not redraw its first trials
     study.sampler = optuna_sampler(search.seed + len(study.trials))
     done = sum(counts_as_done(t) for t in study.trials)
-    log.info("study %r: %d of %d trials done, running %d", study.study_name, done, search.n_trials,
-             max(0, search.n_trials - done))
+    rerun = requeue_interrupted(study, search) if done < search.n_trials else []
+    log.info("study %r: %d of %d trials done, running %d%s", study.study_name, done, search.n_trials,
+             max(0, search.n_trials - done), f" (first again: interrupted trial {', '.join(rerun)})" if rerun else "")
     stopped_by = None
     with STOP.deferred():  # a signal between trials ends the study after telling it what finished
         while done < search.n_trials and not stopped_by:
@@ -124,7 +127,34 @@ def run_told_trial(study, search: OptunaConfig, cfg: DictConfig, run_dir: Path, 
 
 
 def counts_as_done(trial) -> bool:
+    """A finished trial counts towards n_trials unless a stop interrupted it (its rerun counts instead)."""
     return trial.state.is_finished() and "interrupted" not in trial.user_attrs
+
+
+def requeue_interrupted(study, search: OptunaConfig) -> list[str]:
+    """Enqueue once, ahead of any new draw, the parameters of each trial a stop interrupted: told FAIL
+    and marked `interrupted` (Ctrl-C, SIGTERM), or left RUNNING (a kill; one process runs a study at a
+    time). Its rerun records RERUN_OF, so a later continuation enqueues it no more. A parameter the
+    search no longer holds, or whose value is outside its range now, is drawn anew. Returns the numbers
+    of the trials enqueued."""
+    import optuna
+
+    rerun = {t.user_attrs.get(RERUN_OF) for t in study.trials}
+    enqueued = []
+    for trial in study.trials:
+        cut = "interrupted" in trial.user_attrs or trial.state == optuna.trial.TrialState.RUNNING
+        params = {k: v for k, v in trial.params.items() if k in search.params and fits(search.params[k], v)}
+        if cut and params and trial.number not in rerun:
+            study.enqueue_trial(params, user_attrs={RERUN_OF: trial.number}, skip_if_exists=False)
+            enqueued.append(str(trial.number))
+    return enqueued
+
+
+def fits(spec: dict, value: Any) -> bool:
+    """Whether the search spec can draw `value` (an interrupted trial's, rerun after a change of search)."""
+    if spec["type"] == "categorical":
+        return value in list(spec["choices"])
+    return spec["low"] <= value <= spec["high"]
 
 
 def run_trial(cfg: DictConfig, params: dict, trial_dir: Path, group: str, train_fn, from_hydra
