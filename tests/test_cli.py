@@ -208,6 +208,8 @@ def test_an_empty_run_or_sweep_directory_is_refused_not_read_as_the_current_one(
 
 
 def test_run_entry_tells_hydra_to_write_no_files_for_a_run_only(monkeypatch):
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "unset")  # so that monkeypatch restores it as it was
+    monkeypatch.delenv("HYDRA_FULL_ERROR")
     seen = []
     monkeypatch.setattr(sys, "argv", ["train.py", "model=baby"])
     run_entry(lambda: seen.append(sys.argv[1:]))
@@ -218,6 +220,7 @@ def test_run_entry_tells_hydra_to_write_no_files_for_a_run_only(monkeypatch):
     assert seen == [["model=baby", NO_HYDRA_FILES], ["-m", "model=baby,tiny", NO_HYDRA_FILES],
                     ["--cfg", "hydra", "model=baby"]]
     assert sys.argv == ["train.py", "--cfg", "hydra", "model=baby"]  # as it was
+    assert "HYDRA_FULL_ERROR" not in os.environ  # as it was: not passed on to the processes a test starts
 
 
 # -------------------------------------------------------------------------------------------- fail

@@ -107,7 +107,8 @@ def test_invalid_or_crashing_trials_fail_and_the_study_goes_on(tmp_path):
     result = run_study(cfg, from_hydra(cfg).hparams_search, tmp_path, crash_on_second, from_hydra, [])
     assert result["completed"] == 2 and result["best_val_loss"] == 3.0
     failed = json.loads((tmp_path / "trial_001" / "summary.json").read_text())
-    assert failed == {"status": "failed", "error": "RuntimeError: CUDA out of memory"}
+    assert failed == {"status": "failed", "error": "out of memory (CUDA out of memory): lower the sizes of the work "
+                                                   "(model, batch, samples, tokens) or use a device with more memory"}
 
 
 def test_a_signal_between_trials_keeps_the_finished_trial_and_the_study_continues(tmp_path):

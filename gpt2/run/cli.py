@@ -164,6 +164,8 @@ def run_entry(main: Callable[[], None]) -> None:
         sys.exit(1)
     finally:
         sys.argv = [sys.argv[0], *argv]
+        if ours:  # as it was (a test calling run_entry leaves no HYDRA_FULL_ERROR to the processes it starts)
+            os.environ.pop("HYDRA_FULL_ERROR", None)
 
 
 def said_by(world: World, exc: BaseException, line: str, before_run: bool = False) -> Optional[str]:
