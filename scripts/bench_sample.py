@@ -26,7 +26,7 @@ import torch  # noqa: E402
 
 from gpt2.eval.inference import load_for_inference  # noqa: E402
 from gpt2.model.gpt import GPT, GPTConfig, next_token  # noqa: E402
-from gpt2.run.script import (add_threads_option, apply_threads, check_device, comma_choices,  # noqa: E402
+from gpt2.run.script import (add_device_options, apply_device_options, comma_choices,  # noqa: E402
                              int_list, nonempty_str, nonnegative_float, positive_int, run_script)
 from gpt2.train.runtime import resolve_device  # noqa: E402
 
@@ -87,15 +87,13 @@ def build_parser():
     parser.add_argument("--temperature", type=nonnegative_float, default=0.0,
                         help="0: greedy (outputs checked identical)")
     parser.add_argument("--repeats", type=positive_int, default=3)
-    parser.add_argument("--device", default="auto")
-    add_threads_option(parser)
+    add_device_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_device(args.device)
-    apply_threads(args)
+    apply_device_options(args)
     batches = int_list(args.batch, "--batch")
     device = resolve_device(args.device)
     if args.model:

@@ -24,7 +24,7 @@ from itertools import islice  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 from gpt2.eval.inference import load_for_inference  # noqa: E402
-from gpt2.run.script import (add_threads_option, apply_threads, check_device, check_input_file,  # noqa: E402
+from gpt2.run.script import (add_device_options, apply_device_options, check_input_file,  # noqa: E402
                              nonempty_path, nonempty_str, nonnegative_int, run_script)
 from gpt2.train.hellaswag import evaluate_file, fetch_file, read_examples  # noqa: E402
 from gpt2.train.runtime import resolve_device  # noqa: E402
@@ -38,19 +38,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--data", type=nonempty_path, default=None, help="a file in hellaswag_val.jsonl's format "
                         "(default: hellaswag_val.jsonl, fetched into --data-dir)")
     parser.add_argument("--limit", type=nonnegative_int, default=0, help="score only the first N examples (0: all)")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", type=nonempty_str, default="data", help="where downloads are kept: the GPT-2 "
                         "BPE files, hellaswag/hellaswag_val.jsonl (as data.data_dir)")
     parser.add_argument("--mirror", type=nonempty_str, default=None,
                         help="offline copy of the downloads (default: $GPT2_DATA_MIRROR)")
-    add_threads_option(parser)
+    add_device_options(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_device(args.device)
-    apply_threads(args)
+    apply_device_options(args)
     # the data first: a missing file, or a line that is not an example, is said before the model is loaded
     data = check_input_file(args.data, "--data") if args.data else fetch_file(args.data_dir, args.mirror,
                                                                              mirror_option="--mirror")

@@ -31,7 +31,7 @@ import sys  # noqa: E402
 
 from gpt2.eval.evaluation import data_config, evaluate_model  # noqa: E402
 from gpt2.files import atomic_write_text, strict_json  # noqa: E402
-from gpt2.run.script import (add_force_option, add_threads_option, apply_threads, check_device,  # noqa: E402
+from gpt2.run.script import (add_force_option, add_device_options, apply_device_options,  # noqa: E402
                              check_output, nonempty_path, nonempty_str, positive_int, run_script)
 from gpt2.train.model_source import open_model  # noqa: E402
 
@@ -44,17 +44,15 @@ def build_parser():
     parser.add_argument("--batches", type=positive_int, default=None, help="the first N fixed validation batches "
                         "(default: every validation token once)")
     parser.add_argument("--out", type=nonempty_path, default=None, help="also write the JSON here")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--dtype", default=None, help="default: the model's run's trainer.dtype, else auto")
-    add_threads_option(parser)
+    add_device_options(parser)
     add_force_option(parser)
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    apply_threads(args)
-    check_device(args.device)
+    apply_device_options(args)
     if args.out is not None:
         check_output(args.out, "--out", args.force)
     source = open_model(args.model)

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 from gpt2.errors import DataError  # noqa: E402
 from gpt2.eval.inference import load_for_inference  # noqa: E402
-from gpt2.run.script import (add_threads_option, apply_threads, check_device, check_input_file,  # noqa: E402
+from gpt2.run.script import (add_device_options, apply_device_options, check_input_file,  # noqa: E402
                              integer, nonempty_str, nonnegative_float, nonnegative_int,
                              positive_int, probability, run_script)
 from gpt2.train.runtime import resolve_device  # noqa: E402
@@ -70,16 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="nucleus sampling: keep this much probability, in (0, 1]")
     parser.add_argument("--seed", type=integer, default=1337)
     parser.add_argument("--no-cache", action="store_true", help="recompute the window for every token")
-    parser.add_argument("--device", default="auto")
     parser.add_argument("--data-dir", type=nonempty_str, default="data", help="where the GPT-2 BPE files are kept")
-    add_threads_option(parser, default_help="1 on a CPU, see above; torch's elsewhere")
+    add_device_options(parser, threads_help="1 on a CPU, see above; torch's elsewhere")
     return parser
 
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    check_device(args.device)
-    apply_threads(args)
+    apply_device_options(args)
     device = resolve_device(args.device)
     if args.threads is None and device.type == "cpu":
         torch.set_num_threads(1)  # as fast idle, far faster beside another process (docs/results.md)

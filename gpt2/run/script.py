@@ -181,6 +181,18 @@ def apply_threads(args: argparse.Namespace) -> None:
     torch.set_num_threads(args.threads)
 
 
+def add_device_options(parser: argparse.ArgumentParser, *, threads_help: str = "torch's, one per core") -> None:
+    """`--device` (auto, cpu, cuda, cuda:N, mps) and `--threads N`, as the scripts that compute take them."""
+    parser.add_argument("--device", default="auto")
+    add_threads_option(parser, default_help=threads_help)
+
+
+def apply_device_options(args: argparse.Namespace) -> None:
+    """check_device(--device) and apply_threads(--threads): one line for either, before any work."""
+    check_device(args.device)
+    apply_threads(args)
+
+
 def quiet_broken_pipe() -> None:
     """The reader of stdout went away (`script | head`): nothing more is written, not even the
     buffered rest at exit, and the exit status is the shell's for a writer killed by SIGPIPE, 141
