@@ -136,6 +136,12 @@ def read_json(path: Path) -> tuple[bool, Any]:
         return True, None
 
 
+def shown(value: Any, limit: int = 40) -> str:
+    """A value from a JSON file as a message shows it (true, null, "16"), cut to `limit` characters."""
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def strict_json(value: Any, indent: int | None = None) -> str:
     """Standard JSON (no Infinity/NaN literals, which strict parsers refuse): non-finite floats become null."""
     return json.dumps(finite_or_none(value), indent=indent, allow_nan=False)

@@ -46,8 +46,8 @@ import numpy as np
 import torch
 
 from gpt2.errors import DataError
-from gpt2.files import atomic_write_text, locked_elsewhere, read_json
-from gpt2.data.tokenizer import shown, tokenizer_problem
+from gpt2.files import atomic_write_text, locked_elsewhere, read_json, shown
+from gpt2.data.tokenizer import tokenizer_problem
 
 log = logging.getLogger(__name__)
 

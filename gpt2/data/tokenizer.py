@@ -6,7 +6,6 @@ token cache stores to rebuild the same tokenizer (`tokenizer_from_state`).
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Optional, Protocol, Sequence
@@ -15,6 +14,7 @@ import numpy as np
 
 from gpt2.data.download import GPT2_ENCODER_JSON, GPT2_VOCAB_BPE, fetch
 from gpt2.errors import DataError
+from gpt2.files import shown
 
 GPT2_VOCAB = 50257
 
@@ -122,11 +122,6 @@ def build_tokenizer(name: str, corpus: str, data_dir: str | Path,
     if name == "gpt2":
         return GPT2Tokenizer(data_dir, mirror)
     raise ValueError(f"unknown tokenizer {name!r} (expected 'gpt2' or 'char')")
-
-
-def shown(value) -> str:
-    """A value as a message shows it: JSON, cut at 40 characters."""
-    return json.dumps(value, default=repr)[:40]
 
 
 def chars_problem(chars) -> Optional[str]:

@@ -26,7 +26,7 @@ from typing import Iterator, Optional
 import torch
 
 from gpt2.errors import CheckpointError, ConfigError, DataError
-from gpt2.files import atomic_file
+from gpt2.files import atomic_file, shown
 from gpt2.model.gpt import GPT, GPTConfig
 
 HF_NAMES = {"gpt2": "openai-community/gpt2", "gpt2-medium": "openai-community/gpt2-medium",
@@ -109,12 +109,6 @@ def read_config_json(directory: Path) -> dict:
     if hf.get("model_type") != "gpt2":
         raise DataError(f"{directory}/config.json is a {hf.get('model_type')!r} model, not GPT-2")
     return hf
-
-
-def shown(value: object, limit: int = 40) -> str:
-    """A config or data value as the JSON file has it (true, null, "16"), cut to `limit` characters."""
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def hf_parameter_count(c: GPTConfig) -> int:

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from gpt2.data.download import HELLASWAG_VAL, MIRROR_OPTION, fetch
 from gpt2.errors import DataError
-from gpt2.model.pretrained import shown
+from gpt2.files import shown
 from gpt2.train.runtime import Runtime
 
 SOURCE = HELLASWAG_VAL.url
