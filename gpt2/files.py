@@ -41,6 +41,11 @@ class _RecordedWrites:
     def flush(self) -> None:
         self._recorded(self.file.flush)
 
+    def sync(self) -> None:
+        """Flush and fsync now (atomic_file does it before its rename anyway): for a writer that needs
+        the bytes on disk before it renames several files together."""
+        self._recorded(lambda: (self.file.flush(), os.fsync(self.file.fileno())))
+
     def _recorded(self, operation: Callable, *args) -> Any:
         try:
             return operation(*args)

@@ -16,7 +16,6 @@ would run code is refused). Each refusal is one DataError naming the file and th
 from __future__ import annotations
 
 import json
-import os
 import re
 from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, replace
@@ -306,11 +305,7 @@ def write_together(out: Path, files: dict[str, bytes]) -> None:
         for name, data in files.items():
             f = stack.enter_context(atomic_file(out / name))
             f.write(data)
-            f.flush()
-            try:
-                os.fsync(f.fileno())
-            except OSError as exc:
-                raise OSError(exc.errno, exc.strerror, str(out / name)) from exc
+            f.sync()  # every file on disk before any is renamed (an error names the file)
 
 
 def hf_biases(c: GPTConfig) -> dict[str, int]:
